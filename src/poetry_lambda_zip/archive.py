@@ -1,0 +1,238 @@
+"""Deterministic zip writer: sorted entries, fixed times, normalized modes, atomic output."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import shutil
+import stat
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from pathlib import PurePosixPath
+from typing import IO
+from typing import TYPE_CHECKING
+
+from poetry_lambda_zip.errors import OutputError
+
+if TYPE_CHECKING:
+    import tarfile
+    from collections.abc import Callable
+    from collections.abc import Iterable
+
+__all__ = [
+    "DEFAULT_EPOCH",
+    "ArchiveStats",
+    "Entry",
+    "entries_from_files",
+    "entries_from_tar",
+    "timestamp_from_environment",
+    "write_zip_atomically",
+]
+
+#: 1980-01-01T00:00:00Z, the earliest time a zip entry can carry.
+DEFAULT_EPOCH = 315532800
+_FILE_MODE = 0o644
+_EXECUTABLE_MODE = 0o755
+_UNIX = 3
+_METADATA = re.compile(r"^[^/]+\.dist-info/METADATA$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of the package: where it goes in the zip, and how to read it."""
+
+    name: str
+    size: int
+    executable: bool
+    open: Callable[[], IO[bytes]]
+
+
+@dataclass(frozen=True)
+class ArchiveStats:
+    path: Path
+    sha256: str
+    zipped_size: int
+    unzipped_size: int
+    files: int
+    distributions: int
+
+
+def timestamp_from_environment(environ: dict[str, str] | None = None) -> int:
+    """``SOURCE_DATE_EPOCH`` when set (clamped to what zip can store), else 1980-01-01."""
+    value = (os.environ if environ is None else environ).get("SOURCE_DATE_EPOCH", "").strip()
+    if not value:
+        return DEFAULT_EPOCH
+    try:
+        return max(int(value), DEFAULT_EPOCH)
+    except ValueError:
+        raise OutputError(
+            f"SOURCE_DATE_EPOCH={value!r} is not a whole number of seconds.",
+            "Unset it or set it to a Unix timestamp, e.g. $(git log -1 --format=%ct).",
+        ) from None
+
+
+def entries_from_tar(archive: tarfile.TarFile, prefix: str) -> list[Entry]:
+    """The files of a tar stream from ``get_archive``, minus the leading ``prefix/``."""
+    entries = []
+    for member in archive.getmembers():
+        if member.isdir():
+            continue
+        name = PurePosixPath(member.name)
+        if name.parts[:1] != (prefix,):
+            continue
+        relative = PurePosixPath(*name.parts[1:]).as_posix()
+        if member.issym() or member.islnk():
+            resolved = _resolve_link(archive, member)
+            entries.append(_tar_entry(archive, resolved, relative))
+        elif member.isfile():
+            entries.append(_tar_entry(archive, member, relative))
+    return entries
+
+
+def entries_from_files(root: Path, files: Iterable[Path]) -> list[Entry]:
+    """Project files (already checked to lie inside ``root``), named relative to it."""
+    entries = []
+    for path in files:
+        info = path.stat()
+        entries.append(
+            Entry(
+                name=path.relative_to(root).as_posix(),
+                size=info.st_size,
+                executable=bool(info.st_mode & stat.S_IXUSR),
+                open=functools.partial(_open_binary, path),
+            )
+        )
+    return entries
+
+
+def write_zip_atomically(
+    entries: Iterable[Entry],
+    output: Path,
+    timestamp: int,
+    check: Callable[[ArchiveStats], None] | None = None,
+) -> ArchiveStats:
+    """Write the zip next to ``output``, run ``check`` on it, then move it into place.
+
+    A failure at any point (including ``check``) leaves no partial file and an existing
+    ``output`` untouched.
+    """
+    ordered = _sorted_unique(entries)
+    if output.is_dir():
+        raise OutputError(f"The output path {output} is a directory.", "Pass a file name to -o.")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below, renamed on success
+            dir=output.parent, prefix=f".{output.name}.", suffix=".tmp", delete=False
+        )
+    except OSError as e:
+        raise OutputError(
+            f"Cannot write to {output.parent}: {e.strerror}.", "Pass a writable path to -o."
+        ) from e
+    temporary = Path(handle.name)
+    try:
+        with handle:
+            unzipped = _write_zip(ordered, handle, timestamp)
+            handle.flush()
+            os.fsync(handle.fileno())
+        stats = ArchiveStats(
+            path=output,
+            sha256=_sha256(temporary),
+            zipped_size=temporary.stat().st_size,
+            unzipped_size=unzipped,
+            files=len(ordered),
+            distributions=sum(1 for entry in ordered if _METADATA.match(entry.name)),
+        )
+        if check is not None:
+            check(stats)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, output)
+    except OSError as e:
+        raise OutputError(
+            f"Writing {output} failed: {e.strerror or e}.",
+            "Check free space and permissions where the package is written.",
+        ) from e
+    finally:
+        temporary.unlink(missing_ok=True)
+    return stats
+
+
+def _write_zip(entries: list[Entry], handle: IO[bytes], timestamp: int) -> int:
+    date_time = time.gmtime(timestamp)[:6]
+    unzipped = 0
+    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for entry in entries:
+            info = zipfile.ZipInfo(entry.name, date_time=date_time)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = _UNIX
+            mode = _EXECUTABLE_MODE if entry.executable else _FILE_MODE
+            info.external_attr = (stat.S_IFREG | mode) << 16
+            info.file_size = entry.size
+            with entry.open() as source, archive.open(info, "w") as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+            unzipped += entry.size
+    return unzipped
+
+
+def _sorted_unique(entries: Iterable[Entry]) -> list[Entry]:
+    by_name: dict[str, Entry] = {}
+    for entry in entries:
+        _check_name(entry.name)
+        if entry.name in by_name:
+            raise OutputError(
+                f"Two files want the same place in the zip: {entry.name}.",
+                "Rename the included file or exclude one of them.",
+            )
+        by_name[entry.name] = entry
+    return [by_name[name] for name in sorted(by_name)]
+
+
+def _check_name(name: str) -> None:
+    path = PurePosixPath(name)
+    if not name or path.is_absolute() or ".." in path.parts or "\\" in name:
+        raise OutputError(f"Refusing an unsafe path in the package: {name!r}.")
+
+
+def _resolve_link(archive: tarfile.TarFile, member: tarfile.TarInfo) -> tarfile.TarInfo:
+    if member.issym():
+        parent = PurePosixPath(member.name).parent
+        target = PurePosixPath(os.path.normpath(parent / member.linkname))
+    else:
+        target = PurePosixPath(member.linkname)
+    try:
+        resolved = archive.getmember(target.as_posix())
+    except KeyError:
+        raise OutputError(
+            f"{member.name} links to {member.linkname}, outside the installed tree.",
+            "Such a link cannot be stored in a Lambda zip; report it to the package's authors.",
+        ) from None
+    if resolved.issym() or resolved.islnk():
+        return _resolve_link(archive, resolved)
+    return resolved
+
+
+def _tar_entry(archive: tarfile.TarFile, member: tarfile.TarInfo, name: str) -> Entry:
+    def open_member() -> IO[bytes]:
+        handle = archive.extractfile(member)
+        if handle is None:
+            raise OutputError(f"Cannot read {member.name} from the build output.")
+        return handle
+
+    executable = bool(member.mode & stat.S_IXUSR)
+    return Entry(name=name, size=member.size, executable=executable, open=open_member)
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    return path.open("rb")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

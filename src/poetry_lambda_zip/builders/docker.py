@@ -1,0 +1,242 @@
+"""The Docker builder: install inside a Lambda image through the engine's API, tar streams only.
+
+The only module that imports ``docker``. Inputs go in with ``put_archive`` and the installed
+tree comes out with ``get_archive``, so nothing depends on the engine seeing this machine's
+files (CI job containers sharing docker.sock, remote ``DOCKER_HOST``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import time
+from collections import deque
+from importlib import resources
+from typing import TYPE_CHECKING
+from typing import Any
+
+import docker
+from docker.errors import APIError
+from docker.errors import DockerException
+from docker.errors import ImageNotFound
+from docker.errors import NotFound
+
+from poetry_lambda_zip.builders import TREE_PREFIX
+from poetry_lambda_zip.errors import BuildFailedError
+from poetry_lambda_zip.errors import DockerUnavailableError
+from poetry_lambda_zip.errors import ImageError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from docker.models.containers import Container
+    from docker.models.images import Image
+
+    from poetry_lambda_zip.builders import InstallJob
+    from poetry_lambda_zip.builders import Progress
+
+__all__ = ["CONTAINER_LABEL", "DockerBuilder", "engine_location"]
+
+CONTAINER_LABEL = "io.github.poetry-lambda-zip.build"
+_WORK = "/tmp/lambda-zip"
+_PYTHON = "/var/lang/bin/python3"
+_PYTHON_MISMATCH = 86
+_TAIL_LINES = 40
+_DOCKER_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
+
+
+def engine_location(environ: dict[str, str] | None = None) -> str:
+    """Where the docker SDK looks for the engine, for error messages."""
+    environ = dict(os.environ if environ is None else environ)
+    if environ.get("DOCKER_HOST"):
+        return f"DOCKER_HOST={environ['DOCKER_HOST']}"
+    return "unix:///var/run/docker.sock (DOCKER_HOST is not set)"
+
+
+class DockerBuilder:
+    """Runs pip in a container started from the job's image."""
+
+    name = "docker"
+
+    def __init__(self, connect: Callable[[], docker.DockerClient] = docker.from_env) -> None:
+        self._connect = connect
+
+    def install(self, job: InstallJob, workdir: Path, progress: Progress) -> Path:
+        client = self._client()
+        started = time.monotonic()
+        image = self._image(client, job, progress)
+        progress.phase("image", time.monotonic() - started, f"{job.image} ({image.short_id})")
+
+        started = time.monotonic()
+        container = self._create(client, job)
+        try:
+            container.put_archive("/tmp", _inputs(job))
+            container.start()
+            tail = _follow(container, progress)
+            status = container.wait()
+            exit_code = int(status.get("StatusCode", -1))
+            if exit_code == _PYTHON_MISMATCH:
+                found = next((t.split()[2] for t in tail if "python-mismatch" in t), "another")
+                raise ImageError(
+                    f"The image {job.image} has Python {found} at {_PYTHON}, but"
+                    f" {job.target.runtime} needs Python {job.target.python_version_text}.",
+                    "Pass an --image built for that runtime, or the --runtime the image has.",
+                )
+            if exit_code != 0:
+                output = "\n".join(f"  {line}" for line in tail)
+                raise BuildFailedError(
+                    f"pip failed inside {job.image} (exit code {exit_code}). Its last lines:\n"
+                    f"{output}",
+                    "Run again with -v for the installer's full output.",
+                )
+            tree = workdir / "tree.tar"
+            stream, _ = container.get_archive(f"{_WORK}/{TREE_PREFIX}")
+            with tree.open("wb") as handle:
+                for chunk in stream:
+                    handle.write(chunk)
+        except APIError as e:
+            raise BuildFailedError(
+                f"The Docker engine failed during the build: {e.explanation or e}",
+                "Check `docker info`; if the engine restarted, run the build again.",
+            ) from e
+        finally:
+            _remove(container, progress)
+        progress.phase("install", time.monotonic() - started, f"pip in {job.target.runtime}")
+        return tree
+
+    def _client(self) -> docker.DockerClient:
+        try:
+            client = self._connect()
+            client.ping()
+        except DockerException as e:
+            raise DockerUnavailableError(
+                f"No Docker engine answers at {engine_location()}: {e}",
+                "Start Docker, or point DOCKER_HOST at a running engine.",
+            ) from e
+        return client
+
+    def _image(self, client: docker.DockerClient, job: InstallJob, progress: Progress) -> Image:
+        wanted = _DOCKER_ARCH[job.target.arch]
+        try:
+            image = client.images.get(job.image)
+        except ImageNotFound:
+            progress.info(f"Pulling {job.image} for {job.target.docker_platform} ...")
+            try:
+                image = client.images.pull(job.image, platform=job.target.docker_platform)
+            except DockerException as e:
+                raise ImageError(
+                    f"The image {job.image} is not here and cannot be pulled: {e}",
+                    "Check the registry is reachable (docker login if it needs it), or pass"
+                    " --image with an image present on this engine.",
+                ) from e
+        except APIError as e:
+            raise ImageError(f"Cannot inspect the image {job.image}: {e}") from e
+        found = image.attrs.get("Architecture", "")
+        if found != wanted:
+            raise ImageError(
+                f"The image {job.image} is for linux/{found}, but {job.target.arch} needs"
+                f" {job.target.docker_platform}.",
+                f"Pull the {job.target.docker_platform} variant or pass an --image for it.",
+            )
+        return image
+
+    def _create(self, client: docker.DockerClient, job: InstallJob) -> Container:
+        try:
+            return client.containers.create(
+                job.image,
+                entrypoint=[_PYTHON],
+                command=[f"{_WORK}/inside.py"],
+                name=f"poetry-lambda-zip-{job.build_id}",
+                labels={CONTAINER_LABEL: job.build_id},
+                platform=job.target.docker_platform,
+                environment={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
+                working_dir="/tmp",
+            )
+        except APIError as e:
+            raise ImageError(
+                f"Cannot create a container from {job.image}: {e.explanation or e}",
+                "Check that the image is a Lambda Python image for the target architecture.",
+            ) from e
+
+
+def _inputs(job: InstallJob) -> bytes:
+    """The tar put into the container: the script, the job, the requirement set, the wheel."""
+    config: dict[str, Any] = {
+        "python": job.target.python_version_text,
+        "index_urls": list(job.index_urls),
+        "ca_bundle": "ca.pem" if job.network.ca_bundle else None,
+        "proxies": dict(job.network.proxies),
+    }
+    requirements = [r.to_requirements_line() for r in job.requirements]
+    if job.project_wheel is not None:
+        digest = hashlib.sha256(job.project_wheel.read_bytes()).hexdigest()
+        requirements.append(f"{_WORK}/{job.project_wheel.name} --hash=sha256:{digest}")
+    files: dict[str, bytes] = {
+        "inside.py": resources.files("poetry_lambda_zip.builders")
+        .joinpath("_inside.py")
+        .read_bytes(),
+        "job.json": json.dumps(config, sort_keys=True).encode(),
+    }
+    if job.network.ca_bundle:
+        files["ca.pem"] = job.network.ca_bundle
+    if job.project_wheel is not None:
+        files[job.project_wheel.name] = job.project_wheel.read_bytes()
+    files["requirements.txt"] = "".join(f"{line}\n" for line in requirements).encode()
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.addfile(_tar_info("lambda-zip", tarfile.DIRTYPE, 0o700, 0))
+        for name, data in files.items():
+            archive.addfile(
+                _tar_info(f"lambda-zip/{name}", tarfile.REGTYPE, 0o600, len(data)),
+                io.BytesIO(data),
+            )
+    return buffer.getvalue()
+
+
+def _tar_info(name: str, kind: bytes, mode: int, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = mode
+    info.size = size
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def _follow(container: Container, progress: Progress) -> deque[str]:
+    """Relay the container's output line by line; keep the tail for error messages."""
+    tail: deque[str] = deque(maxlen=_TAIL_LINES)
+    for line in _lines(container.logs(stream=True, follow=True)):
+        tail.append(line)
+        progress.installer_output(line)
+    return tail
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.decode("utf-8", "replace").rstrip("\r")
+    if pending:
+        yield pending.decode("utf-8", "replace")
+
+
+def _remove(container: Container, progress: Progress) -> None:
+    try:
+        container.remove(force=True)
+    except NotFound:
+        pass
+    except DockerException as e:
+        # The engine went away mid-build: say what is left; the build's own error comes next.
+        progress.warning(
+            f"Could not remove the build container {container.name}: {e}."
+            f" Remove it with: docker rm -f {container.name}"
+        )

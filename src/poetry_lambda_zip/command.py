@@ -1,0 +1,125 @@
+"""``poetry lambda-zip``: options -> BuildRequest -> ``core.build()`` -> exit code."""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import ClassVar
+
+from cleo.formatters.formatter import Formatter
+from cleo.helpers import option
+from poetry.console.commands.command import Command
+
+from poetry_lambda_zip.core import build
+from poetry_lambda_zip.errors import LambdaZipError
+from poetry_lambda_zip.request import CONFIG_KEYS
+from poetry_lambda_zip.request import CONFIG_TABLE
+from poetry_lambda_zip.request import BuildRequest
+from poetry_lambda_zip.target import ARCHITECTURES
+from poetry_lambda_zip.target import RUNTIMES
+
+if TYPE_CHECKING:
+    from cleo.io.inputs.option import Option
+    from cleo.io.io import IO
+
+    from poetry_lambda_zip.core import BuildResult
+
+__all__ = ["LambdaZipCommand"]
+
+EXIT_INTERRUPTED = 130
+
+
+class ConsoleProgress:
+    """Phase lines on stdout, warnings on stderr, pip's output only with -v."""
+
+    def __init__(self, io: IO) -> None:
+        self._io = io
+
+    def phase(self, name: str, seconds: float, detail: str) -> None:
+        self._io.write_line(f"<info>{name:<8}</info> {seconds:7.2f}s  {Formatter.escape(detail)}")
+
+    def info(self, message: str) -> None:
+        self._io.write_line(Formatter.escape(message))
+
+    def warning(self, message: str) -> None:
+        self._io.write_error_line(f"<warning>Warning: {Formatter.escape(message)}</warning>")
+
+    def installer_output(self, line: str) -> None:
+        if self._io.is_verbose():
+            self._io.write_line(f"<fg=default>  | {Formatter.escape(line)}</>")
+
+
+class LambdaZipCommand(Command):
+    name = "lambda-zip"
+    description = "Build an AWS Lambda .zip deployment package from poetry.lock."
+
+    options: ClassVar[list[Option]] = [
+        option("runtime", None, f"Lambda runtime: {', '.join(RUNTIMES)}.", flag=False),
+        option("arch", None, f"Lambda architecture: {' or '.join(ARCHITECTURES)}.", flag=False),
+        option("image", None, "Build image (default: AWS's SAM build image).", flag=False),
+        option(
+            "output", "o", "Zip path (default: dist/NAME-VERSION-RUNTIME-ARCH.zip).", flag=False
+        ),
+        option("with", None, "Optional dependency groups to include.", flag=False, multiple=True),
+        option("without", None, "Dependency groups to leave out.", flag=False, multiple=True),
+        option("only", None, "The only dependency groups to include.", flag=False, multiple=True),
+        option("extras", "E", "Extras to install.", flag=False, multiple=True),
+        option("all-extras", None, "Install every extra."),
+        option(
+            "include", None, "Project files for the zip root (glob).", flag=False, multiple=True
+        ),
+        option("ca-bundle", None, "PEM bundle trusted besides the image's.", flag=False),
+    ]
+
+    help = f"""Builds a Lambda deployment package from the locked dependencies and the project's
+own code, installing them inside a Lambda build image through the Docker engine.
+
+Every option can also be set in <comment>[tool.{CONFIG_TABLE}]</comment> in pyproject.toml;
+the command line wins. Example:
+
+  <comment>[tool.{CONFIG_TABLE}]
+  runtime = "python3.12"
+  arch = "arm64"
+  include = ["index.py"]</comment>
+"""
+
+    def handle(self) -> int:
+        project_dir = self.poetry.pyproject_path.parent
+        config = self.poetry.pyproject.data.get("tool", {}).get(CONFIG_TABLE, {})
+        options = {key: self.option(key) for key in CONFIG_KEYS}
+        try:
+            request = BuildRequest.from_settings(project_dir, options, config)
+            result = build(request, self.poetry, ConsoleProgress(self.io))
+        except LambdaZipError as e:
+            self._show_error(e)
+            return e.exit_code
+        except KeyboardInterrupt:
+            self.line_error(
+                "<error>Interrupted.</error> The build container and temporary files were removed."
+            )
+            return EXIT_INTERRUPTED
+        self._show_result(result, Path.cwd())
+        return 0
+
+    def _show_error(self, error: LambdaZipError) -> None:
+        self.line_error(f"<error>{Formatter.escape(error.message)}</error>")
+        if error.fix:
+            self.line_error(Formatter.escape(error.fix))
+        if self.io.is_debug():
+            self.line_error("".join(traceback.format_exception(error)))
+
+    def _show_result(self, result: BuildResult, cwd: Path) -> None:
+        archive = result.archive
+        path = archive.path.resolve()
+        shown = path.relative_to(cwd) if path.is_relative_to(cwd) else path
+        self.line(f"Built <info>{shown}</info>")
+        self.line(
+            f"  {_megabytes(archive.zipped_size)} zipped, {_megabytes(archive.unzipped_size)}"
+            f" unzipped, {archive.distributions} distributions, {archive.files} files"
+        )
+        self.line(f"  sha256 {archive.sha256}")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"

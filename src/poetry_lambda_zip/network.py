@@ -1,0 +1,91 @@
+"""What the installer in the container needs to reach the index from a corporate network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from poetry_lambda_zip.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from collections.abc import Mapping
+
+__all__ = ["CA_BUNDLE_VARIABLES", "PROXY_VARIABLES", "NetworkSettings", "network_settings"]
+
+#: Where users and their tools name a CA bundle, in the order we read them.
+CA_BUNDLE_VARIABLES = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """CA certificates to trust in addition to the image's, and proxy settings.
+
+    Both reach the container as files (never as its environment, which ``docker inspect``
+    shows): a proxy URL may carry a password.
+    """
+
+    ca_bundle: bytes | None = None
+    ca_sources: tuple[str, ...] = ()
+    proxies: Mapping[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+def network_settings(
+    environ: Mapping[str, str],
+    ca_bundle: Path | None = None,
+    source_certificates: Iterable[Path] = (),
+) -> NetworkSettings:
+    """Collect CA bundles (``--ca-bundle``, else the environment, plus Poetry's per-source
+    ``certificates.<source>.cert``) and ``HTTP(S)_PROXY``/``NO_PROXY`` (either case)."""
+    warnings: list[str] = []
+    named: list[tuple[str, Path]] = []
+    if ca_bundle is not None:
+        if not ca_bundle.is_file():
+            raise ConfigError(
+                f"The CA bundle {ca_bundle} does not exist.", "Pass an existing PEM file."
+            )
+        named.append(("--ca-bundle", ca_bundle))
+    else:
+        for variable in CA_BUNDLE_VARIABLES:
+            value = environ.get(variable, "").strip()
+            if not value:
+                continue
+            path = Path(value)
+            if path.is_file():
+                named.append((variable, path))
+            else:
+                warnings.append(f"{variable}={value} is not a file; it is not forwarded.")
+    named += [("Poetry source certificate", path) for path in source_certificates]
+
+    bundles: list[bytes] = []
+    sources: list[str] = []
+    seen: set[Path] = set()
+    for origin, path in named:
+        resolved = path.resolve()
+        if resolved in seen:
+            continue
+        seen.add(resolved)
+        try:
+            bundles.append(resolved.read_bytes().rstrip(b"\n") + b"\n")
+        except OSError as e:
+            raise ConfigError(
+                f"Cannot read the CA bundle {path} ({origin}): {e.strerror}.",
+                "Make it readable or point the setting elsewhere.",
+            ) from e
+        sources.append(f"{path} ({origin})")
+
+    proxies: dict[str, str] = {}
+    for variable in PROXY_VARIABLES:
+        proxy = environ.get(variable) or environ.get(variable.lower())
+        if proxy:
+            proxies[variable] = proxy
+    return NetworkSettings(
+        ca_bundle=b"".join(bundles) if bundles else None,
+        ca_sources=tuple(sources),
+        proxies=proxies,
+        warnings=tuple(warnings),
+    )

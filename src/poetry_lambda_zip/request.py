@@ -1,0 +1,132 @@
+"""The frozen BuildRequest: command-line options over ``[tool.poetry-lambda-zip]``, validated."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+
+from poetry_lambda_zip.errors import ConfigError
+from poetry_lambda_zip.resolve import GroupSelection
+from poetry_lambda_zip.target import ARCHITECTURES
+from poetry_lambda_zip.target import RUNTIMES
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["CONFIG_KEYS", "CONFIG_TABLE", "BuildRequest"]
+
+CONFIG_TABLE = "poetry-lambda-zip"
+#: Every key of [tool.poetry-lambda-zip]; each is also a command-line option of the same name.
+CONFIG_KEYS: dict[str, type] = {
+    "runtime": str,
+    "arch": str,
+    "image": str,
+    "output": str,
+    "with": list,
+    "without": list,
+    "only": list,
+    "extras": list,
+    "all-extras": bool,
+    "include": list,
+    "ca-bundle": str,
+}
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What to build, decided before anything runs."""
+
+    project_dir: Path
+    runtime: str | None = None
+    arch: str = "x86_64"
+    image: str | None = None
+    output: Path | None = None
+    groups: GroupSelection = field(default_factory=GroupSelection)
+    extras: tuple[str, ...] = ()
+    all_extras: bool = False
+    include: tuple[str, ...] = ()
+    ca_bundle: Path | None = None
+    #: Problems that do not stop the build (e.g. an unknown config key).
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def from_settings(
+        cls, project_dir: Path, options: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> BuildRequest:
+        """Merge command-line ``options`` (relative paths from the working directory) over
+        ``config`` (relative paths from the project); report every problem at once."""
+        problems: list[str] = []
+        warnings = [_unknown_key(key) for key in sorted(config) if key not in CONFIG_KEYS]
+        merged: dict[str, Any] = {}
+        for key, kind in CONFIG_KEYS.items():
+            given = options.get(key)
+            if given not in (None, False, [], ()):
+                merged[key] = Path(given).resolve() if key in ("output", "ca-bundle") else given
+            elif key in config:
+                value: Any = config[key]
+                if not _has_type(value, kind):
+                    expected = {str: "a string", list: "a list of strings", bool: "true or false"}
+                    problems.append(
+                        f"[tool.{CONFIG_TABLE}] {key} must be {expected[kind]}, not {value!r}."
+                    )
+                    continue
+                merged[key] = (project_dir / value) if key in ("output", "ca-bundle") else value
+
+        runtime = merged.get("runtime")
+        if runtime is not None and runtime not in RUNTIMES:
+            problems.append(f"Unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}.")
+        arch = merged.get("arch", "x86_64")
+        if arch not in ARCHITECTURES:
+            problems.append(f"Unknown architecture {arch!r}; choose {' or '.join(ARCHITECTURES)}.")
+        groups = GroupSelection(
+            with_=_split(merged.get("with", ())),
+            without=_split(merged.get("without", ())),
+            only=_split(merged.get("only", ())),
+        )
+        if groups.only and (groups.with_ or groups.without):
+            problems.append("--only cannot be combined with --with or --without.")
+        extras = _split(merged.get("extras", ()))
+        all_extras = bool(merged.get("all-extras", False))
+        if extras and all_extras:
+            problems.append("--extras cannot be combined with --all-extras.")
+        if problems:
+            raise ConfigError(
+                "\n".join(problems),
+                "Fix the options above (`poetry lambda-zip --help` lists them).",
+            )
+        return cls(
+            project_dir=project_dir,
+            runtime=runtime,
+            arch=arch,
+            image=merged.get("image"),
+            output=merged.get("output"),
+            groups=groups,
+            extras=extras,
+            all_extras=all_extras,
+            include=tuple(merged.get("include", ())),
+            ca_bundle=merged.get("ca-bundle"),
+            warnings=tuple(warnings),
+        )
+
+
+def _has_type(value: Any, kind: type) -> bool:
+    if kind is list:
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    return isinstance(value, kind)
+
+
+def _split(values: Any) -> tuple[str, ...]:
+    """``--with a,b --with c`` and ``with = ["a", "b,c"]`` both mean a, b, c."""
+    return tuple(part.strip() for value in values for part in str(value).split(",") if part.strip())
+
+
+def _unknown_key(key: str) -> str:
+    message = f"Unknown key {key!r} in [tool.{CONFIG_TABLE}] is ignored."
+    nearest = difflib.get_close_matches(key, list(CONFIG_KEYS), n=1)
+    if nearest:
+        message += f" Did you mean {nearest[0]!r}?"
+    return message

@@ -1,0 +1,286 @@
+"""poetry.lock -> the exact, hashed requirement set for one Lambda target (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from typing import Literal
+
+from packaging.utils import InvalidSdistFilename
+from packaging.utils import InvalidWheelFilename
+from packaging.utils import NormalizedName
+from packaging.utils import canonicalize_name
+from packaging.utils import parse_sdist_filename
+from packaging.utils import parse_wheel_filename
+
+from poetry_lambda_zip.errors import ConfigError
+from poetry_lambda_zip.errors import LockError
+from poetry_lambda_zip.errors import ResolveError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from collections.abc import Mapping
+    from collections.abc import Sequence
+
+    from packaging.tags import Tag
+    from poetry.core.constraints.version import VersionConstraint
+    from poetry.core.packages.package import Package
+    from poetry.core.packages.package import PackageFile
+    from poetry.core.packages.project_package import ProjectPackage
+    from poetry.packages.locker import Locker
+
+    from poetry_lambda_zip.target import LambdaTarget
+
+__all__ = [
+    "Artifact",
+    "Excluded",
+    "GroupSelection",
+    "Requirement",
+    "RequirementSet",
+    "check_lock",
+    "choose_artifact",
+    "resolve",
+    "select_extras",
+    "select_groups",
+]
+
+MAIN_GROUP = canonicalize_name("main")
+# Source types whose artifacts are files on an index, with hashes in the lock.
+_INDEX_SOURCE_TYPES = (None, "legacy")
+
+
+@dataclass(frozen=True)
+class GroupSelection:
+    """--with/--without/--only as the user gave them (names as typed)."""
+
+    with_: tuple[str, ...] = ()
+    without: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One locked file of a distribution, chosen for the target."""
+
+    filename: str
+    sha256: str
+    kind: Literal["wheel", "sdist"]
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A distribution that goes into the package, pinned to one locked artifact."""
+
+    name: NormalizedName
+    version: str
+    artifact: Artifact
+    #: Simple-index URL of a ``[[tool.poetry.source]]``; None for the default index (PyPI).
+    index_url: str | None = None
+
+    def to_requirements_line(self) -> str:
+        return f"{self.name}=={self.version} --hash=sha256:{self.artifact.sha256}"
+
+
+@dataclass(frozen=True)
+class Excluded:
+    """A locked distribution that does not go into the package, and why."""
+
+    name: NormalizedName
+    version: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RequirementSet:
+    target: LambdaTarget
+    groups: frozenset[NormalizedName]
+    extras: frozenset[NormalizedName]
+    requirements: tuple[Requirement, ...]
+    excluded: tuple[Excluded, ...]
+
+    @property
+    def index_urls(self) -> tuple[str, ...]:
+        return tuple(sorted({r.index_url for r in self.requirements if r.index_url}))
+
+
+def select_groups(project: ProjectPackage, selection: GroupSelection) -> frozenset[NormalizedName]:
+    """The active dependency groups; by default only ``main`` (dev groups never ship)."""
+    problems: list[str] = []
+    for option, names in (
+        ("--with", selection.with_),
+        ("--without", selection.without),
+        ("--only", selection.only),
+    ):
+        problems += [
+            f"Group {name!r} (from {option}) is not defined in pyproject.toml."
+            for name in names
+            if not project.has_dependency_group(name)
+        ]
+    if problems:
+        known = ", ".join(sorted(project.dependency_group_names(include_optional=True)))
+        raise ConfigError("\n".join(problems), f"Known groups: {known or 'none'}.")
+    if selection.only:
+        return frozenset(canonicalize_name(n) for n in selection.only)
+    groups = {MAIN_GROUP} | {canonicalize_name(n) for n in selection.with_}
+    return frozenset(groups - {canonicalize_name(n) for n in selection.without})
+
+
+def select_extras(
+    project: ProjectPackage, extras: Sequence[str], all_extras: bool
+) -> frozenset[NormalizedName]:
+    known = {canonicalize_name(name) for name in project.extras}
+    if all_extras:
+        return frozenset(known)
+    requested = {canonicalize_name(extra) for extra in extras}
+    unknown = sorted(requested - known)
+    if unknown:
+        raise ConfigError(
+            f"Extra(s) not defined by the project: {', '.join(unknown)}.",
+            f"Defined extras: {', '.join(sorted(known)) or 'none'}.",
+        )
+    return frozenset(requested)
+
+
+def check_lock(locker: Locker) -> None:
+    """Fail unless poetry.lock exists, is readable by this Poetry and matches pyproject.toml."""
+    if not locker.is_locked():
+        raise LockError(
+            f"No lock file at {locker.lock}.", "Run `poetry lock` and commit poetry.lock."
+        )
+    try:
+        fresh = locker.is_fresh()
+        has_groups = locker.is_locked_groups_and_markers()
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise LockError(f"poetry.lock cannot be read: {e}", "Run `poetry lock`.") from e
+    if not fresh:
+        raise LockError(
+            "poetry.lock is out of date: pyproject.toml changed since it was locked"
+            " (its content-hash no longer matches).",
+            "Run `poetry lock` and commit poetry.lock.",
+        )
+    if not has_groups:
+        raise LockError(
+            "poetry.lock was written by Poetry 1.x (lock format < 2.1), which records no"
+            " groups and markers per package.",
+            "Run `poetry lock` with Poetry 2 to upgrade the lock file.",
+        )
+
+
+def resolve(
+    locker: Locker,
+    project: ProjectPackage,
+    target: LambdaTarget,
+    groups: frozenset[NormalizedName],
+    extras: frozenset[NormalizedName],
+) -> RequirementSet:
+    """Every locked distribution the target needs, each pinned to the artifact it will use."""
+    check_lock(locker)
+    if not project.python_constraint.allows_any(_runtime_constraint(target)):
+        raise ConfigError(
+            f"The project requires Python {project.python_versions}, which {target.runtime}"
+            f" (Python {target.python_version_text}) does not satisfy.",
+            "Choose a runtime within requires-python, or omit --runtime to pick the newest one.",
+        )
+    try:
+        locked = locker.locked_packages()
+    except RuntimeError as e:
+        raise LockError(f"poetry.lock cannot be read: {e}", "Run `poetry lock`.") from e
+
+    environment: dict[str, object] = {**target.marker_environment(), "extra": set(extras)}
+    tag_ranks = {tag: rank for rank, tag in enumerate(target.supported_tags())}
+    requirements: list[Requirement] = []
+    excluded: list[Excluded] = []
+    problems: list[str] = []
+    for package, info in sorted(locked.items(), key=lambda item: item[0].name):
+        active = groups & info.groups
+        if not active:
+            excluded.append(_excluded(package, f"only in group(s) {_names(info.groups)}"))
+            continue
+        marker = info.get_marker(active)
+        if not marker.validate(environment):
+            excluded.append(_excluded(package, _marker_reason(str(marker), extras)))
+            continue
+        try:
+            requirements.append(_requirement(package, tag_ranks))
+        except ResolveError as e:
+            problems.append(e.message)
+    if problems:
+        raise ResolveError(
+            "Some locked packages cannot be installed for "
+            f"{target.runtime} {target.arch}:\n" + "\n".join(f"  - {p}" for p in problems),
+            "Check the package versions in poetry.lock, or choose another runtime/arch.",
+        )
+    return RequirementSet(
+        target=target,
+        groups=groups,
+        extras=extras,
+        requirements=tuple(requirements),
+        excluded=tuple(excluded),
+    )
+
+
+def choose_artifact(files: Iterable[PackageFile], tag_ranks: Mapping[Tag, int]) -> Artifact | None:
+    """The best-ranked wheel for the target, else the sdist, else None."""
+    best: tuple[int, str, str] | None = None
+    sdist: tuple[str, str] | None = None
+    for entry in files:
+        filename, digest = entry["file"], entry.get("hash", "")
+        algorithm, _, value = digest.partition(":")
+        if algorithm != "sha256" or not value:
+            continue
+        try:
+            _, _, _, tags = parse_wheel_filename(filename)
+        except InvalidWheelFilename:
+            try:
+                parse_sdist_filename(filename)
+            except InvalidSdistFilename:
+                continue
+            sdist = min(sdist or (filename, value), (filename, value))
+            continue
+        ranks = [tag_ranks[tag] for tag in tags if tag in tag_ranks]
+        if ranks:
+            best = min(best or (min(ranks), filename, value), (min(ranks), filename, value))
+    if best is not None:
+        return Artifact(filename=best[1], sha256=best[2], kind="wheel")
+    if sdist is not None:
+        return Artifact(filename=sdist[0], sha256=sdist[1], kind="sdist")
+    return None
+
+
+def _requirement(package: Package, tag_ranks: Mapping[Tag, int]) -> Requirement:
+    label = f"{package.pretty_name} {package.pretty_version}"
+    if package.source_type not in _INDEX_SOURCE_TYPES:
+        raise ResolveError(
+            f"{label}: {package.source_type} dependencies ({package.source_url}) are not"
+            " supported yet; only packages from package indexes are."
+        )
+    artifact = choose_artifact(package.files, tag_ranks)
+    if artifact is None:
+        raise ResolveError(
+            f"{label}: poetry.lock lists no sha256-hashed wheel for this target and no sdist"
+            f" ({', '.join(f['file'] for f in package.files) or 'no files'})."
+        )
+    index_url = package.source_url if package.source_type == "legacy" else None
+    return Requirement(
+        name=package.name, version=package.version.text, artifact=artifact, index_url=index_url
+    )
+
+
+def _runtime_constraint(target: LambdaTarget) -> VersionConstraint:
+    from poetry.core.constraints.version import parse_constraint
+
+    return parse_constraint(f"~{target.python_version_text}")
+
+
+def _excluded(package: Package, reason: str) -> Excluded:
+    return Excluded(name=package.name, version=package.version.text, reason=reason)
+
+
+def _marker_reason(marker: str, extras: frozenset[NormalizedName]) -> str:
+    if "extra ==" in marker and not extras:
+        return f"extra not requested ({marker})"
+    return f"marker false for the target ({marker})"
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names))

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Build a local stand-in for AWS's Lambda Python image, for tests on machines that reach no
+# container registry. Debian bookworm ships CPython 3.11, so the stand-in answers for python3.11.
+# Like the real image it has its interpreter under /var/lang/bin, WORKDIR /var/task and a
+# /lambda-entrypoint.sh that execs its arguments.
+#
+#   tests/images/build-stand-in.sh [x86_64|arm64]   -> prints the image tag it built
+#
+# The tag is stable, so a second call with the image present does nothing.
+set -euo pipefail
+
+arch=${1:-x86_64}
+case "$arch" in
+  x86_64) deb_arch=amd64; platform=linux/amd64 ;;
+  arm64) deb_arch=arm64; platform=linux/arm64 ;;
+  *) echo "unknown arch: $arch (x86_64 or arm64)" >&2; exit 2 ;;
+esac
+tag="poetry-lambda-zip/stand-in:python3.11-$arch"
+
+if docker image inspect "$tag" >/dev/null 2>&1; then
+  echo "$tag"
+  exit 0
+fi
+
+command -v debootstrap >/dev/null || { echo "debootstrap is missing: apt-get install -y debootstrap" >&2; exit 1; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+echo "debootstrap bookworm ($deb_arch) ..." >&2
+debootstrap --variant=minbase --arch="$deb_arch" --include=python3,python3-venv,ca-certificates \
+  bookworm "$work/rootfs" >"$work/debootstrap.log" 2>&1 || { tail -30 "$work/debootstrap.log" >&2; exit 1; }
+rm -rf "$work/rootfs/var/cache/apt/archives/"*.deb "$work/rootfs/var/lib/apt/lists/"*
+tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
+rm -rf "$work/rootfs"
+
+cat >"$work/lambda-entrypoint.sh" <<'SH'
+#!/bin/sh
+exec "$@"
+SH
+cat >"$work/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+ADD rootfs.tar /
+RUN python3 -m venv /var/lang && /var/lang/bin/python3 -m pip --version
+COPY lambda-entrypoint.sh /lambda-entrypoint.sh
+RUN chmod 0755 /lambda-entrypoint.sh && mkdir -p /var/task
+ENV PATH=/var/lang/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+WORKDIR /var/task
+ENTRYPOINT ["/lambda-entrypoint.sh"]
+DOCKERFILE
+echo "docker build $tag ..." >&2
+docker build -q --platform "$platform" -t "$tag" "$work" >&2
+echo "$tag"
