@@ -52,6 +52,8 @@ __all__ = ["UNZIPPED_LIMIT", "ZIPPED_DIRECT_UPLOAD_LIMIT", "BuildResult", "build
 UNZIPPED_LIMIT = 262_144_000
 #: A larger zip cannot be uploaded directly; it has to go through S3.
 ZIPPED_DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
+#: The name poetry-core gives a package-mode = false project that has none.
+_UNNAMED = "non-package-mode"
 
 
 @dataclass(frozen=True)
@@ -147,10 +149,14 @@ def _target(request: BuildRequest, poetry: Poetry, progress: Progress) -> Lambda
 
 
 def _default_output(project_dir: Path, poetry: Poetry, target: LambdaTarget) -> Path:
+    """dist/NAME-VERSION-RUNTIME-ARCH.zip; a project without name or version (package-mode =
+    false allows that) is named after its directory and has no version part."""
     package = poetry.package
-    name = package.name if poetry.is_package_mode else project_dir.resolve().name
+    named = package.name != _UNNAMED
+    name = package.name if named else project_dir.resolve().name
+    versioned = poetry.is_package_mode or "version" in poetry.pyproject.data.get("project", {})
     stem = name.replace("-", "_").replace(".", "_")
-    version = f"-{package.version.text}" if poetry.is_package_mode else ""
+    version = f"-{package.version.text}" if versioned else ""
     return project_dir / "dist" / f"{stem}{version}-{target.runtime}-{target.arch}.zip"
 
 

@@ -74,6 +74,7 @@ class BuildRequest:
                         f"[tool.{CONFIG_TABLE}] {key} must be {expected[kind]}, not {value!r}."
                     )
                     continue
+                value = _plain(value)
                 merged[key] = (project_dir / value) if key in ("output", "ca-bundle") else value
 
         runtime = merged.get("runtime")
@@ -117,6 +118,15 @@ def _has_type(value: Any, kind: type) -> bool:
     if kind is list:
         return isinstance(value, list) and all(isinstance(item, str) for item in value)
     return isinstance(value, kind)
+
+
+def _plain(value: Any) -> Any:
+    """Plain Python values: pyproject data may come as tomlkit's str/list/bool subclasses."""
+    if isinstance(value, list):
+        return [str(item) for item in value]
+    if isinstance(value, bool):
+        return bool(value)
+    return str(value)
 
 
 def _split(values: Any) -> tuple[str, ...]:

@@ -174,13 +174,13 @@ def resolve(
     extras: frozenset[NormalizedName],
 ) -> RequirementSet:
     """Every locked distribution the target needs, each pinned to the artifact it will use."""
-    check_lock(locker)
     if not project.python_constraint.allows_any(_runtime_constraint(target)):
         raise ConfigError(
             f"The project requires Python {project.python_versions}, which {target.runtime}"
             f" (Python {target.python_version_text}) does not satisfy.",
             "Choose a runtime within requires-python, or omit --runtime to pick the newest one.",
         )
+    check_lock(locker)
     try:
         locked = locker.locked_packages()
     except RuntimeError as e:

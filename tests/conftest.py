@@ -1,0 +1,93 @@
+"""Shared fixtures: fixture projects in tmp dirs, in-process command runs, the Docker engine."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import NoReturn
+
+import pytest
+from cleo.testers.command_tester import CommandTester
+from poetry.factory import Factory
+
+from poetry_lambda_zip.command import LambdaZipCommand
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import docker
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+STAND_IN_SCRIPT = ROOT / "tests" / "images" / "build-stand-in.sh"
+#: CI sets this (and CI=true): Docker tests then fail instead of skipping without an engine.
+REQUIRE_DOCKER = "POETRY_LAMBDA_ZIP_REQUIRE_DOCKER"
+
+
+def docker_required() -> bool:
+    return os.environ.get(REQUIRE_DOCKER) == "1" or os.environ.get("CI") == "true"
+
+
+def unavailable(reason: str) -> NoReturn:
+    if docker_required():
+        pytest.fail(f"{reason} (Docker tests must run here: {REQUIRE_DOCKER}/CI is set)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Callable[[str], Path]:
+    """Copy a fixture project into a temporary directory and return its path."""
+
+    def copy(name: str) -> Path:
+        destination = tmp_path / name
+        shutil.copytree(
+            FIXTURES / name, destination, ignore=shutil.ignore_patterns("dist", "__pycache__")
+        )
+        return destination
+
+    return copy
+
+
+@pytest.fixture
+def run_command() -> Callable[[Path, str], CommandTester]:
+    """Run ``poetry lambda-zip ARGS`` in-process against the project at the given path."""
+
+    def run(path: Path, arguments: str = "") -> CommandTester:
+        command = LambdaZipCommand()
+        command.set_poetry(Factory().create_poetry(path))
+        tester = CommandTester(command)
+        tester.execute(arguments)
+        return tester
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as e:
+        unavailable(f"no Docker engine answers: {e}")
+    return client
+
+
+@pytest.fixture(scope="session")
+def stand_in_image(docker_client: docker.DockerClient) -> str:
+    """Tag of the local stand-in for the python3.11 x86_64 Lambda image (built if missing)."""
+    if shutil.which("debootstrap") is None:
+        try:
+            docker_client.images.get("poetry-lambda-zip/stand-in:python3.11-x86_64")
+        except Exception:
+            unavailable("the stand-in image is missing and debootstrap is not installed")
+    result = subprocess.run(
+        ["bash", str(STAND_IN_SCRIPT), "x86_64"], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        unavailable(f"building the stand-in image failed:\n{result.stderr[-2000:]}")
+    return result.stdout.strip().splitlines()[-1]

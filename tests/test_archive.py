@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import zipfile
+from typing import TYPE_CHECKING
+
+import pytest
+
+from poetry_lambda_zip.archive import DEFAULT_EPOCH
+from poetry_lambda_zip.archive import ArchiveStats
+from poetry_lambda_zip.archive import Entry
+from poetry_lambda_zip.archive import entries_from_files
+from poetry_lambda_zip.archive import entries_from_tar
+from poetry_lambda_zip.archive import timestamp_from_environment
+from poetry_lambda_zip.archive import write_zip_atomically
+from poetry_lambda_zip.errors import OutputError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def entry(name: str, data: bytes = b"x", executable: bool = False) -> Entry:
+    return Entry(name=name, size=len(data), executable=executable, open=lambda: io.BytesIO(data))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_same_entries_in_any_order_give_the_same_bytes(tmp_path: Path) -> None:
+    entries = [entry("b/two.py", b"2"), entry("a.py", b"1"), entry("bin/tool", b"#!", True)]
+    first = write_zip_atomically(entries, tmp_path / "one.zip", DEFAULT_EPOCH)
+    second = write_zip_atomically(entries[::-1], tmp_path / "two.zip", DEFAULT_EPOCH)
+    assert first.sha256 == second.sha256 == sha256(tmp_path / "one.zip")
+    with zipfile.ZipFile(tmp_path / "one.zip") as archive:
+        infos = archive.infolist()
+    assert [i.filename for i in infos] == ["a.py", "b/two.py", "bin/tool"]
+    assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
+    assert {i.compress_type for i in infos} == {zipfile.ZIP_DEFLATED}
+    assert [i.external_attr >> 16 for i in infos] == [0o100644, 0o100644, 0o100755]
+    assert first.unzipped_size == 4
+    assert first.files == 3
+
+
+def test_source_date_epoch_sets_every_timestamp(tmp_path: Path) -> None:
+    timestamp = timestamp_from_environment({"SOURCE_DATE_EPOCH": "1700000000"})
+    write_zip_atomically([entry("a.py")], tmp_path / "out.zip", timestamp)
+    with zipfile.ZipFile(tmp_path / "out.zip") as archive:
+        assert archive.getinfo("a.py").date_time == (2023, 11, 14, 22, 13, 20)
+    assert timestamp_from_environment({"SOURCE_DATE_EPOCH": "5"}) == DEFAULT_EPOCH
+    assert timestamp_from_environment({}) == DEFAULT_EPOCH
+    with pytest.raises(OutputError, match="SOURCE_DATE_EPOCH"):
+        timestamp_from_environment({"SOURCE_DATE_EPOCH": "yesterday"})
+
+
+def test_distributions_are_counted_by_their_metadata(tmp_path: Path) -> None:
+    stats = write_zip_atomically(
+        [entry("six.py"), entry("six-1.0.dist-info/METADATA"), entry("x/y.dist-info/METADATA")],
+        tmp_path / "out.zip",
+        DEFAULT_EPOCH,
+    )
+    assert stats.distributions == 1
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../escape.py", "a/../../b.py", "a\\b.py"])
+def test_unsafe_names_are_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(OutputError, match="unsafe"):
+        write_zip_atomically([entry(name)], tmp_path / "out.zip", DEFAULT_EPOCH)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_check_keeps_the_old_zip_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    output = tmp_path / "out.zip"
+    output.write_bytes(b"the good zip")
+
+    def refuse(stats: ArchiveStats) -> None:
+        raise OutputError("too big")
+
+    with pytest.raises(OutputError, match="too big"):
+        write_zip_atomically([entry("a.py")], output, DEFAULT_EPOCH, check=refuse)
+    assert output.read_bytes() == b"the good zip"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zip"]
+
+
+def test_two_entries_for_one_name_are_an_error(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match=r"same place.*index\.py"):
+        write_zip_atomically(
+            [entry("index.py"), entry("index.py")], tmp_path / "out.zip", DEFAULT_EPOCH
+        )
+
+
+def test_output_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match="is a directory"):
+        write_zip_atomically([entry("a.py")], tmp_path, DEFAULT_EPOCH)
+
+
+def tar_with(*members: tuple[str, bytes | None, str | None]) -> tarfile.TarFile:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data, link in members:
+            info = tarfile.TarInfo(name)
+            if link is not None:
+                info.type, info.linkname = tarfile.SYMTYPE, link
+                archive.addfile(info)
+            elif data is None:
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+            else:
+                info.size, info.mode = len(data), 0o755 if name.endswith("tool") else 0o600
+                archive.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return tarfile.open(fileobj=buffer)
+
+
+def test_tar_from_the_container_loses_its_prefix_and_keeps_only_the_exec_bit() -> None:
+    archive = tar_with(
+        ("target", None, None),
+        ("target/pkg/__init__.py", b"A", None),
+        ("target/bin/tool", b"#!", None),
+        ("target/pkg/alias.py", None, "__init__.py"),
+    )
+    entries = {e.name: e for e in entries_from_tar(archive, "target")}
+    assert sorted(entries) == ["bin/tool", "pkg/__init__.py", "pkg/alias.py"]
+    assert entries["bin/tool"].executable
+    assert not entries["pkg/__init__.py"].executable
+    with entries["pkg/alias.py"].open() as handle:
+        assert handle.read() == b"A"
+
+
+def test_a_link_out_of_the_installed_tree_is_refused() -> None:
+    archive = tar_with(("target/pkg/secret", None, "../../../etc/shadow"))
+    with pytest.raises(OutputError, match="outside the installed tree"):
+        entries_from_tar(archive, "target")
+
+
+def test_project_files_are_named_relative_to_the_project(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "a.json").write_text("{}")
+    script = tmp_path / "run.sh"
+    script.write_text("#!/bin/sh")
+    os.chmod(script, 0o700)
+    entries = entries_from_files(tmp_path, [tmp_path / "config" / "a.json", script])
+    assert [(e.name, e.executable) for e in entries] == [("config/a.json", False), ("run.sh", True)]

@@ -1,0 +1,260 @@
+"""Builds fixture projects through a real Docker engine with the stand-in Lambda image, then runs
+their handlers from the zip unpacked into a read-only /var/task."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from email.parser import Parser
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import tomlkit
+from cleo.testers.application_tester import ApplicationTester
+from packaging.utils import canonicalize_name
+from poetry.console.application import Application
+
+from poetry_lambda_zip.builders.docker import CONTAINER_LABEL
+from tests.conftest import FIXTURES
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import docker
+
+pytestmark = pytest.mark.docker
+
+RUNNER = """
+import json, sys
+module, function = sys.argv[1].rsplit(".", 1)
+handler = getattr(__import__(module, fromlist=[function]), function)
+print(json.dumps(handler(json.loads(sys.argv[2]), None)))
+"""
+
+
+class Build:
+    def __init__(self, path: Path, arguments: str) -> None:
+        tester = ApplicationTester(Application())
+        self.status = tester.execute(f"lambda-zip -C {path} {arguments}", decorated=False)
+        self.output = tester.io.fetch_output()
+        self.error = tester.io.fetch_error()
+
+    @property
+    def zip_path(self) -> str:
+        line = next(line for line in self.output.splitlines() if line.startswith("Built "))
+        return line.removeprefix("Built ")
+
+    @property
+    def sha256(self) -> str:
+        return next(line.split()[1] for line in self.output.splitlines() if "sha256" in line)
+
+
+@pytest.fixture
+def build(stand_in_image: str) -> Callable[..., Build]:
+    def run(path: Path, arguments: str = "") -> Build:
+        result = Build(path, f"--runtime python3.11 --image {stand_in_image} {arguments}")
+        return result
+
+    return run
+
+
+@pytest.fixture
+def invoke(
+    docker_client: docker.DockerClient, stand_in_image: str, tmp_path: Path
+) -> Callable[[Path, str, dict[str, object]], object]:
+    """Unpack a zip into a directory mounted read-only at /var/task and call the handler."""
+
+    def call(zip_path: Path, handler: str, event: dict[str, object]) -> object:
+        task = tmp_path / f"task-{zip_path.stem}"
+        with zipfile.ZipFile(zip_path) as archive:
+            archive.extractall(task)
+        output = docker_client.containers.run(
+            stand_in_image,
+            ["python3", "-c", RUNNER, handler, json.dumps(event)],
+            volumes={str(task): {"bind": "/var/task", "mode": "ro"}},
+            environment={"PYTHONPATH": "/var/task"},
+            working_dir="/var/task",
+            remove=True,
+        )
+        return json.loads(output)
+
+    return call
+
+
+def distributions(zip_path: Path) -> set[str]:
+    """Canonical names of the distributions in the zip, from their METADATA."""
+    with zipfile.ZipFile(zip_path) as archive:
+        return {
+            canonicalize_name(Parser().parsestr(archive.read(name).decode())["Name"])
+            for name in archive.namelist()
+            if name.endswith(".dist-info/METADATA")
+        }
+
+
+def leftover_containers(client: docker.DockerClient) -> list[str]:
+    return [c.name for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL})]
+
+
+def test_pure_python_project_runs_from_a_read_only_var_task(
+    project: Callable[[str], Path],
+    build: Callable[..., Build],
+    invoke: Callable[..., object],
+    docker_client: docker.DockerClient,
+) -> None:
+    path = project("pure-python")
+    result = build(path)
+    assert result.status == 0, result.error
+    for phase in ("resolve", "image", "install", "package"):
+        assert phase in result.output
+    zip_path = path / "dist" / "hello_pure-0.1.0-python3.11-x86_64.zip"
+    assert zip_path.is_file()
+    assert distributions(zip_path) == {"hello-pure", "python-dateutil", "six"}
+    assert invoke(zip_path, "hello_pure.handler.handler", {"when": "2024-02-29T12:00:00"}) == {
+        "weekday": "Thursday",
+        "year": 2024,
+    }
+    assert leftover_containers(docker_client) == []
+
+
+def test_binary_wheels_for_the_target_import_and_dev_group_stays_out(
+    project: Callable[[str], Path], build: Callable[..., Build], invoke: Callable[..., object]
+) -> None:
+    path = project("binary-wheel")
+    result = build(path, "-o out/function.zip")
+    assert result.status == 0, result.error
+    zip_path = path / "out" / "function.zip"
+    assert distributions(zip_path) == {
+        "annotated-types",
+        "fast-api-handler",
+        "orjson",
+        "pydantic",
+        "pydantic-core",
+        "typing-extensions",
+        "typing-inspection",
+    }
+    with zipfile.ZipFile(zip_path) as archive:
+        compiled = [n for n in archive.namelist() if n.endswith(".so")]
+    assert any("cpython-311-x86_64-linux-gnu" in name for name in compiled)
+    answer = invoke(zip_path, "fast_api_handler.app.handler", {"item": "tea", "quantity": 2})
+    assert answer == {"item": "tea", "total": 6}
+
+
+def test_markers_extras_and_groups_are_decided_for_the_target(
+    project: Callable[[str], Path], build: Callable[..., Build], invoke: Callable[..., object]
+) -> None:
+    path = project("markers")
+    result = build(path, "--extras yaml")
+    assert result.status == 0, result.error
+    zip_path = path / "dist" / "marker_demo-0.3.0-python3.11-x86_64.zip"
+    assert distributions(zip_path) == {"marker-demo", "pyyaml", "six"}
+    assert invoke(zip_path, "marker_demo.handler.handler", {}) == {
+        "six": True,
+        "tomli": False,
+        "colorama": False,
+        "win32api": False,
+        "typing_extensions": False,
+        "yaml": True,
+        "iniconfig": False,
+    }
+
+
+def test_package_mode_false_project_ships_its_included_handler(
+    project: Callable[[str], Path], build: Callable[..., Build], invoke: Callable[..., object]
+) -> None:
+    path = project("non-package")
+    result = build(path)
+    assert result.status == 0, result.error
+    zip_path = path / "dist" / "seed_handler-python3.11-x86_64.zip"
+    with zipfile.ZipFile(zip_path) as archive:
+        assert {"index.py", "config/settings.json"} <= set(archive.namelist())
+    assert distributions(zip_path) == {"idna"}
+    assert invoke(zip_path, "index.handler", {"domain": "bücher.example"}) == {
+        "greeting": "hello from index.py",
+        "ascii": "xn--bcher-kva.example",
+    }
+
+
+def test_two_builds_in_different_places_have_one_sha256(
+    build: Callable[..., Build], tmp_path: Path
+) -> None:
+    first_path = tmp_path / "one" / "pure-python"
+    second_path = tmp_path / "two" / "a" / "checkout"
+    for path in (first_path, second_path):
+        shutil.copytree(FIXTURES / "pure-python", path, ignore=shutil.ignore_patterns("dist"))
+    first = build(first_path)
+    second = build(second_path, f"-o {tmp_path / 'other-name.zip'}")
+    assert first.status == second.status == 0, first.error + second.error
+    assert first.sha256 == second.sha256
+    zip_path = first_path / "dist" / "hello_pure-0.1.0-python3.11-x86_64.zip"
+    with zipfile.ZipFile(zip_path) as archive:
+        content = b"".join(archive.read(name) for name in archive.namelist())
+    assert str(tmp_path).encode() not in content
+
+
+def test_image_python_other_than_the_runtimes_stops_before_installing(
+    project: Callable[[str], Path], stand_in_image: str, docker_client: docker.DockerClient
+) -> None:
+    path = project("pure-python")
+    result = Build(path, f"--runtime python3.12 --image {stand_in_image}")
+    assert result.status == 4
+    assert "has Python 3.11" in result.error
+    assert "python3.12 needs Python 3.12" in result.error
+    assert "Traceback" not in result.error
+    assert "Collecting" not in result.output
+    assert not (path / "dist").exists()
+    assert leftover_containers(docker_client) == []
+
+
+def test_a_hash_that_does_not_match_fails_and_keeps_the_good_zip(
+    project: Callable[[str], Path], build: Callable[..., Build], docker_client: docker.DockerClient
+) -> None:
+    path = project("pure-python")
+    assert build(path).status == 0
+    zip_path = path / "dist" / "hello_pure-0.1.0-python3.11-x86_64.zip"
+    good = zip_path.read_bytes()
+
+    lock_path = path / "poetry.lock"
+    lock = tomlkit.parse(lock_path.read_text())
+    for package in lock["package"]:
+        if package["name"] == "six":
+            for entry in package["files"]:
+                entry["hash"] = "sha256:" + "0" * 64
+    lock_path.write_text(tomlkit.dumps(lock))
+
+    result = build(path)
+    assert result.status == 5
+    assert "pip failed" in result.error
+    assert "0" * 64 in result.error
+    assert zip_path.read_bytes() == good
+    assert sorted(p.name for p in zip_path.parent.iterdir()) == [zip_path.name]
+    assert leftover_containers(docker_client) == []
+
+
+def test_ctrl_c_during_install_removes_the_container(
+    project: Callable[[str], Path], stand_in_image: str, docker_client: docker.DockerClient
+) -> None:
+    path = project("binary-wheel")
+    poetry = Path(sys.executable).with_name("poetry")
+    process = subprocess.Popen(
+        [str(poetry), "lambda-zip", "-C", str(path), "--runtime", "python3.11",
+         "--image", stand_in_image],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not leftover_containers(docker_client) and process.poll() is None:
+        assert time.monotonic() < deadline, "the build container never appeared"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, error = process.communicate(timeout=120)
+    assert process.returncode == 130, error
+    assert "Interrupted" in error
+    assert leftover_containers(docker_client) == []
+    assert not (path / "dist").exists()

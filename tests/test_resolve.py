@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+from poetry.factory import Factory
+
+from poetry_lambda_zip.errors import ConfigError
+from poetry_lambda_zip.errors import LockError
+from poetry_lambda_zip.resolve import GroupSelection
+from poetry_lambda_zip.resolve import Requirement
+from poetry_lambda_zip.resolve import RequirementSet
+from poetry_lambda_zip.resolve import choose_artifact
+from poetry_lambda_zip.resolve import resolve
+from poetry_lambda_zip.resolve import select_extras
+from poetry_lambda_zip.resolve import select_groups
+from poetry_lambda_zip.target import LambdaTarget
+from tests.conftest import FIXTURES
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from poetry.core.packages.package import PackageFile
+
+
+def requirement_set(
+    runtime: str,
+    arch: str = "x86_64",
+    groups: GroupSelection | None = None,
+    extras: tuple[str, ...] = (),
+    fixture: Path = FIXTURES / "markers",
+) -> RequirementSet:
+    poetry = Factory().create_poetry(fixture)
+    return resolve(
+        poetry.locker,
+        poetry.package,
+        LambdaTarget(runtime, arch),
+        select_groups(poetry.package, groups or GroupSelection()),
+        select_extras(poetry.package, extras, all_extras=False),
+    )
+
+
+def names(requirements: RequirementSet) -> set[str]:
+    return {r.name for r in requirements.requirements}
+
+
+def test_python_version_marker_is_evaluated_for_the_runtime() -> None:
+    assert names(requirement_set("python3.10")) == {"six", "tomli"}
+    assert names(requirement_set("python3.12")) == {"six"}
+
+
+def test_platform_machine_marker_follows_the_architecture() -> None:
+    assert "typing-extensions" in names(requirement_set("python3.12", "arm64"))
+    assert "typing-extensions" not in names(requirement_set("python3.12", "x86_64"))
+
+
+def test_win32_only_and_dev_group_never_reach_the_zip_and_say_why() -> None:
+    excluded: dict[str, str] = {e.name: e.reason for e in requirement_set("python3.12").excluded}
+    assert "marker false" in excluded["pywin32"]
+    assert "win32" in excluded["colorama"]
+    assert "group" in excluded["iniconfig"]
+    assert "extra not requested" in excluded["pyyaml"]
+
+
+def test_extras_and_groups_add_what_they_name() -> None:
+    assert "pyyaml" in names(requirement_set("python3.12", extras=("yaml",)))
+    assert "iniconfig" in names(
+        requirement_set("python3.12", groups=GroupSelection(with_=("dev",)))
+    )
+    assert names(requirement_set("python3.12", groups=GroupSelection(only=("dev",)))) == {
+        "iniconfig"
+    }
+
+
+def test_each_requirement_pins_one_hashed_artifact_for_the_target() -> None:
+    by_name: dict[str, Requirement] = {
+        r.name: r for r in requirement_set("python3.11", "arm64", extras=("yaml",)).requirements
+    }
+    pyyaml = by_name["pyyaml"].artifact
+    assert pyyaml.kind == "wheel"
+    assert "cp311-cp311-manylinux" in pyyaml.filename
+    assert pyyaml.filename.endswith("aarch64.whl")
+    line = by_name["six"].to_requirements_line()
+    assert line.startswith("six==1.17.0 --hash=sha256:")
+    assert len(line.rsplit(":", 1)[1]) == 64
+
+
+def files(*names: str) -> list[PackageFile]:
+    return [{"file": name, "hash": f"sha256:{i:064x}"} for i, name in enumerate(names)]
+
+
+def test_manylinux_wheel_newer_than_the_runtimes_glibc_is_never_chosen() -> None:
+    ranks = {
+        tag: rank for rank, tag in enumerate(LambdaTarget("python3.11", "x86_64").supported_tags())
+    }
+    artifact = choose_artifact(
+        files("pkg-1.0-cp311-cp311-manylinux_2_28_x86_64.whl", "pkg-1.0.tar.gz"), ranks
+    )
+    assert artifact is not None
+    assert (artifact.kind, artifact.filename) == ("sdist", "pkg-1.0.tar.gz")
+    assert choose_artifact(files("pkg-1.0-cp311-cp311-manylinux_2_28_x86_64.whl"), ranks) is None
+
+
+def test_best_ranked_wheel_wins() -> None:
+    ranks = {
+        tag: rank for rank, tag in enumerate(LambdaTarget("python3.12", "x86_64").supported_tags())
+    }
+    artifact = choose_artifact(
+        files(
+            "pkg-1.0-py3-none-any.whl",
+            "pkg-1.0-cp312-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+            "pkg-1.0-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+            "pkg-1.0-cp312-cp312-win_amd64.whl",
+            "pkg-1.0.tar.gz",
+        ),
+        ranks,
+    )
+    assert artifact is not None
+    assert artifact.filename == "pkg-1.0-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+
+
+def test_unknown_groups_and_extras_are_config_errors() -> None:
+    poetry = Factory().create_poetry(FIXTURES / "markers")
+    with pytest.raises(ConfigError, match="'docs'"):
+        select_groups(poetry.package, GroupSelection(with_=("docs",)))
+    with pytest.raises(ConfigError, match="toml"):
+        select_extras(poetry.package, ("toml",), all_extras=False)
+    assert select_extras(poetry.package, (), all_extras=True) == {"yaml"}
+
+
+def test_runtime_outside_requires_python_is_refused(project: Callable[[str], Path]) -> None:
+    path = project("markers")
+    pyproject = path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('">=3.9,<3.15"', '">=3.11,<3.15"'))
+    with pytest.raises(ConfigError, match=r"python3\.10"):
+        requirement_set("python3.10", fixture=path)
+
+
+def test_missing_lock_asks_for_poetry_lock(project: Callable[[str], Path]) -> None:
+    path = project("markers")
+    (path / "poetry.lock").unlink()
+    with pytest.raises(LockError) as caught:
+        requirement_set("python3.12", fixture=path)
+    assert "poetry lock" in str(caught.value.fix)
+
+
+def test_stale_lock_names_the_problem(project: Callable[[str], Path]) -> None:
+    path = project("markers")
+    pyproject = path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"six (>=1.16,<2)"', '"six (>=1.17,<2)"'))
+    with pytest.raises(LockError, match="out of date") as caught:
+        requirement_set("python3.12", fixture=path)
+    assert "poetry lock" in str(caught.value.fix)
