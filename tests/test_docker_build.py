@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from email.parser import Parser
@@ -16,11 +18,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 import tomlkit
+from cleo.io.outputs.output import Verbosity
 from cleo.testers.application_tester import ApplicationTester
 from packaging.utils import canonicalize_name
 from poetry.console.application import Application
 
 from poetry_lambda_zip.builders.docker import CONTAINER_LABEL
+from poetry_lambda_zip.network import CA_BUNDLE_VARIABLES
 from tests.conftest import FIXTURES
 
 if TYPE_CHECKING:
@@ -258,3 +262,69 @@ def test_ctrl_c_during_install_removes_the_container(
     assert "Interrupted" in error
     assert leftover_containers(docker_client) == []
     assert not (path / "dist").exists()
+
+
+def test_missing_image_that_cannot_be_pulled_exits_4(
+    project: Callable[[str], Path], docker_client: docker.DockerClient
+) -> None:
+    path = project("pure-python")
+    result = Build(path, "--runtime python3.11 --image poetry-lambda-zip/absent:never")
+    assert result.status == 4
+    assert "is not on the engine and cannot be pulled" in result.error
+    assert "Pulling poetry-lambda-zip/absent:never for linux/amd64" in result.output
+    assert leftover_containers(docker_client) == []
+
+
+def test_image_of_the_wrong_architecture_is_refused(
+    project: Callable[[str], Path], stand_in_image: str
+) -> None:
+    result = Build(
+        project("pure-python"), f"--runtime python3.11 --arch arm64 --image {stand_in_image}"
+    )
+    assert result.status == 4
+    assert "is for linux/amd64, but arm64 needs linux/arm64" in result.error
+
+
+def test_explicit_ca_bundle_is_what_the_installer_trusts(
+    project: Callable[[str], Path], build: Callable[..., Build], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = ssl.get_default_verify_paths().cafile
+    assert bundle is not None
+    for variable in CA_BUNDLE_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    result = build(project("pure-python"), f"--ca-bundle {bundle}")
+    assert result.status == 0, result.error
+
+
+def test_proxy_settings_reach_the_installer_but_never_the_output(
+    project: Callable[[str], Path],
+    stand_in_image: str,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_client: docker.DockerClient,
+) -> None:
+    # Nothing listens on the container's own loopback: pip fails *through the proxy*, retrying
+    # for a few seconds, during which the container's configuration is inspected.
+    secret = "pr0xy-s3cret"
+    monkeypatch.setenv("HTTPS_PROXY", f"http://builder:{secret}@127.0.0.1:9")
+    tester = ApplicationTester(Application())
+    arguments = (
+        f"lambda-zip -C {project('pure-python')} --runtime python3.11 --image {stand_in_image}"
+    )
+    status: list[int] = []
+    thread = threading.Thread(
+        target=lambda: status.append(tester.execute(arguments, verbosity=Verbosity.DEBUG))
+    )
+    thread.start()
+    inspected = []
+    while thread.is_alive():
+        for container in docker_client.containers.list(filters={"label": CONTAINER_LABEL}):
+            inspected.append(json.dumps(docker_client.api.inspect_container(container.id)))
+        time.sleep(0.2)
+    thread.join()
+    output = tester.io.fetch_output() + tester.io.fetch_error()
+    assert status == [5]
+    assert "ProxyError" in output
+    assert secret not in output
+    assert inspected, "the build container was never seen running"
+    assert not [attrs for attrs in inspected if secret in attrs]
+    assert leftover_containers(docker_client) == []

@@ -43,7 +43,7 @@ class ConsoleProgress:
         self._io.write_line(Formatter.escape(message))
 
     def warning(self, message: str) -> None:
-        self._io.write_error_line(f"<warning>Warning: {Formatter.escape(message)}</warning>")
+        self._io.write_error_line(f"<fg=yellow>Warning: {Formatter.escape(message)}</>")
 
     def installer_output(self, line: str) -> None:
         if self._io.is_verbose():

@@ -136,7 +136,8 @@ def _split(values: Any) -> tuple[str, ...]:
 
 def _unknown_key(key: str) -> str:
     message = f"Unknown key {key!r} in [tool.{CONFIG_TABLE}] is ignored."
-    nearest = difflib.get_close_matches(key, list(CONFIG_KEYS), n=1)
+    nearest = [known for known in CONFIG_KEYS if key.startswith(known) or known.startswith(key)]
+    nearest = nearest or difflib.get_close_matches(key, list(CONFIG_KEYS), n=1)
     if nearest:
         message += f" Did you mean {nearest[0]!r}?"
     return message

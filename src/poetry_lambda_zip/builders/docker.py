@@ -129,8 +129,9 @@ class DockerBuilder:
             try:
                 image = client.images.pull(job.image, platform=job.target.docker_platform)
             except DockerException as e:
+                reason = getattr(e, "explanation", None) or e
                 raise ImageError(
-                    f"The image {job.image} is not here and cannot be pulled: {e}",
+                    f"The image {job.image} is not on the engine and cannot be pulled: {reason}",
                     "Check the registry is reachable (docker login if it needs it), or pass"
                     " --image with an image present on this engine.",
                 ) from e

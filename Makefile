@@ -1,0 +1,30 @@
+# Developer entry points. `make demo` installs the plugin and builds a fixture; `make test` runs
+# the checks CI runs. Both prepare what they need (a venv, a Docker engine, the stand-in image).
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAND_IN := poetry-lambda-zip/stand-in:python3.11-x86_64
+
+.PHONY: demo test lint engine clean
+
+$(BIN)/poetry: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+engine:
+	scripts/docker-engine.sh
+
+demo: $(BIN)/poetry engine
+	$(BIN)/poetry -C fixtures/binary-wheel lambda-zip --runtime python3.11 --image $(STAND_IN)
+
+lint: $(BIN)/poetry
+	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
+
+test: lint engine
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) fixtures/*/dist .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,120 @@
+"""The command in-process: options and errors as the user sees them, without a Docker engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cleo.io.outputs.output import Verbosity
+from cleo.testers.command_tester import CommandTester
+from poetry.factory import Factory
+
+from poetry_lambda_zip.command import LambdaZipCommand
+
+Run = Callable[[Path, str], CommandTester]
+
+
+@pytest.fixture
+def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the docker SDK at a port where nothing listens."""
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:9")
+
+
+def test_missing_lock_exits_3_and_says_run_poetry_lock(
+    project: Callable[[str], Path], run_command: Run
+) -> None:
+    path = project("pure-python")
+    (path / "poetry.lock").unlink()
+    tester = run_command(path, "--runtime python3.12")
+    assert tester.status_code == 3
+    error = tester.io.fetch_error()
+    assert "No lock file" in error
+    assert "Run `poetry lock`" in error
+    assert "Traceback" not in error
+    assert not (path / "dist").exists()
+
+
+def test_stale_lock_exits_3_and_names_the_problem(
+    project: Callable[[str], Path], run_command: Run
+) -> None:
+    path = project("pure-python")
+    pyproject = path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(">=2.9,<3", ">=2.8,<3"))
+    tester = run_command(path, "--runtime python3.12")
+    assert tester.status_code == 3
+    assert "out of date" in tester.io.fetch_error()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ("--runtime python3.8", "Unknown runtime 'python3.8'"),
+        ("--arch armv7l", "Unknown architecture 'armv7l'"),
+        ("--only main --with dev", "--only cannot be combined"),
+        ("--with docs", "Group 'docs' (from --with) is not defined"),
+        ("-E nope", "Extra(s) not defined by the project: nope"),
+    ],
+)
+def test_bad_options_exit_2_with_the_reason(
+    project: Callable[[str], Path], run_command: Run, arguments: str, message: str
+) -> None:
+    tester = run_command(project("markers"), arguments)
+    assert tester.status_code == 2
+    assert message in tester.io.fetch_error()
+
+
+@pytest.mark.usefixtures("no_engine")
+def test_without_runtime_the_newest_allowed_one_is_chosen_and_said(
+    project: Callable[[str], Path], run_command: Run
+) -> None:
+    tester = run_command(project("markers"), "")
+    output = tester.io.fetch_output()
+    assert "Runtime python3.14: the newest Lambda runtime allowed" in output
+    assert "for python3.14 on x86_64" in output
+
+
+@pytest.mark.usefixtures("no_engine")
+def test_unreachable_engine_exits_4_and_says_where_it_looked(
+    project: Callable[[str], Path], run_command: Run
+) -> None:
+    path = project("pure-python")
+    tester = run_command(path, "--runtime python3.11")
+    assert tester.status_code == 4
+    error = tester.io.fetch_error()
+    assert "No Docker engine answers at DOCKER_HOST=tcp://127.0.0.1:9" in error
+    assert "Traceback" not in error
+    assert not (path / "dist").exists()
+
+
+@pytest.mark.usefixtures("no_engine")
+def test_unknown_config_key_warns_with_the_nearest_valid_key(
+    project: Callable[[str], Path], run_command: Run
+) -> None:
+    path = project("pure-python")
+    with (path / "pyproject.toml").open("a") as handle:
+        handle.write('\n[tool.poetry-lambda-zip]\narchitecture = "arm64"\n')
+    error = run_command(path, "--runtime python3.11").io.fetch_error()
+    assert "Unknown key 'architecture' in [tool.poetry-lambda-zip] is ignored." in error
+    assert "Did you mean 'arch'?" in error
+
+
+@pytest.mark.usefixtures("no_engine")
+def test_traceback_only_with_debug_verbosity(
+    project: Callable[[str], Path], run_command: Run
+) -> None:
+    path = project("pure-python")
+    for verbosity, shown in ((Verbosity.VERY_VERBOSE, False), (Verbosity.DEBUG, True)):
+        command = LambdaZipCommand()
+        command.set_poetry(Factory().create_poetry(path))
+        tester = CommandTester(command)
+        tester.execute("--runtime python3.11", verbosity=verbosity)
+        assert ("Traceback" in tester.io.fetch_error()) is shown
+
+
+def test_include_pattern_leaving_the_project_is_refused(
+    project: Callable[[str], Path], run_command: Run
+) -> None:
+    tester = run_command(project("non-package"), "--runtime python3.11 --include ../secrets.txt")
+    assert tester.status_code == 2
+    assert "points outside the project" in tester.io.fetch_error()
