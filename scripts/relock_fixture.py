@@ -5,10 +5,13 @@ this adds the default index's simple URL as a temporary primary source, runs `po
 then removes every trace of that source and recomputes the content-hash with Poetry's Locker.
 
     python scripts/relock_fixture.py fixtures/NAME [fixtures/OTHER ...]
+
+POETRY=/path/to/poetry locks with another Poetry (e.g. 1.8 for a lock of format 2.0).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +34,8 @@ def relock(project: Path) -> None:
     sources.append({"name": SOURCE_NAME, "url": PyPI.simple_url, "priority": "primary"})
     pyproject.write_text(tomlkit.dumps(document))
     try:
-        subprocess.run(
-            [sys.executable, "-m", "poetry", "lock", "--no-interaction"], cwd=project, check=True
-        )
+        poetry = os.environ.get("POETRY", "").split() or [sys.executable, "-m", "poetry"]
+        subprocess.run([*poetry, "lock", "--no-interaction"], cwd=project, check=True)
     finally:
         pyproject.write_text(original)
 
@@ -44,7 +46,11 @@ def relock(project: Path) -> None:
         if source is not None and source.get("reference") == SOURCE_NAME:
             del package["source"]
     data = PyProjectTOML(pyproject).data
-    lock["metadata"]["content-hash"] = Locker(lock_path, data)._get_content_hash()
+    # Poetry < 2.3 hashed without [dependency-groups]; Poetry checks old locks the same way.
+    with_groups = lock["metadata"]["lock-version"] != "2.0"
+    lock["metadata"]["content-hash"] = Locker(lock_path, data)._get_content_hash(
+        with_dependency_groups=with_groups
+    )
     lock_path.write_text(tomlkit.dumps(lock))
     if SOURCE_NAME in lock_path.read_text() or PyPI.netloc in lock_path.read_text():
         raise SystemExit(f"{lock_path} still names the temporary source")

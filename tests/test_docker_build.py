@@ -168,6 +168,34 @@ def test_markers_extras_and_groups_are_decided_for_the_target(
     }
 
 
+def test_project_locked_by_poetry_1_builds_the_same_set(
+    project: Callable[[str], Path], build: Callable[..., Build], invoke: Callable[..., object]
+) -> None:
+    path = project("poetry1-lock")
+    result = build(path, "-E yaml")
+    assert result.status == 0, result.error
+    zip_path = path / "dist" / "legacy_service-2.0.1-python3.11-x86_64.zip"
+    assert distributions(zip_path) == {
+        "certifi",
+        "charset-normalizer",
+        "idna",
+        "legacy-service",
+        "pysocks",
+        "pyyaml",
+        "requests",
+        "urllib3",
+    }
+    assert invoke(zip_path, "legacy_service.handler.handler", {}) == {
+        "requests": True,
+        "socks": True,
+        "idna": True,
+        "tomli": False,
+        "colorama": False,
+        "yaml": True,
+        "iniconfig": False,
+    }
+
+
 def test_package_mode_false_project_ships_its_included_handler(
     project: Callable[[str], Path], build: Callable[..., Build], invoke: Callable[..., object]
 ) -> None:

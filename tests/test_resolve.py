@@ -152,3 +152,21 @@ def test_stale_lock_names_the_problem(project: Callable[[str], Path]) -> None:
     with pytest.raises(LockError, match="out of date") as caught:
         requirement_set("python3.12", fixture=path)
     assert "poetry lock" in str(caught.value.fix)
+
+
+LEGACY = FIXTURES / "poetry1-lock"
+
+
+def test_poetry1_lock_is_walked_for_the_target() -> None:
+    base = {"certifi", "charset-normalizer", "idna", "requests", "urllib3", "pysocks"}
+    assert names(requirement_set("python3.10", fixture=LEGACY)) == base | {"tomli"}
+    assert names(requirement_set("python3.12", fixture=LEGACY)) == base
+
+
+def test_poetry1_lock_extras_and_groups() -> None:
+    with_yaml = requirement_set("python3.12", extras=("yaml",), fixture=LEGACY)
+    assert "pyyaml" in names(with_yaml)
+    with_dev = requirement_set("python3.12", groups=GroupSelection(with_=("dev",)), fixture=LEGACY)
+    assert "iniconfig" in names(with_dev)
+    excluded = {e.name for e in requirement_set("python3.12", fixture=LEGACY).excluded}
+    assert excluded == {"colorama", "iniconfig", "pyyaml", "tomli"}

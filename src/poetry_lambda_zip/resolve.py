@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from packaging.tags import Tag
     from poetry.core.constraints.version import VersionConstraint
+    from poetry.core.packages.dependency import Dependency
     from poetry.core.packages.package import Package
     from poetry.core.packages.package import PackageFile
     from poetry.core.packages.project_package import ProjectPackage
@@ -149,7 +150,7 @@ def check_lock(locker: Locker) -> None:
         )
     try:
         fresh = locker.is_fresh()
-        has_groups = locker.is_locked_groups_and_markers()
+        locker.lock_data  # noqa: B018 - reading it validates the lock format
     except (RuntimeError, KeyError, ValueError) as e:
         raise LockError(f"poetry.lock cannot be read: {e}", "Run `poetry lock`.") from e
     if not fresh:
@@ -157,12 +158,6 @@ def check_lock(locker: Locker) -> None:
             "poetry.lock is out of date: pyproject.toml changed since it was locked"
             " (its content-hash no longer matches).",
             "Run `poetry lock` and commit poetry.lock.",
-        )
-    if not has_groups:
-        raise LockError(
-            "poetry.lock was written by Poetry 1.x (lock format < 2.1), which records no"
-            " groups and markers per package.",
-            "Run `poetry lock` with Poetry 2 to upgrade the lock file.",
         )
 
 
@@ -181,25 +176,16 @@ def resolve(
             "Choose a runtime within requires-python, or omit --runtime to pick the newest one.",
         )
     check_lock(locker)
-    try:
-        locked = locker.locked_packages()
-    except RuntimeError as e:
-        raise LockError(f"poetry.lock cannot be read: {e}", "Run `poetry lock`.") from e
+    environment = target.marker_environment()
+    if locker.is_locked_groups_and_markers():
+        selected, excluded = _select_by_lock_markers(locker, groups, extras, environment)
+    else:
+        selected, excluded = _select_by_walking(locker, project, groups, extras, environment)
 
-    environment: dict[str, object] = {**target.marker_environment(), "extra": set(extras)}
     tag_ranks = {tag: rank for rank, tag in enumerate(target.supported_tags())}
     requirements: list[Requirement] = []
-    excluded: list[Excluded] = []
     problems: list[str] = []
-    for package, info in sorted(locked.items(), key=lambda item: item[0].name):
-        active = groups & info.groups
-        if not active:
-            excluded.append(_excluded(package, f"only in group(s) {_names(info.groups)}"))
-            continue
-        marker = info.get_marker(active)
-        if not marker.validate(environment):
-            excluded.append(_excluded(package, _marker_reason(str(marker), extras)))
-            continue
+    for package in selected:
         try:
             requirements.append(_requirement(package, tag_ranks))
         except ResolveError as e:
@@ -216,6 +202,108 @@ def resolve(
         extras=extras,
         requirements=tuple(requirements),
         excluded=tuple(excluded),
+    )
+
+
+def _select_by_lock_markers(
+    locker: Locker,
+    groups: frozenset[NormalizedName],
+    extras: frozenset[NormalizedName],
+    environment: Mapping[str, str],
+) -> tuple[list[Package], list[Excluded]]:
+    """Lock format 2.1: each package records its groups and, per group, the marker under
+    which the project needs it (transitively). Evaluate those for the target."""
+    try:
+        locked = locker.locked_packages()
+    except RuntimeError as e:
+        raise LockError(f"poetry.lock cannot be read: {e}", "Run `poetry lock`.") from e
+    context: dict[str, object] = {**environment, "extra": set(extras)}
+    selected: list[Package] = []
+    excluded: list[Excluded] = []
+    for package, info in sorted(locked.items(), key=lambda item: item[0].name):
+        active = groups & info.groups
+        if not active:
+            excluded.append(_excluded(package, f"only in group(s) {_names(info.groups)}"))
+            continue
+        marker = info.get_marker(active)
+        if marker.validate(context):
+            selected.append(package)
+        else:
+            excluded.append(_excluded(package, _marker_reason(str(marker), extras)))
+    return selected, excluded
+
+
+def _select_by_walking(
+    locker: Locker,
+    project: ProjectPackage,
+    groups: frozenset[NormalizedName],
+    extras: frozenset[NormalizedName],
+    environment: Mapping[str, str],
+) -> tuple[list[Package], list[Excluded]]:
+    """Lock format 2.0 (Poetry 1.x) records no groups or markers per package: walk the
+    dependency graph from the project's active groups, evaluating each edge's marker for the
+    target with the extras requested of the package it leaves."""
+    try:
+        locked_packages = locker.locked_repository().packages
+    except RuntimeError as e:
+        raise LockError(f"poetry.lock cannot be read: {e}", "Run `poetry lock`.") from e
+    by_name: dict[NormalizedName, list[Package]] = {}
+    for package in locked_packages:
+        by_name.setdefault(package.name, []).append(package)
+
+    root = project.with_dependency_groups(list(groups), only=True)
+    queue: list[Dependency] = [
+        dependency
+        for dependency in root.all_requires
+        if _wanted(dependency, root.extras, extras, environment)
+    ]
+    chosen: dict[NormalizedName, tuple[Package, frozenset[NormalizedName]]] = {}
+    while queue:
+        dependency = queue.pop()
+        package = _locked_for(dependency, by_name.get(dependency.name, []))
+        known_extras = chosen[package.name][1] if package.name in chosen else None
+        wanted_extras = frozenset(canonicalize_name(e) for e in dependency.extras)
+        if known_extras is not None and wanted_extras <= known_extras:
+            continue
+        package_extras = (known_extras or frozenset()) | wanted_extras
+        chosen[package.name] = (package, package_extras)
+        queue += [
+            requirement
+            for requirement in package.requires
+            if _wanted(requirement, package.extras, package_extras, environment)
+        ]
+    selected = sorted((package for package, _ in chosen.values()), key=lambda p: p.name)
+    excluded = [
+        _excluded(package, "not needed for this target, groups and extras")
+        for package in sorted(locked_packages, key=lambda p: p.name)
+        if package.name not in chosen
+    ]
+    return selected, excluded
+
+
+def _wanted(
+    dependency: Dependency,
+    extras_table: Mapping[NormalizedName, Sequence[Dependency]],
+    active_extras: frozenset[NormalizedName],
+    environment: Mapping[str, str],
+) -> bool:
+    if dependency.is_optional() and not any(
+        dependency.name == candidate.name
+        for extra in active_extras
+        for candidate in extras_table.get(extra, ())
+    ):
+        return False
+    return dependency.marker.validate({**environment, "extra": set(active_extras)})
+
+
+def _locked_for(dependency: Dependency, candidates: Sequence[Package]) -> Package:
+    for package in candidates:
+        if dependency.constraint.allows(package.version):
+            return package
+    raise LockError(
+        f"{dependency.to_pep_508()} is required but poetry.lock has no matching version"
+        f" ({', '.join(p.version.text for p in candidates) or 'none'}).",
+        "Run `poetry lock` to bring the lock file up to date.",
     )
 
 
