@@ -118,3 +118,15 @@ def test_include_pattern_leaving_the_project_is_refused(
     tester = run_command(project("non-package"), "--runtime python3.11 --include ../secrets.txt")
     assert tester.status_code == 2
     assert "points outside the project" in tester.io.fetch_error()
+
+
+def test_plugin_registers_the_command_with_poetry() -> None:
+    from cleo.testers.application_tester import ApplicationTester
+    from poetry.console.application import Application
+
+    tester = ApplicationTester(Application())
+    assert tester.execute("lambda-zip --help") == 0
+    help_text = tester.io.fetch_output()
+    for option in ("--runtime", "--arch", "--image", "--output", "--with", "--extras"):
+        assert option in help_text
+    assert "[tool.poetry-lambda-zip]" in help_text

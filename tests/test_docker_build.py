@@ -196,6 +196,19 @@ def test_project_locked_by_poetry_1_builds_the_same_set(
     }
 
 
+def test_sdist_only_dependency_is_built_into_a_wheel_inside_the_image(
+    project: Callable[[str], Path], build: Callable[..., Build], invoke: Callable[..., object]
+) -> None:
+    path = project("sdist-only")
+    result = build(path)
+    assert result.status == 0, result.error
+    zip_path = path / "dist" / "usage_parser-0.1.0-python3.11-x86_64.zip"
+    assert distributions(zip_path) == {"docopt", "usage-parser"}
+    assert invoke(zip_path, "usage_parser.handler.handler", {"argv": ["ada", "--shout"]}) == {
+        "greeting": "hello ADA"
+    }
+
+
 def test_package_mode_false_project_ships_its_included_handler(
     project: Callable[[str], Path], build: Callable[..., Build], invoke: Callable[..., object]
 ) -> None:

@@ -25,17 +25,19 @@ def main() -> int:
 
     command = [
         sys.executable, "-m", "pip", "install",
-        "--no-deps", "--require-hashes", "--no-compile",
+        "--no-deps", "--require-hashes", "--no-compile", "--use-pep517",
         "--target", os.path.join(WORK, "target"),
         "--no-input", "--disable-pip-version-check", "--no-warn-script-location",
         "--progress-bar", "off", "--requirement", os.path.join(WORK, "requirements.txt"),
     ]  # fmt: skip
     for url in job["index_urls"]:
         command += ["--extra-index-url", url]
-    if job["ca_bundle"]:
-        command += ["--cert", _combined_ca_bundle(os.path.join(WORK, job["ca_bundle"]))]
     environment = dict(os.environ)
     environment.update(job["proxies"])
+    if job["ca_bundle"]:
+        # Through the environment, so that the pip building an sdist's build dependencies
+        # (a subprocess that gets none of our options) trusts the same certificates.
+        environment["PIP_CERT"] = _combined_ca_bundle(os.path.join(WORK, job["ca_bundle"]))
     return subprocess.call(command, env=environment)
 
 
