@@ -130,3 +130,19 @@ def test_plugin_registers_the_command_with_poetry() -> None:
     for option in ("--runtime", "--arch", "--image", "--output", "--with", "--extras"):
         assert option in help_text
     assert "[tool.poetry-lambda-zip]" in help_text
+
+
+@pytest.mark.usefixtures("no_engine")
+def test_relative_directory_option_builds_the_project_wheel(
+    project: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cleo.testers.application_tester import ApplicationTester
+    from poetry.console.application import Application
+
+    path = project("binary-wheel")
+    monkeypatch.chdir(path.parent)
+    tester = ApplicationTester(Application())
+    status = tester.execute(f"lambda-zip -C {path.name} --runtime python3.11")
+    # The wheel is built before the engine is asked for: exit 4 means it was built.
+    assert status == 4, tester.io.fetch_error()
+    assert "No Docker engine answers" in tester.io.fetch_error()

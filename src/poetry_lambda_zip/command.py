@@ -10,6 +10,7 @@ from typing import ClassVar
 from cleo.formatters.formatter import Formatter
 from cleo.helpers import option
 from poetry.console.commands.command import Command
+from poetry.factory import Factory
 
 from poetry_lambda_zip.core import build
 from poetry_lambda_zip.errors import LambdaZipError
@@ -22,6 +23,7 @@ from poetry_lambda_zip.target import RUNTIMES
 if TYPE_CHECKING:
     from cleo.io.inputs.option import Option
     from cleo.io.io import IO
+    from poetry.poetry import Poetry
 
     from poetry_lambda_zip.core import BuildResult
 
@@ -85,12 +87,13 @@ the command line wins. Example:
 """
 
     def handle(self) -> int:
-        project_dir = self.poetry.pyproject_path.parent
-        config = self.poetry.pyproject.data.get("tool", {}).get(CONFIG_TABLE, {})
+        poetry = self._project_poetry()
+        project_dir = poetry.pyproject_path.parent
+        config = poetry.pyproject.data.get("tool", {}).get(CONFIG_TABLE, {})
         options = {key: self.option(key) for key in CONFIG_KEYS}
         try:
             request = BuildRequest.from_settings(project_dir, options, config)
-            result = build(request, self.poetry, ConsoleProgress(self.io))
+            result = build(request, poetry, ConsoleProgress(self.io))
         except LambdaZipError as e:
             self._show_error(e)
             return e.exit_code
@@ -101,6 +104,14 @@ the command line wins. Example:
             return EXIT_INTERRUPTED
         self._show_result(result, Path.cwd())
         return 0
+
+    def _project_poetry(self) -> Poetry:
+        if self.poetry.pyproject_path.is_absolute():
+            return self.poetry
+        # `poetry -C relative/dir` runs commands from inside relative/dir while the Poetry
+        # object keeps paths relative to where poetry was started (Poetry 2.5's own `build`
+        # fails the same way). Load the project again from here, with absolute paths.
+        return Factory().create_poetry(Path.cwd(), io=self.io)
 
     def _show_error(self, error: LambdaZipError) -> None:
         self.line_error(f"<error>{Formatter.escape(error.message)}</error>")
