@@ -50,9 +50,9 @@ class Build:
         self.error = tester.io.fetch_error()
 
     @property
-    def zip_path(self) -> str:
+    def zip_path(self) -> Path:
         line = next(line for line in self.output.splitlines() if line.startswith("Built "))
-        return line.removeprefix("Built ")
+        return Path(line.removeprefix("Built "))
 
     @property
     def sha256(self) -> str:
@@ -117,7 +117,7 @@ def test_pure_python_project_runs_from_a_read_only_var_task(
     for phase in ("resolve", "image", "install", "package"):
         assert phase in result.output
     zip_path = path / "dist" / "hello_pure-0.1.0-python3.11-x86_64.zip"
-    assert zip_path.is_file()
+    assert result.zip_path == zip_path
     assert distributions(zip_path) == {"hello-pure", "python-dateutil", "six"}
     assert invoke(zip_path, "hello_pure.handler.handler", {"when": "2024-02-29T12:00:00"}) == {
         "weekday": "Thursday",

@@ -102,7 +102,7 @@ the command line wins. Example:
                 "<error>Interrupted.</error> The build container and temporary files were removed."
             )
             return EXIT_INTERRUPTED
-        self._show_result(result, Path.cwd())
+        self._show_result(result)
         return 0
 
     def _project_poetry(self) -> Poetry:
@@ -120,11 +120,10 @@ the command line wins. Example:
         if self.io.is_debug():
             self.line_error("".join(traceback.format_exception(error)))
 
-    def _show_result(self, result: BuildResult, cwd: Path) -> None:
+    def _show_result(self, result: BuildResult) -> None:
         archive = result.archive
-        path = archive.path.resolve()
-        shown = path.relative_to(cwd) if path.is_relative_to(cwd) else path
-        self.line(f"Built <info>{shown}</info>")
+        # Absolute: with -C, Poetry runs us from the project, not from where the user is.
+        self.line(f"Built <info>{archive.path.resolve()}</info>")
         self.line(
             f"  {_megabytes(archive.zipped_size)} zipped, {_megabytes(archive.unzipped_size)}"
             f" unzipped, {archive.distributions} distributions, {archive.files} files"

@@ -80,7 +80,7 @@ def build(
         "resolve",
         time.monotonic() - started,
         f"{len(requirements.requirements)} distributions for {target.description},"
-        f" {len(requirements.excluded)} locked ones left out",
+        f" {len(requirements.excluded)} other locked ones left out",
     )
 
     output = request.output or _default_output(request.project_dir, poetry, target)
