@@ -81,9 +81,11 @@ def test_each_requirement_pins_one_hashed_artifact_for_the_target() -> None:
     assert pyyaml.kind == "wheel"
     assert "cp311-cp311-manylinux" in pyyaml.filename
     assert pyyaml.filename.endswith("aarch64.whl")
-    line = by_name["six"].to_requirements_line()
-    assert line.startswith("six==1.17.0 --hash=sha256:")
-    assert len(line.rsplit(":", 1)[1]) == 64
+    six = by_name["six"]
+    assert six.version == "1.17.0"
+    assert six.artifact.sha256 is not None
+    assert len(six.artifact.sha256) == 64
+    assert six.describe() == "wheel six-1.17.0-py2.py3-none-any.whl (PyPI; sha256 checked)"
 
 
 def files(*names: str) -> list[PackageFile]:

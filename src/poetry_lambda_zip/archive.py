@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
+import io
 import os
+import posixpath
 import re
 import shutil
 import stat
@@ -17,6 +20,8 @@ from pathlib import PurePosixPath
 from typing import IO
 from typing import TYPE_CHECKING
 
+from packaging.utils import canonicalize_name
+
 from poetry_lambda_zip.errors import OutputError
 
 if TYPE_CHECKING:
@@ -28,6 +33,7 @@ __all__ = [
     "DEFAULT_EPOCH",
     "ArchiveStats",
     "Entry",
+    "distribution_sizes",
     "entries_from_files",
     "entries_from_tar",
     "timestamp_from_environment",
@@ -40,6 +46,7 @@ _FILE_MODE = 0o644
 _EXECUTABLE_MODE = 0o755
 _UNIX = 3
 _METADATA = re.compile(r"^[^/]+\.dist-info/METADATA$")
+_RECORD = re.compile(r"^[^/]+\.dist-info/RECORD$")
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,29 @@ def entries_from_files(root: Path, files: Iterable[Path]) -> list[Entry]:
             )
         )
     return entries
+
+
+def distribution_sizes(entries: Iterable[Entry]) -> dict[str, int]:
+    """Unzipped bytes per distribution (canonical name), summed over the files its RECORD
+    lists; scripts recorded outside the target (``../../bin/x``) are looked up in ``bin/``."""
+    by_name = {entry.name: entry for entry in entries}
+    sizes: dict[str, int] = {}
+    for name, entry in by_name.items():
+        if not _RECORD.match(name):
+            continue
+        distribution = canonicalize_name(name.split("/", 1)[0].rsplit("-", 1)[0])
+        with entry.open() as handle:
+            rows = csv.reader(io.TextIOWrapper(handle, encoding="utf-8", newline=""))
+            paths = {row[0] for row in rows if row}
+        total = 0
+        for path in paths:
+            normalized = posixpath.normpath(path)
+            if normalized.startswith("../"):
+                normalized = f"bin/{posixpath.basename(normalized)}"
+            if normalized in by_name:
+                total += by_name[normalized].size
+        sizes[distribution] = total
+    return dict(sorted(sizes.items()))
 
 
 def write_zip_atomically(

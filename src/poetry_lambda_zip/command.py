@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
+from typing import Any
 from typing import ClassVar
 
 from cleo.formatters.formatter import Formatter
 from cleo.helpers import option
+from cleo.io.outputs.output import Type as OutputType
 from poetry.console.commands.command import Command
 from poetry.factory import Factory
 
 from poetry_lambda_zip.core import build
+from poetry_lambda_zip.core import plan
 from poetry_lambda_zip.errors import LambdaZipError
+from poetry_lambda_zip.report import plan_json
+from poetry_lambda_zip.report import plan_lines
+from poetry_lambda_zip.report import result_json
 from poetry_lambda_zip.request import CONFIG_KEYS
 from poetry_lambda_zip.request import CONFIG_TABLE
 from poetry_lambda_zip.request import BuildRequest
@@ -25,6 +32,7 @@ if TYPE_CHECKING:
     from cleo.io.io import IO
     from poetry.poetry import Poetry
 
+    from poetry_lambda_zip.core import BuildPlan
     from poetry_lambda_zip.core import BuildResult
 
 __all__ = ["LambdaZipCommand"]
@@ -33,23 +41,25 @@ EXIT_INTERRUPTED = 130
 
 
 class ConsoleProgress:
-    """Phase lines on stdout, warnings on stderr, pip's output only with -v."""
+    """Phase lines on stdout (stderr when stdout carries JSON), warnings on stderr, pip's
+    output only with -v."""
 
-    def __init__(self, io: IO) -> None:
+    def __init__(self, io: IO, *, stdout_is_data: bool = False) -> None:
         self._io = io
+        self._write = io.write_error_line if stdout_is_data else io.write_line
 
     def phase(self, name: str, seconds: float, detail: str) -> None:
-        self._io.write_line(f"<info>{name:<8}</info> {seconds:7.2f}s  {Formatter.escape(detail)}")
+        self._write(f"<info>{name:<8}</info> {seconds:7.2f}s  {Formatter.escape(detail)}")
 
     def info(self, message: str) -> None:
-        self._io.write_line(Formatter.escape(message))
+        self._write(Formatter.escape(message))
 
     def warning(self, message: str) -> None:
         self._io.write_error_line(f"<fg=yellow>Warning: {Formatter.escape(message)}</>")
 
     def installer_output(self, line: str) -> None:
         if self._io.is_verbose():
-            self._io.write_line(f"<fg=default>  | {Formatter.escape(line)}</>")
+            self._write(f"<fg=default>  | {Formatter.escape(line)}</>")
 
 
 class LambdaZipCommand(Command):
@@ -72,6 +82,11 @@ class LambdaZipCommand(Command):
             "include", None, "Project files for the zip root (glob).", flag=False, multiple=True
         ),
         option("ca-bundle", None, "PEM bundle trusted besides the image's.", flag=False),
+        option("network", None, "Docker network of the build container (e.g. host).", flag=False),
+        option(
+            "dry-run", None, "Print the plan (target, distributions, artifacts); build nothing."
+        ),
+        option("json", None, "Print one JSON document on stdout; human output goes to stderr."),
     ]
 
     help = f"""Builds a Lambda deployment package from the locked dependencies and the project's
@@ -91,9 +106,15 @@ the command line wins. Example:
         project_dir = poetry.pyproject_path.parent
         config = poetry.pyproject.data.get("tool", {}).get(CONFIG_TABLE, {})
         options = {key: self.option(key) for key in CONFIG_KEYS}
+        as_json = bool(self.option("json"))
+        progress = ConsoleProgress(self.io, stdout_is_data=as_json)
         try:
             request = BuildRequest.from_settings(project_dir, options, config)
-            result = build(request, poetry, ConsoleProgress(self.io))
+            if self.option("dry-run"):
+                decided = plan(request, poetry, progress)
+                self._show_plan(decided, as_json)
+                return 0
+            result = build(request, poetry, progress)
         except LambdaZipError as e:
             self._show_error(e)
             return e.exit_code
@@ -102,7 +123,10 @@ the command line wins. Example:
                 "<error>Interrupted.</error> The build container and temporary files were removed."
             )
             return EXIT_INTERRUPTED
-        self._show_result(result)
+        if as_json:
+            self._write_json(result_json(result))
+        else:
+            self._show_result(result)
         return 0
 
     def _project_poetry(self) -> Poetry:
@@ -119,6 +143,15 @@ the command line wins. Example:
             self.line_error(Formatter.escape(error.fix))
         if self.io.is_debug():
             self.line_error("".join(traceback.format_exception(error)))
+
+    def _show_plan(self, decided: BuildPlan, as_json: bool) -> None:
+        if as_json:
+            self._write_json(plan_json(decided))
+        else:
+            self.io.write_line(plan_lines(decided), type=OutputType.RAW)
+
+    def _write_json(self, document: dict[str, Any]) -> None:
+        self.io.write_line(json.dumps(document, indent=2), type=OutputType.RAW)
 
     def _show_result(self, result: BuildResult) -> None:
         archive = result.archive

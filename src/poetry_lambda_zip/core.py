@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from poetry_lambda_zip.archive import distribution_sizes
 from poetry_lambda_zip.archive import entries_from_files
 from poetry_lambda_zip.archive import entries_from_tar
 from poetry_lambda_zip.archive import timestamp_from_environment
@@ -30,6 +31,8 @@ from poetry_lambda_zip.project import collect_includes
 from poetry_lambda_zip.resolve import resolve
 from poetry_lambda_zip.resolve import select_extras
 from poetry_lambda_zip.resolve import select_groups
+from poetry_lambda_zip.sources import index_credentials
+from poetry_lambda_zip.sources import source_trees
 from poetry_lambda_zip.target import LambdaTarget
 from poetry_lambda_zip.target import newest_runtime_for
 
@@ -46,7 +49,14 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.request import BuildRequest
     from poetry_lambda_zip.resolve import RequirementSet
 
-__all__ = ["UNZIPPED_LIMIT", "ZIPPED_DIRECT_UPLOAD_LIMIT", "BuildResult", "build"]
+__all__ = [
+    "UNZIPPED_LIMIT",
+    "ZIPPED_DIRECT_UPLOAD_LIMIT",
+    "BuildPlan",
+    "BuildResult",
+    "build",
+    "plan",
+]
 
 #: Lambda refuses a function whose code and layers unzip to more than this many bytes.
 UNZIPPED_LIMIT = 262_144_000
@@ -57,17 +67,33 @@ _UNNAMED = "non-package-mode"
 
 
 @dataclass(frozen=True)
-class BuildResult:
+class BuildPlan:
+    """Everything decided before a container starts; what ``--dry-run`` shows."""
+
     target: LambdaTarget
+    image: str
     requirements: RequirementSet
+    output: Path
+    project_name: str
+    project_version: str | None
+    package_mode: bool
+    includes: tuple[Path, ...]
+    project_dir: Path
+    #: Where build dependencies of sdists and source trees come from (None: PyPI).
+    default_index: str | None
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    plan: BuildPlan
     archive: ArchiveStats
     builder: str
+    #: Unzipped bytes per distribution (by canonical name), from their RECORD files.
+    sizes: dict[str, int]
 
 
-def build(
-    request: BuildRequest, poetry: Poetry, progress: Progress, builder: Builder | None = None
-) -> BuildResult:
-    """Build the Lambda package ``request`` asks for and return what was written."""
+def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan:
+    """Resolve the request against the lock for its target, without side effects."""
     for warning in request.warnings:
         progress.warning(warning)
     target = _target(request, poetry, progress)
@@ -82,6 +108,8 @@ def build(
         f"{len(requirements.requirements)} distributions for {target.description},"
         f" {len(requirements.excluded)} other locked ones left out",
     )
+    for requirement in requirements.built_from_source:
+        progress.info(f"  {requirement.name} {requirement.version}: {requirement.describe()}")
 
     output = request.output or _default_output(request.project_dir, poetry, target)
     if output.is_dir():
@@ -94,6 +122,26 @@ def build(
             "package-mode = false and no include: the zip holds only the dependencies."
             ' Add e.g. include = ["index.py"] to [tool.poetry-lambda-zip].'
         )
+    name, version = _project_identity(request.project_dir, poetry)
+    return BuildPlan(
+        target=target,
+        image=request.image or target.default_image,
+        requirements=requirements,
+        output=output,
+        project_name=name,
+        project_version=version,
+        package_mode=poetry.is_package_mode,
+        includes=tuple(includes),
+        project_dir=request.project_dir.resolve(),
+        default_index=_default_index(poetry),
+    )
+
+
+def build(
+    request: BuildRequest, poetry: Poetry, progress: Progress, builder: Builder | None = None
+) -> BuildResult:
+    """Build the Lambda package ``request`` asks for and return what was written."""
+    decided = plan(request, poetry, progress)
     network = network_settings(os.environ, request.ca_bundle, _source_certificates(poetry))
     for warning in network.warnings:
         progress.warning(warning)
@@ -102,33 +150,36 @@ def build(
 
         builder = DockerBuilder()
 
+    requirements = decided.requirements.requirements
     with _terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix="lambda-zip-") as tmp:
         workdir = Path(tmp)
         job = InstallJob(
-            target=target,
-            image=request.image or target.default_image,
-            requirements=requirements.requirements,
+            target=decided.target,
+            image=decided.image,
+            requirements=requirements,
             project_wheel=build_project_wheel(poetry, workdir / "wheel"),
-            index_urls=requirements.index_urls,
+            trees=tuple(source_trees(requirements, workdir / "checkouts")),
+            default_index=decided.default_index,
+            credentials=tuple(index_credentials(poetry, requirements)),
             network=network,
             build_id=uuid.uuid4().hex[:12],
+            docker_network=request.docker_network,
         )
         tree = builder.install(job, workdir, progress)
 
         started = time.monotonic()
         with tarfile.open(tree) as installed:
             entries = entries_from_tar(installed, TREE_PREFIX)
-            entries += entries_from_files(request.project_dir.resolve(), includes)
+            sizes = distribution_sizes(entries)
+            entries += entries_from_files(decided.project_dir, decided.includes)
             stats = write_zip_atomically(
                 entries,
-                output,
+                decided.output,
                 timestamp_from_environment(),
                 check=lambda stats: _check_size(stats, entries, progress),
             )
         progress.phase("package", time.monotonic() - started, f"{stats.files} files")
-    return BuildResult(
-        target=target, requirements=requirements, archive=stats, builder=builder.name
-    )
+    return BuildResult(plan=decided, archive=stats, builder=builder.name, sizes=sizes)
 
 
 def _target(request: BuildRequest, poetry: Poetry, progress: Progress) -> LambdaTarget:
@@ -148,16 +199,33 @@ def _target(request: BuildRequest, poetry: Poetry, progress: Progress) -> Lambda
     return LambdaTarget(runtime=runtime, arch=request.arch)
 
 
-def _default_output(project_dir: Path, poetry: Poetry, target: LambdaTarget) -> Path:
-    """dist/NAME-VERSION-RUNTIME-ARCH.zip; a project without name or version (package-mode =
-    false allows that) is named after its directory and has no version part."""
+def _project_identity(project_dir: Path, poetry: Poetry) -> tuple[str, str | None]:
+    """Name and version; a package-mode = false project may have neither (named after its
+    directory then, with no version)."""
     package = poetry.package
-    named = package.name != _UNNAMED
-    name = package.name if named else project_dir.resolve().name
+    name = package.name if package.name != _UNNAMED else project_dir.resolve().name
     versioned = poetry.is_package_mode or "version" in poetry.pyproject.data.get("project", {})
+    return name, package.version.text if versioned else None
+
+
+def _default_output(project_dir: Path, poetry: Poetry, target: LambdaTarget) -> Path:
+    """dist/NAME-VERSION-RUNTIME-ARCH.zip"""
+    name, version = _project_identity(project_dir, poetry)
     stem = name.replace("-", "_").replace(".", "_")
-    version = f"-{package.version.text}" if versioned else ""
-    return project_dir / "dist" / f"{stem}{version}-{target.runtime}-{target.arch}.zip"
+    suffix = f"-{version}" if version else ""
+    return project_dir / "dist" / f"{stem}{suffix}-{target.runtime}-{target.arch}.zip"
+
+
+def _default_index(poetry: Poetry) -> str | None:
+    """The first primary source (Poetry then does not use PyPI), else None for PyPI."""
+    from poetry.repositories.repository_pool import Priority
+
+    for repository in poetry.pool.all_repositories:
+        if poetry.pool.get_priority(repository.name) is not Priority.PRIMARY:
+            continue
+        url = getattr(repository, "url", None)
+        return None if repository.name == "PyPI" or not url else str(url)
+    return None
 
 
 def _source_certificates(poetry: Poetry) -> list[Path]:

@@ -33,6 +33,7 @@ CONFIG_KEYS: dict[str, type] = {
     "all-extras": bool,
     "include": list,
     "ca-bundle": str,
+    "network": str,
 }
 
 
@@ -50,6 +51,8 @@ class BuildRequest:
     all_extras: bool = False
     include: tuple[str, ...] = ()
     ca_bundle: Path | None = None
+    #: Docker network of the build container, e.g. "host" to reach an index on loopback.
+    docker_network: str | None = None
     #: Problems that do not stop the build (e.g. an unknown config key).
     warnings: tuple[str, ...] = ()
 
@@ -110,6 +113,7 @@ class BuildRequest:
             all_extras=all_extras,
             include=tuple(merged.get("include", ())),
             ca_bundle=merged.get("ca-bundle"),
+            docker_network=merged.get("network"),
             warnings=tuple(warnings),
         )
 

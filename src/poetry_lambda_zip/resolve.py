@@ -36,6 +36,7 @@ __all__ = [
     "Artifact",
     "Excluded",
     "GroupSelection",
+    "Origin",
     "Requirement",
     "RequirementSet",
     "check_lock",
@@ -46,8 +47,6 @@ __all__ = [
 ]
 
 MAIN_GROUP = canonicalize_name("main")
-# Source types whose artifacts are files on an index, with hashes in the lock.
-_INDEX_SOURCE_TYPES = (None, "legacy")
 
 
 @dataclass(frozen=True)
@@ -59,13 +58,45 @@ class GroupSelection:
     only: tuple[str, ...] = ()
 
 
+ArtifactKind = Literal["wheel", "sdist", "directory", "git"]
+OriginType = Literal["index", "file", "url", "directory", "git"]
+
+
 @dataclass(frozen=True)
 class Artifact:
-    """One locked file of a distribution, chosen for the target."""
+    """What gets installed for one distribution: a locked file, or a source tree to build."""
 
-    filename: str
-    sha256: str
-    kind: Literal["wheel", "sdist"]
+    kind: ArtifactKind
+    #: The wheel or sdist file name; None for a directory or git checkout.
+    filename: str | None = None
+    #: sha256 from the lock; None where the lock cannot hash the artifact (directory, git).
+    sha256: str | None = None
+
+    @property
+    def built_in_image(self) -> bool:
+        return self.kind != "wheel"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where the artifact comes from, exactly as poetry.lock records it."""
+
+    type: OriginType
+    #: Index URL (None: the default index, PyPI), file path, archive URL, directory or git URL.
+    url: str | None = None
+    #: The ``[[tool.poetry.source]]`` name, for index packages from a configured source.
+    source_name: str | None = None
+    #: The locked git commit.
+    reference: str | None = None
+    subdirectory: str | None = None
+
+    def describe(self) -> str:
+        if self.type == "index":
+            return f"source {self.source_name} ({self.url})" if self.source_name else "PyPI"
+        if self.type == "git":
+            where = f" subdirectory {self.subdirectory}" if self.subdirectory else ""
+            return f"git {self.url} at {self.reference}{where}"
+        return f"{self.type} {self.url}"
 
 
 @dataclass(frozen=True)
@@ -75,11 +106,19 @@ class Requirement:
     name: NormalizedName
     version: str
     artifact: Artifact
-    #: Simple-index URL of a ``[[tool.poetry.source]]``; None for the default index (PyPI).
-    index_url: str | None = None
+    origin: Origin = Origin("index")
 
-    def to_requirements_line(self) -> str:
-        return f"{self.name}=={self.version} --hash=sha256:{self.artifact.sha256}"
+    def describe(self) -> str:
+        """The plan's line for this distribution."""
+        artifact = self.artifact
+        if artifact.kind == "wheel":
+            what = f"wheel {artifact.filename}"
+        elif artifact.kind == "sdist":
+            what = f"build from sdist {artifact.filename}"
+        else:
+            what = f"build from {artifact.kind}"
+        hashed = "sha256 checked" if artifact.sha256 else "no hash: the lock has none for it"
+        return f"{what} ({self.origin.describe()}; {hashed})"
 
 
 @dataclass(frozen=True)
@@ -100,8 +139,8 @@ class RequirementSet:
     excluded: tuple[Excluded, ...]
 
     @property
-    def index_urls(self) -> tuple[str, ...]:
-        return tuple(sorted({r.index_url for r in self.requirements if r.index_url}))
+    def built_from_source(self) -> tuple[Requirement, ...]:
+        return tuple(r for r in self.requirements if r.artifact.built_in_image)
 
 
 def select_groups(project: ProjectPackage, selection: GroupSelection) -> frozenset[NormalizedName]:
@@ -329,29 +368,57 @@ def choose_artifact(files: Iterable[PackageFile], tag_ranks: Mapping[Tag, int]) 
         if ranks:
             best = min(best or (min(ranks), filename, value), (min(ranks), filename, value))
     if best is not None:
-        return Artifact(filename=best[1], sha256=best[2], kind="wheel")
+        return Artifact("wheel", filename=best[1], sha256=best[2])
     if sdist is not None:
-        return Artifact(filename=sdist[0], sha256=sdist[1], kind="sdist")
+        return Artifact("sdist", filename=sdist[0], sha256=sdist[1])
     return None
 
 
 def _requirement(package: Package, tag_ranks: Mapping[Tag, int]) -> Requirement:
     label = f"{package.pretty_name} {package.pretty_version}"
-    if package.source_type not in _INDEX_SOURCE_TYPES:
-        raise ResolveError(
-            f"{label}: {package.source_type} dependencies ({package.source_url}) are not"
-            " supported yet; only packages from package indexes are."
+    source_type = package.source_type
+    name, version = package.name, package.version.text
+    if source_type == "directory":
+        origin = Origin("directory", url=package.source_url)
+        return Requirement(name, version, Artifact("directory"), origin)
+    if source_type == "git":
+        origin = Origin(
+            "git",
+            url=package.source_url,
+            reference=package.source_resolved_reference or package.source_reference,
+            subdirectory=package.source_subdirectory,
         )
-    artifact = choose_artifact(package.files, tag_ranks)
+        return Requirement(name, version, Artifact("git"), origin)
+    if source_type not in (None, "legacy", "file", "url"):
+        raise ResolveError(f"{label}: {source_type} dependencies are not supported.")
+
+    if source_type in {"file", "url"}:
+        origin = Origin("file" if source_type == "file" else "url", url=package.source_url)
+        artifact = _single_file(package)
+    else:
+        origin = Origin(
+            "index",
+            url=package.source_url if source_type == "legacy" else None,
+            source_name=package.source_reference if source_type == "legacy" else None,
+        )
+        artifact = choose_artifact(package.files, tag_ranks)
     if artifact is None:
         raise ResolveError(
             f"{label}: poetry.lock lists no sha256-hashed wheel for this target and no sdist"
             f" ({', '.join(f['file'] for f in package.files) or 'no files'})."
         )
-    index_url = package.source_url if package.source_type == "legacy" else None
-    return Requirement(
-        name=package.name, version=package.version.text, artifact=artifact, index_url=index_url
-    )
+    return Requirement(name, version, artifact, origin)
+
+
+def _single_file(package: Package) -> Artifact | None:
+    """The one locked file of a file or URL dependency, wheel or sdist."""
+    for entry in package.files:
+        algorithm, _, value = entry.get("hash", "").partition(":")
+        if algorithm == "sha256" and value:
+            filename = entry["file"]
+            kind: ArtifactKind = "wheel" if filename.endswith(".whl") else "sdist"
+            return Artifact(kind, filename=filename, sha256=value)
+    return None
 
 
 def _runtime_constraint(target: LambdaTarget) -> VersionConstraint:

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
     from poetry_lambda_zip.network import NetworkSettings
     from poetry_lambda_zip.resolve import Requirement
+    from poetry_lambda_zip.sources import Credential
+    from poetry_lambda_zip.sources import SourceTree
     from poetry_lambda_zip.target import LambdaTarget
 
 __all__ = ["TREE_PREFIX", "Builder", "InstallJob", "Progress"]
@@ -28,9 +30,15 @@ class InstallJob:
     requirements: tuple[Requirement, ...]
     #: The project's own wheel, installed next to the requirements; None without package mode.
     project_wheel: Path | None
-    index_urls: tuple[str, ...]
+    #: Directory and git requirements, to be built in the image (the lock has no hash for them).
+    trees: tuple[SourceTree, ...]
+    #: Where build dependencies come from: the project's primary source, None for PyPI.
+    default_index: str | None
+    credentials: tuple[Credential, ...]
     network: NetworkSettings
     build_id: str
+    #: Docker network for the build container (e.g. "host"); None for the engine's default.
+    docker_network: str | None = None
 
 
 class Progress(Protocol):

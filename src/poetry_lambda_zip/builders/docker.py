@@ -15,6 +15,8 @@ import tarfile
 import time
 from collections import deque
 from importlib import resources
+from pathlib import Path
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -28,11 +30,11 @@ from poetry_lambda_zip.builders import TREE_PREFIX
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import DockerUnavailableError
 from poetry_lambda_zip.errors import ImageError
+from poetry_lambda_zip.sources import IGNORED_IN_TREES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from collections.abc import Iterator
-    from pathlib import Path
 
     from docker.models.containers import Container
     from docker.models.images import Image
@@ -75,7 +77,8 @@ class DockerBuilder:
         started = time.monotonic()
         container = self._create(client, job)
         try:
-            container.put_archive("/tmp", _inputs(job))
+            with _inputs(job, workdir / "inputs.tar").open("rb") as inputs:
+                container.put_archive("/tmp", inputs)
             container.start()
             tail = _follow(container, progress)
             status = container.wait()
@@ -165,39 +168,85 @@ class DockerBuilder:
             ) from e
 
 
-def _inputs(job: InstallJob) -> bytes:
-    """The tar put into the container: the script, the job, the requirement set, the wheel."""
+def _inputs(job: InstallJob, destination: Path) -> Path:
+    """Write the tar put into the container: the script, the job, the requirement files, the
+    project wheel, local file dependencies and source trees. Returns its path."""
+    installs, files = _installs(job)
     config: dict[str, Any] = {
         "python": job.target.python_version_text,
-        "index_urls": list(job.index_urls),
+        "installs": installs,
+        "trees": [f"src/{tree.relative}" for tree in job.trees],
+        "default_index": job.default_index,
         "ca_bundle": "ca.pem" if job.network.ca_bundle else None,
         "proxies": dict(job.network.proxies),
+        "netrc": "".join(
+            f"machine {c.host} login {c.username} password {c.password}\n" for c in job.credentials
+        )
+        or None,
     }
-    requirements = [r.to_requirements_line() for r in job.requirements]
-    if job.project_wheel is not None:
-        digest = hashlib.sha256(job.project_wheel.read_bytes()).hexdigest()
-        requirements.append(f"{_WORK}/{job.project_wheel.name} --hash=sha256:{digest}")
-    files: dict[str, bytes] = {
+    data: dict[str, bytes] = {
         "inside.py": resources.files("poetry_lambda_zip.builders")
         .joinpath("_inside.py")
         .read_bytes(),
         "job.json": json.dumps(config, sort_keys=True).encode(),
     }
     if job.network.ca_bundle:
-        files["ca.pem"] = job.network.ca_bundle
-    if job.project_wheel is not None:
-        files[job.project_wheel.name] = job.project_wheel.read_bytes()
-    files["requirements.txt"] = "".join(f"{line}\n" for line in requirements).encode()
+        data["ca.pem"] = job.network.ca_bundle
+    for install in installs:
+        data[install["requirements"]] = install.pop("lines").encode()
 
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
+    with tarfile.open(destination, mode="w") as archive:
         archive.addfile(_tar_info("lambda-zip", tarfile.DIRTYPE, 0o700, 0))
-        for name, data in files.items():
-            archive.addfile(
-                _tar_info(f"lambda-zip/{name}", tarfile.REGTYPE, 0o600, len(data)),
-                io.BytesIO(data),
+        for name, content in data.items():
+            info = _tar_info(f"lambda-zip/{name}", tarfile.REGTYPE, 0o600, len(content))
+            archive.addfile(info, io.BytesIO(content))
+        for name, path in files.items():
+            archive.add(path, f"lambda-zip/files/{name}", filter=_owned_by_root)
+        for tree in job.trees:
+            archive.add(tree.path, f"lambda-zip/src/{tree.relative}", filter=_source_filter)
+    return destination
+
+
+def _installs(job: InstallJob) -> tuple[list[dict[str, Any]], dict[str, Path]]:
+    """One hashed pip install per index, as the lock says where each package comes from.
+
+    Returns the installs (label, index URL, requirements file name and lines) and the local
+    files (project wheel, file dependencies) to send along, by their name in the container.
+    """
+    groups: dict[str | None, list[str]] = {None: []}
+    labels: dict[str | None, str] = {None: "PyPI, local files and URLs"}
+    files: dict[str, Path] = {}
+    for requirement in job.requirements:
+        artifact, origin = requirement.artifact, requirement.origin
+        if artifact.sha256 is None:
+            continue  # directories and git checkouts: built from job.trees
+        pin = f"--hash=sha256:{artifact.sha256}"
+        if origin.type == "file" and origin.url and artifact.filename:
+            files[artifact.filename] = Path(origin.url)
+            groups[None].append(f"{_WORK}/files/{artifact.filename} {pin}")
+        elif origin.type == "url" and origin.url:
+            groups[None].append(f"{requirement.name} @ {origin.url} {pin}")
+        else:
+            groups.setdefault(origin.url, []).append(
+                f"{requirement.name}=={requirement.version} {pin}"
             )
-    return buffer.getvalue()
+            if origin.url:
+                labels[origin.url] = f"source {origin.source_name} ({origin.url})"
+    if job.project_wheel is not None:
+        digest = hashlib.sha256(job.project_wheel.read_bytes()).hexdigest()
+        files[job.project_wheel.name] = job.project_wheel
+        groups[None].append(f"{_WORK}/files/{job.project_wheel.name} --hash=sha256:{digest}")
+    installs = [
+        {
+            "label": labels[url],
+            "index_url": url,
+            "requirements": f"requirements-{number}.txt",
+            "lines": "".join(f"{line}\n" for line in lines),
+        }
+        for number, (url, lines) in enumerate(groups.items())
+        if lines
+    ]
+    return installs, files
 
 
 def _tar_info(name: str, kind: bytes, mode: int, size: int) -> tarfile.TarInfo:
@@ -205,9 +254,19 @@ def _tar_info(name: str, kind: bytes, mode: int, size: int) -> tarfile.TarInfo:
     info.type = kind
     info.mode = mode
     info.size = size
+    return _owned_by_root(info)
+
+
+def _owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
     info.uid = info.gid = 0
     info.uname = info.gname = "root"
     return info
+
+
+def _source_filter(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    if IGNORED_IN_TREES.intersection(PurePosixPath(info.name).parts):
+        return None
+    return _owned_by_root(info)
 
 
 def _follow(container: Container, progress: Progress) -> deque[str]:

@@ -1,0 +1,124 @@
+"""Plans and results as the user reads them: text for people, JSON for machines (pure)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from typing import Any
+
+if TYPE_CHECKING:
+    from poetry_lambda_zip.core import BuildPlan
+    from poetry_lambda_zip.core import BuildResult
+
+__all__ = ["SCHEMA_VERSION", "plan_json", "plan_lines", "result_json"]
+
+#: Bumped when a key is renamed or removed; new keys may appear at any time.
+SCHEMA_VERSION = 1
+
+
+def plan_json(plan: BuildPlan) -> dict[str, Any]:
+    target = plan.target
+    return {
+        "schema": SCHEMA_VERSION,
+        "target": {
+            "runtime": target.runtime,
+            "arch": target.arch,
+            "python": target.python_version_text,
+            "glibc": "{}.{}".format(*target.glibc),
+            "platform_tags": target.platforms(),
+            "image": plan.image,
+        },
+        "groups": sorted(plan.requirements.groups),
+        "extras": sorted(plan.requirements.extras),
+        "project": {
+            "name": plan.project_name,
+            "version": plan.project_version,
+            "package_mode": plan.package_mode,
+            "includes": [p.relative_to(plan.project_dir).as_posix() for p in plan.includes],
+        },
+        "distributions": [
+            {
+                "name": r.name,
+                "version": r.version,
+                "artifact": {
+                    "kind": r.artifact.kind,
+                    "filename": r.artifact.filename,
+                    "sha256": r.artifact.sha256,
+                },
+                "source": {
+                    "type": r.origin.type,
+                    "url": r.origin.url,
+                    "name": r.origin.source_name,
+                    "reference": r.origin.reference,
+                    "subdirectory": r.origin.subdirectory,
+                },
+                "hash_checked": r.artifact.sha256 is not None,
+            }
+            for r in plan.requirements.requirements
+        ],
+        "excluded": [
+            {"name": e.name, "version": e.version, "reason": e.reason}
+            for e in plan.requirements.excluded
+        ],
+        "output": str(plan.output),
+    }
+
+
+def plan_lines(plan: BuildPlan) -> list[str]:
+    target = plan.target
+    platforms = target.platforms()
+    requirements = plan.requirements
+    width = max((len(f"{r.name} {r.version}") for r in requirements.requirements), default=0)
+    lines = [
+        f"Target   {target.description}",
+        f"Image    {plan.image}",
+        f"Tags     cp{target.python_version_text.replace('.', '')} on {platforms[0]}"
+        f" ... {platforms[-1]} ({len(platforms)} platforms)",
+        f"Groups   {', '.join(sorted(requirements.groups))};"
+        f" extras: {', '.join(sorted(requirements.extras)) or 'none'}",
+        "",
+        f"Distributions ({len(requirements.requirements)}):",
+    ]
+    lines += [
+        f"  {f'{r.name} {r.version}':<{width}}  {r.describe()}" for r in requirements.requirements
+    ]
+    version = f" {plan.project_version}" if plan.project_version else ""
+    code = (
+        "wheel built by poetry-core" if plan.package_mode else "no package (package-mode = false)"
+    )
+    lines += ["", f"Project  {plan.project_name}{version}: {code}"]
+    if plan.includes:
+        included = ", ".join(p.relative_to(plan.project_dir).as_posix() for p in plan.includes)
+        lines.append(f"Include  {included}")
+    if requirements.excluded:
+        lines += ["", f"Left out ({len(requirements.excluded)}):"]
+        lines += [f"  {e.name} {e.version}: {e.reason}" for e in requirements.excluded]
+    lines += ["", f"Output   {plan.output}"]
+    return lines
+
+
+def result_json(result: BuildResult) -> dict[str, Any]:
+    archive = result.archive
+    versions: dict[str, str] = {r.name: r.version for r in result.plan.requirements.requirements}
+    return {
+        "schema": SCHEMA_VERSION,
+        "outputs": [
+            {
+                "path": str(archive.path.resolve()),
+                "sha256": archive.sha256,
+                "zipped_size": archive.zipped_size,
+                "unzipped_size": archive.unzipped_size,
+                "files": archive.files,
+            }
+        ],
+        "runtime": result.plan.target.runtime,
+        "arch": result.plan.target.arch,
+        "builder": result.builder,
+        "distributions": [
+            {
+                "name": name,
+                "version": versions.get(name, result.plan.project_version),
+                "unzipped_size": size,
+            }
+            for name, size in result.sizes.items()
+        ],
+    }

@@ -1,0 +1,132 @@
+"""Host-side inputs for requirements the lock cannot pin to a file: source trees and credentials.
+
+Directory dependencies keep their layout relative to each other (a path dependency may name
+another one as ``../lib``); git dependencies are checked out at the locked commit with Poetry's
+own git backend. Credentials for indexes come from Poetry's Authenticator (config, keyring,
+``POETRY_HTTP_BASIC_<SOURCE>_*`` variables).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from poetry_lambda_zip.errors import ConfigError
+from poetry_lambda_zip.errors import ResolveError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from collections.abc import Sequence
+
+    from poetry.poetry import Poetry
+
+    from poetry_lambda_zip.resolve import Requirement
+
+__all__ = ["Credential", "SourceTree", "index_credentials", "source_trees"]
+
+#: Never sent into the container with a source tree.
+IGNORED_IN_TREES = frozenset(
+    {".git", ".hg", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache",
+     ".tox", ".nox", "node_modules", ".DS_Store"}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    """A directory to build inside the image: where it is here, and where it goes there."""
+
+    name: str
+    path: Path
+    #: Path below the builder's source root, keeping sibling path dependencies side by side.
+    relative: PurePosixPath
+
+
+@dataclass(frozen=True)
+class Credential:
+    host: str
+    username: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"Credential(host={self.host!r}, username={self.username!r}, password=***)"
+
+
+def source_trees(requirements: Iterable[Requirement], checkouts: Path) -> list[SourceTree]:
+    """Directory requirements as they are on disk, git requirements checked out under
+    ``checkouts`` at the locked commit."""
+    directories: list[tuple[Requirement, Path]] = []
+    trees: list[SourceTree] = []
+    for requirement in requirements:
+        origin = requirement.origin
+        if origin.type == "directory" and origin.url:
+            path = Path(origin.url)
+            if not path.is_dir():
+                raise ResolveError(
+                    f"{requirement.name}: the path dependency {path} does not exist.",
+                    "Check the path in pyproject.toml, then run `poetry lock`.",
+                )
+            directories.append((requirement, path))
+        elif origin.type == "git" and origin.url:
+            checkout = _checkout(requirement, checkouts)
+            if origin.subdirectory:
+                checkout = checkout / origin.subdirectory
+            trees.append(
+                SourceTree(
+                    requirement.name,
+                    checkout,
+                    PurePosixPath("git") / checkout.relative_to(checkouts).as_posix(),
+                )
+            )
+    if directories:
+        root = Path(os.path.commonpath([path for _, path in directories]))
+        if len(directories) == 1:
+            root = root.parent
+        trees += [
+            SourceTree(r.name, path, PurePosixPath("path") / path.relative_to(root).as_posix())
+            for r, path in directories
+        ]
+    return sorted(trees, key=lambda tree: tree.name)
+
+
+def index_credentials(poetry: Poetry, requirements: Sequence[Requirement]) -> list[Credential]:
+    """Basic-auth credentials Poetry has for the indexes the requirements come from."""
+    wanted = {r.origin.source_name for r in requirements if r.origin.source_name}
+    credentials: dict[str, Credential] = {}
+    for repository in poetry.pool.all_repositories:
+        if repository.name not in wanted:
+            continue
+        session = getattr(repository, "session", None)
+        url = getattr(repository, "url", None)
+        if session is None or url is None:
+            continue
+        found = session.get_credentials_for_url(url)
+        host = urlsplit(url).hostname
+        if found.username and host:
+            credentials[host] = Credential(host, found.username, found.password or "")
+    return [credentials[host] for host in sorted(credentials)]
+
+
+def _checkout(requirement: Requirement, checkouts: Path) -> Path:
+    from poetry.vcs.git import Git
+
+    origin = requirement.origin
+    assert origin.url is not None
+    try:
+        repository = Git.clone(
+            url=origin.url,
+            name=str(requirement.name),
+            revision=origin.reference,
+            source_root=checkouts,
+            clean=True,
+        )
+    except Exception as e:  # dulwich and Poetry raise a variety of errors
+        raise ConfigError(
+            f"{requirement.name}: cannot check out {origin.url} at {origin.reference}: {e}",
+            "Check that the repository is reachable with the credentials Poetry uses.",
+        ) from e
+    with repository:
+        return Path(repository.path)
