@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import NoReturn
 
 import pytest
+from cleo.io.outputs.output import Verbosity
 from cleo.testers.command_tester import CommandTester
 from poetry.factory import Factory
 
 from poetry_lambda_zip.command import LambdaZipCommand
+from tests.docker_helpers import RUNNER
+from tests.docker_helpers import Build
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -91,3 +96,36 @@ def stand_in_image(docker_client: docker.DockerClient) -> str:
     if result.returncode != 0:
         unavailable(f"building the stand-in image failed:\n{result.stderr[-2000:]}")
     return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def build(stand_in_image: str) -> Callable[..., Build]:
+    """Build a project for python3.11 x86_64 with the stand-in image, plus ``arguments``."""
+
+    def run(path: Path, arguments: str = "", verbosity: Verbosity = Verbosity.NORMAL) -> Build:
+        return Build(path, f"--runtime python3.11 --image {stand_in_image} {arguments}", verbosity)
+
+    return run
+
+
+@pytest.fixture
+def invoke(
+    docker_client: docker.DockerClient, stand_in_image: str, tmp_path: Path
+) -> Callable[[Path, str, dict[str, object]], object]:
+    """Unpack a zip into a directory mounted read-only at /var/task and call the handler."""
+
+    def call(zip_path: Path, handler: str, event: dict[str, object]) -> object:
+        task = tmp_path / f"task-{zip_path.stem}"
+        with zipfile.ZipFile(zip_path) as archive:
+            archive.extractall(task)
+        output = docker_client.containers.run(
+            stand_in_image,
+            ["python3", "-c", RUNNER, handler, json.dumps(event)],
+            volumes={str(task): {"bind": "/var/task", "mode": "ro"}},
+            environment={"PYTHONPATH": "/var/task"},
+            working_dir="/var/task",
+            remove=True,
+        )
+        return json.loads(output)
+
+    return call

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -146,3 +147,40 @@ def test_relative_directory_option_builds_the_project_wheel(
     # The wheel is built before the engine is asked for: exit 4 means it was built.
     assert status == 4, tester.io.fetch_error()
     assert "No Docker engine answers" in tester.io.fetch_error()
+
+
+def test_dry_run_for_arm64_names_aarch64_wheels_and_builds_nothing(
+    project: Callable[[str], Path], run_command: Run
+) -> None:
+    path = project("binary-wheel")
+    tester = run_command(path, "--dry-run --arch arm64 --runtime python3.12")
+    assert tester.status_code == 0
+    output = tester.io.fetch_output()
+    assert "Target   python3.12 on arm64 (CPython 3.12, glibc 2.34)" in output
+    assert "Image    public.ecr.aws/sam/build-python3.12:latest-arm64" in output
+    pydantic_core = next(line for line in output.splitlines() if "pydantic-core" in line)
+    assert "cp312-cp312-manylinux" in pydantic_core
+    assert pydantic_core.rstrip().endswith("aarch64.whl (PyPI; sha256 checked)")
+    assert "pytest" in output.split("Left out")[1]
+    assert not (path / "dist").exists()
+
+
+def test_dry_run_json_is_the_plan_as_data(project: Callable[[str], Path], run_command: Run) -> None:
+    tester = run_command(project("markers"), "--dry-run --json --runtime python3.10 -E yaml")
+    assert tester.status_code == 0
+    plan = json.loads(tester.io.fetch_output())
+    assert plan["schema"] == 1
+    assert plan["target"]["runtime"] == "python3.10"
+    assert plan["target"]["platform_tags"][0] == "manylinux_2_26_x86_64"
+    assert {d["name"] for d in plan["distributions"]} == {"pyyaml", "six", "tomli"}
+    six = next(d for d in plan["distributions"] if d["name"] == "six")
+    assert six["artifact"]["kind"] == "wheel"
+    assert six["hash_checked"] is True
+    assert six["source"] == {
+        "type": "index", "url": None, "name": None, "reference": None, "subdirectory": None
+    }  # fmt: skip
+    reasons = {e["name"]: e["reason"] for e in plan["excluded"]}
+    assert reasons["iniconfig"] == "only in group(s) dev"
+    assert "win32" in reasons["pywin32"]
+    # Human lines went to stderr, so stdout stays one JSON document.
+    assert "resolve" in tester.io.fetch_error()

@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 import zipfile
-from email.parser import Parser
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,12 +19,14 @@ import pytest
 import tomlkit
 from cleo.io.outputs.output import Verbosity
 from cleo.testers.application_tester import ApplicationTester
-from packaging.utils import canonicalize_name
 from poetry.console.application import Application
 
 from poetry_lambda_zip.builders.docker import CONTAINER_LABEL
 from poetry_lambda_zip.network import CA_BUNDLE_VARIABLES
 from tests.conftest import FIXTURES
+from tests.docker_helpers import Build
+from tests.docker_helpers import distributions
+from tests.docker_helpers import leftover_containers
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,76 +34,6 @@ if TYPE_CHECKING:
     import docker
 
 pytestmark = pytest.mark.docker
-
-RUNNER = """
-import json, sys
-module, function = sys.argv[1].rsplit(".", 1)
-handler = getattr(__import__(module, fromlist=[function]), function)
-print(json.dumps(handler(json.loads(sys.argv[2]), None)))
-"""
-
-
-class Build:
-    def __init__(self, path: Path, arguments: str) -> None:
-        tester = ApplicationTester(Application())
-        self.status = tester.execute(f"lambda-zip -C {path} {arguments}", decorated=False)
-        self.output = tester.io.fetch_output()
-        self.error = tester.io.fetch_error()
-
-    @property
-    def zip_path(self) -> Path:
-        line = next(line for line in self.output.splitlines() if line.startswith("Built "))
-        return Path(line.removeprefix("Built "))
-
-    @property
-    def sha256(self) -> str:
-        return next(line.split()[1] for line in self.output.splitlines() if "sha256" in line)
-
-
-@pytest.fixture
-def build(stand_in_image: str) -> Callable[..., Build]:
-    def run(path: Path, arguments: str = "") -> Build:
-        result = Build(path, f"--runtime python3.11 --image {stand_in_image} {arguments}")
-        return result
-
-    return run
-
-
-@pytest.fixture
-def invoke(
-    docker_client: docker.DockerClient, stand_in_image: str, tmp_path: Path
-) -> Callable[[Path, str, dict[str, object]], object]:
-    """Unpack a zip into a directory mounted read-only at /var/task and call the handler."""
-
-    def call(zip_path: Path, handler: str, event: dict[str, object]) -> object:
-        task = tmp_path / f"task-{zip_path.stem}"
-        with zipfile.ZipFile(zip_path) as archive:
-            archive.extractall(task)
-        output = docker_client.containers.run(
-            stand_in_image,
-            ["python3", "-c", RUNNER, handler, json.dumps(event)],
-            volumes={str(task): {"bind": "/var/task", "mode": "ro"}},
-            environment={"PYTHONPATH": "/var/task"},
-            working_dir="/var/task",
-            remove=True,
-        )
-        return json.loads(output)
-
-    return call
-
-
-def distributions(zip_path: Path) -> set[str]:
-    """Canonical names of the distributions in the zip, from their METADATA."""
-    with zipfile.ZipFile(zip_path) as archive:
-        return {
-            canonicalize_name(Parser().parsestr(archive.read(name).decode())["Name"])
-            for name in archive.namelist()
-            if name.endswith(".dist-info/METADATA")
-        }
-
-
-def leftover_containers(client: docker.DockerClient) -> list[str]:
-    return [c.name for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL})]
 
 
 def test_pure_python_project_runs_from_a_read_only_var_task(

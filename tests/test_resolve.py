@@ -79,6 +79,7 @@ def test_each_requirement_pins_one_hashed_artifact_for_the_target() -> None:
     }
     pyyaml = by_name["pyyaml"].artifact
     assert pyyaml.kind == "wheel"
+    assert pyyaml.filename is not None
     assert "cp311-cp311-manylinux" in pyyaml.filename
     assert pyyaml.filename.endswith("aarch64.whl")
     six = by_name["six"]
@@ -172,3 +173,39 @@ def test_poetry1_lock_extras_and_groups() -> None:
     assert "iniconfig" in names(with_dev)
     excluded = {e.name for e in requirement_set("python3.12", fixture=LEGACY).excluded}
     assert excluded == {"colorama", "iniconfig", "pyyaml", "tomli"}
+
+
+def test_path_dependencies_are_built_from_their_directories() -> None:
+    plan = requirement_set("python3.12", fixture=FIXTURES / "monorepo" / "services" / "api")
+    by_name: dict[str, Requirement] = {r.name: r for r in plan.requirements}
+    assert set(by_name) == {"docopt", "greeting", "six", "textutils"}
+    for name in ("greeting", "textutils"):
+        requirement = by_name[name]
+        assert requirement.artifact.kind == "directory"
+        assert requirement.artifact.sha256 is None
+        assert requirement.origin.url == str(FIXTURES / "monorepo" / "libs" / name)
+        assert "no hash" in requirement.describe()
+    assert by_name["docopt"].artifact.kind == "sdist"
+    assert by_name["docopt"].describe().startswith("build from sdist docopt-0.6.2.tar.gz")
+
+
+def test_file_dependencies_keep_the_locks_hash() -> None:
+    plan = requirement_set("python3.12", fixture=FIXTURES / "local-files")
+    by_name: dict[str, Requirement] = {r.name: r for r in plan.requirements}
+    wheel, sdist = by_name["vendored-tool"], by_name["legacy-helper"]
+    assert (wheel.artifact.kind, wheel.origin.type) == ("wheel", "file")
+    assert (sdist.artifact.kind, sdist.origin.type) == ("sdist", "file")
+    assert wheel.artifact.sha256 == (
+        "3cc1cbd40e2ebf7742a8e98c057a218ba2f4bb5fdfdab518b165dffb9ad45196"
+    )
+    assert wheel.origin.url == str(
+        FIXTURES / "local-files" / "vendor" / "vendored_tool-1.0.0-py3-none-any.whl"
+    )
+
+
+def test_packages_from_a_configured_source_name_it() -> None:
+    plan = requirement_set("python3.12", fixture=FIXTURES / "private-index")
+    private = next(r for r in plan.requirements if r.name == "private-greeting")
+    assert private.origin.source_name == "private"
+    assert private.origin.url == "http://127.0.0.1:38080/simple"
+    assert next(r for r in plan.requirements if r.name == "six").origin.url is None

@@ -110,15 +110,13 @@ class Requirement:
 
     def describe(self) -> str:
         """The plan's line for this distribution."""
-        artifact = self.artifact
-        if artifact.kind == "wheel":
-            what = f"wheel {artifact.filename}"
-        elif artifact.kind == "sdist":
-            what = f"build from sdist {artifact.filename}"
-        else:
-            what = f"build from {artifact.kind}"
-        hashed = "sha256 checked" if artifact.sha256 else "no hash: the lock has none for it"
-        return f"{what} ({self.origin.describe()}; {hashed})"
+        artifact, origin = self.artifact, self.origin
+        if artifact.kind == "directory":
+            return f"build from path {origin.url} (no hash: a directory has none in the lock)"
+        if artifact.kind == "git":
+            return f"build from {origin.describe()} (no hash: the locked commit pins it)"
+        what = "wheel" if artifact.kind == "wheel" else "build from sdist"
+        return f"{what} {artifact.filename} ({origin.describe()}; sha256 checked)"
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ _PYTHON = "/var/lang/bin/python3"
 _PYTHON_MISMATCH = 86
 _TAIL_LINES = 40
 _DOCKER_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
+_NETWORK_MODES = ("host", "bridge", "none")
 
 
 def engine_location(environ: dict[str, str] | None = None) -> str:
@@ -150,6 +151,11 @@ class DockerBuilder:
         return image
 
     def _create(self, client: docker.DockerClient, job: InstallJob) -> Container:
+        network: dict[str, str] = {}
+        if job.docker_network in _NETWORK_MODES:
+            network["network_mode"] = job.docker_network
+        elif job.docker_network:
+            network["network"] = job.docker_network
         try:
             return client.containers.create(
                 job.image,
@@ -160,6 +166,7 @@ class DockerBuilder:
                 platform=job.target.docker_platform,
                 environment={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
                 working_dir="/tmp",
+                **network,
             )
         except APIError as e:
             raise ImageError(

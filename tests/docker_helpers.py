@@ -1,0 +1,61 @@
+"""Helpers for tests that build through the Docker engine."""
+
+from __future__ import annotations
+
+import zipfile
+from email.parser import Parser
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cleo.io.outputs.output import Verbosity
+from cleo.testers.application_tester import ApplicationTester
+from packaging.utils import canonicalize_name
+from poetry.console.application import Application
+
+from poetry_lambda_zip.builders.docker import CONTAINER_LABEL
+
+if TYPE_CHECKING:
+    import docker
+
+#: Calls ``module.function(event, None)`` and prints the JSON answer, as Lambda's runtime would.
+RUNNER = """
+import json, sys
+module, function = sys.argv[1].rsplit(".", 1)
+handler = getattr(__import__(module, fromlist=[function]), function)
+print(json.dumps(handler(json.loads(sys.argv[2]), None)))
+"""
+
+
+class Build:
+    """``poetry lambda-zip -C PATH ARGS`` through Poetry's application, plugin loading included."""
+
+    def __init__(self, path: Path, arguments: str, verbosity: Verbosity = Verbosity.NORMAL) -> None:
+        tester = ApplicationTester(Application())
+        self.status = tester.execute(
+            f"lambda-zip -C {path} {arguments}", decorated=False, verbosity=verbosity
+        )
+        self.output = tester.io.fetch_output()
+        self.error = tester.io.fetch_error()
+
+    @property
+    def zip_path(self) -> Path:
+        line = next(line for line in self.output.splitlines() if line.startswith("Built "))
+        return Path(line.removeprefix("Built "))
+
+    @property
+    def sha256(self) -> str:
+        return next(line.split()[1] for line in self.output.splitlines() if "sha256" in line)
+
+
+def distributions(zip_path: Path) -> set[str]:
+    """Canonical names of the distributions in the zip, from their METADATA."""
+    with zipfile.ZipFile(zip_path) as archive:
+        return {
+            canonicalize_name(Parser().parsestr(archive.read(name).decode())["Name"])
+            for name in archive.namelist()
+            if name.endswith(".dist-info/METADATA")
+        }
+
+
+def leftover_containers(client: docker.DockerClient) -> list[str]:
+    return [c.name for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL})]

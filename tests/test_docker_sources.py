@@ -1,0 +1,204 @@
+"""Every kind of locked dependency, built through the real engine: path, file, git, a private
+index with basic auth."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from cleo.io.outputs.output import Verbosity
+
+from poetry_lambda_zip.builders.docker import CONTAINER_LABEL
+from tests.conftest import FIXTURES
+from tests.conftest import unavailable
+from tests.docker_helpers import Build
+from tests.docker_helpers import distributions
+from tests.docker_helpers import leftover_containers
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from collections.abc import Iterator
+
+    import docker
+
+pytestmark = pytest.mark.docker
+
+PRIVATE_PORT = 38080  # the URL in fixtures/private-index
+PRIVATE_USER = "ci-reader"
+PRIVATE_PASSWORD = "idx-s3cret-pass"
+
+
+def test_monorepo_path_dependencies_outside_the_project(
+    tmp_path: Path, build: Callable[..., Build], invoke: Callable[..., object]
+) -> None:
+    root = tmp_path / "monorepo"
+    shutil.copytree(FIXTURES / "monorepo", root, ignore=shutil.ignore_patterns("dist"))
+    service = root / "services" / "api"
+    result = build(service, "-E yaml")
+    assert result.status == 0, result.error
+    assert "greeting 1.1.0: build from path" in result.output
+    zip_path = service / "dist" / "orders_api-0.4.0-python3.11-x86_64.zip"
+    assert distributions(zip_path) == {
+        "docopt",
+        "greeting",
+        "orders-api",
+        "pyyaml",
+        "six",
+        "textutils",
+    }
+    assert invoke(zip_path, "orders_api.handler.handler", {"item": "tea"}) == {
+        "message": "ORDER RECEIVED: TEA!",
+        "modules": {"tomli": False, "yaml": True, "six": True},
+    }
+
+
+def test_file_dependencies_wheel_and_sdist(
+    project: Callable[[str], Path], build: Callable[..., Build], invoke: Callable[..., object]
+) -> None:
+    path = project("local-files")
+    result = build(path)
+    assert result.status == 0, result.error
+    zip_path = path / "dist" / "uses_files-0.1.0-python3.11-x86_64.zip"
+    assert distributions(zip_path) == {"legacy-helper", "uses-files", "vendored-tool"}
+    assert invoke(zip_path, "uses_files.handler.handler", {"n": 21}) == {
+        "tool": "vendored 1.0.0",
+        "doubled": 42,
+    }
+
+
+def test_a_changed_file_dependency_fails_the_locks_hash(
+    project: Callable[[str], Path], build: Callable[..., Build]
+) -> None:
+    path = project("local-files")
+    wheel = path / "vendor" / "vendored_tool-1.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "a") as archive:
+        archive.writestr("vendored_tool/backdoor.py", "print('not what was locked')")
+    result = build(path)
+    assert result.status == 5
+    assert "3cc1cbd40e2ebf7742a8e98c057a218ba2f4bb5fdfdab518b165dffb9ad45196" in result.error
+
+
+def git(*arguments: str, cwd: Path) -> None:
+    identity = ["-c", "user.name=Fixture", "-c", "user.email=fixture@example.com"]
+    subprocess.run(["git", *identity, *arguments], cwd=cwd, check=True, capture_output=True)
+
+
+def test_git_dependency_is_built_at_the_locked_commit(
+    tmp_path: Path, build: Callable[..., Build], invoke: Callable[..., object]
+) -> None:
+    root = tmp_path / "git-dependency"
+    shutil.copytree(FIXTURES / "git-dependency", root)
+    library, service = root / "greeting-lib", root / "service"
+    git("init", "-q", cwd=library)
+    git("add", "-A", cwd=library)
+    git("commit", "-qm", "locked", cwd=library)
+    pyproject = service / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("GIT_URL", library.as_uri()))
+    poetry = Path(sys.executable).with_name("poetry")
+    subprocess.run([str(poetry), "lock"], cwd=service, check=True, capture_output=True)
+    (library / "git_greeting" / "__init__.py").write_text('MESSAGE = "the branch moved on"\n')
+    git("commit", "-qam", "later", cwd=library)
+
+    result = build(service)
+    assert result.status == 0, result.error
+    zip_path = service / "dist" / "git_service-0.1.0-python3.11-x86_64.zip"
+    assert distributions(zip_path) == {"git-greeting", "git-service"}
+    assert invoke(zip_path, "git_service.handler.handler", {}) == {
+        "message": "greetings from the locked commit"
+    }
+
+
+@pytest.fixture(scope="module")
+def private_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """pypiserver on loopback serving fixtures/private-index/packages, basic auth required."""
+    server = shutil.which("pypi-server", path=str(Path(sys.executable).parent))
+    if server is None:
+        unavailable("pypiserver is not installed (pip install -e '.[test]')")
+    htpasswd = tmp_path_factory.mktemp("index") / "htpasswd"
+    digest = base64.b64encode(hashlib.sha1(PRIVATE_PASSWORD.encode()).digest()).decode()
+    htpasswd.write_text(f"{PRIVATE_USER}:{{SHA}}{digest}\n")
+    process = subprocess.Popen(
+        [server, "run", "-i", "127.0.0.1", "-p", str(PRIVATE_PORT), "-P", str(htpasswd),
+         "-a", "download,list,update", str(FIXTURES / "private-index" / "packages")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{PRIVATE_PORT}/simple/"
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(["curl", "-s", "-o", "/dev/null", url], check=False).returncode:
+            assert time.monotonic() < deadline, "pypiserver did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POETRY_HTTP_BASIC_PRIVATE_USERNAME", PRIVATE_USER)
+    monkeypatch.setenv("POETRY_HTTP_BASIC_PRIVATE_PASSWORD", PRIVATE_PASSWORD)
+
+
+@pytest.mark.usefixtures("private_index", "credentials")
+def test_private_index_credentials_reach_pip_and_nothing_else(
+    project: Callable[[str], Path],
+    build: Callable[..., Build],
+    invoke: Callable[..., object],
+    docker_client: docker.DockerClient,
+) -> None:
+    path = project("private-index")
+    outcome: list[Build] = []
+    thread = threading.Thread(
+        target=lambda: outcome.append(build(path, "--network host", verbosity=Verbosity.DEBUG))
+    )
+    thread.start()
+    inspected = []
+    while thread.is_alive():
+        for container in docker_client.containers.list(filters={"label": CONTAINER_LABEL}):
+            inspected.append(json.dumps(docker_client.api.inspect_container(container.id)))
+        time.sleep(0.1)
+    thread.join()
+    result = outcome[0]
+    assert result.status == 0, result.error
+    assert "Successfully installed" in result.output  # the installer output was shown
+    zip_path = result.zip_path
+    assert distributions(zip_path) == {"internal-service", "private-greeting", "six"}
+    assert invoke(zip_path, "internal_service.handler.handler", {"name": "ci"}) == {
+        "message": "hello ci, from the private index"
+    }
+    secret = PRIVATE_PASSWORD.encode()
+    assert secret not in zip_path.read_bytes()
+    with zipfile.ZipFile(zip_path) as archive:
+        assert not [n for n in archive.namelist() if secret in archive.read(n)]
+    assert PRIVATE_PASSWORD not in result.output + result.error
+    assert inspected, "the build container was never seen"
+    assert not [attrs for attrs in inspected if PRIVATE_PASSWORD in attrs]
+    images = docker_client.images.list()
+    assert not [i for i in images if PRIVATE_PASSWORD in json.dumps(i.attrs)]
+    assert leftover_containers(docker_client) == []
+
+    as_json = build(path, "--network host --json")
+    assert as_json.status == 0, as_json.error
+    assert PRIVATE_PASSWORD not in as_json.output + as_json.error
+    assert json.loads(as_json.output)["outputs"][0]["path"] == str(zip_path)
+
+
+@pytest.mark.usefixtures("private_index")
+def test_private_index_without_credentials_fails_in_pip(
+    project: Callable[[str], Path], build: Callable[..., Build]
+) -> None:
+    result = build(project("private-index"), "--network host")
+    assert result.status == 5
+    assert "private-greeting==1.0.0" in result.error
