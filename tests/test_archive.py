@@ -12,6 +12,7 @@ import pytest
 from poetry_lambda_zip.archive import DEFAULT_EPOCH
 from poetry_lambda_zip.archive import ArchiveStats
 from poetry_lambda_zip.archive import Entry
+from poetry_lambda_zip.archive import distribution_sizes
 from poetry_lambda_zip.archive import entries_from_files
 from poetry_lambda_zip.archive import entries_from_tar
 from poetry_lambda_zip.archive import timestamp_from_environment
@@ -144,3 +145,20 @@ def test_project_files_are_named_relative_to_the_project(tmp_path: Path) -> None
     os.chmod(script, 0o700)
     entries = entries_from_files(tmp_path, [tmp_path / "config" / "a.json", script])
     assert [(e.name, e.executable) for e in entries] == [("config/a.json", False), ("run.sh", True)]
+
+
+def test_distribution_sizes_follow_each_record() -> None:
+    record = (
+        b"pkg/__init__.py,sha256=x,3\npkg/data.bin,,\n"
+        b"../../../bin/tool,,\npkg-1.0.dist-info/RECORD,,\n"
+    )
+    sizes = distribution_sizes(
+        [
+            entry("pkg/__init__.py", b"abc"),
+            entry("pkg/data.bin", b"12345"),
+            entry("bin/tool", b"#!"),
+            entry("pkg-1.0.dist-info/RECORD", record),
+            entry("other.py", b"not listed"),
+        ]
+    )
+    assert sizes == {"pkg": 3 + 5 + 2 + len(record)}

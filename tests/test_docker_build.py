@@ -3,6 +3,7 @@ their handlers from the zip unpacked into a read-only /var/task."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import signal
@@ -61,10 +62,10 @@ def test_binary_wheels_for_the_target_import_and_dev_group_stays_out(
     project: Callable[[str], Path], build: Callable[..., Build], invoke: Callable[..., object]
 ) -> None:
     path = project("binary-wheel")
-    result = build(path, "-o out/function.zip")
+    result = build(path, "-o out/function.zip --json")
     assert result.status == 0, result.error
     zip_path = path / "out" / "function.zip"
-    assert distributions(zip_path) == {
+    expected = {
         "annotated-types",
         "fast-api-handler",
         "orjson",
@@ -73,11 +74,31 @@ def test_binary_wheels_for_the_target_import_and_dev_group_stays_out(
         "typing-extensions",
         "typing-inspection",
     }
+    assert distributions(zip_path) == expected
     with zipfile.ZipFile(zip_path) as archive:
         compiled = [n for n in archive.namelist() if n.endswith(".so")]
+        unzipped = sum(info.file_size for info in archive.infolist())
     assert any("cpython-311-x86_64-linux-gnu" in name for name in compiled)
     answer = invoke(zip_path, "fast_api_handler.app.handler", {"item": "tea", "quantity": 2})
     assert answer == {"item": "tea", "total": 6}
+
+    report = json.loads(result.output)
+    (output,) = report["outputs"]
+    assert output["path"] == str(zip_path)
+    assert output["sha256"] == hashlib.sha256(zip_path.read_bytes()).hexdigest()
+    assert output["zipped_size"] == zip_path.stat().st_size
+    assert output["unzipped_size"] == unzipped
+    assert (report["runtime"], report["arch"], report["builder"]) == (
+        "python3.11",
+        "x86_64",
+        "docker",
+    )
+    sizes = {d["name"]: d for d in report["distributions"]}
+    assert set(sizes) == expected
+    assert sizes["fast-api-handler"]["version"] == "1.2.0"
+    assert sizes["pydantic-core"]["unzipped_size"] > 1_000_000
+    assert sum(d["unzipped_size"] for d in sizes.values()) == unzipped
+    assert "resolve" in result.error  # human lines on stderr
 
 
 def test_markers_extras_and_groups_are_decided_for_the_target(

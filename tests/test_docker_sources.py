@@ -174,9 +174,17 @@ def test_private_index_credentials_reach_pip_and_nothing_else(
     assert result.status == 0, result.error
     assert "Successfully installed" in result.output  # the installer output was shown
     zip_path = result.zip_path
-    assert distributions(zip_path) == {"internal-service", "private-greeting", "six"}
+    assert distributions(zip_path) == {
+        "internal-service",
+        "private-greeting",
+        "six",
+        "tagged-build",
+    }
+    # The stand-in image's glibc (2.36) would let pip take the manylinux_2_28 wheel; the plan
+    # pins the one python3.11's Amazon Linux 2 (glibc 2.26) can load, and pip gets only its hash.
     assert invoke(zip_path, "internal_service.handler.handler", {"name": "ci"}) == {
-        "message": "hello ci, from the private index"
+        "message": "hello ci, from the private index",
+        "tagged_build": "manylinux_2_17_x86_64",
     }
     secret = PRIVATE_PASSWORD.encode()
     assert secret not in zip_path.read_bytes()
@@ -202,3 +210,41 @@ def test_private_index_without_credentials_fails_in_pip(
     result = build(project("private-index"), "--network host")
     assert result.status == 5
     assert "private-greeting==1.0.0" in result.error
+
+
+def test_url_dependency_is_fetched_and_hash_checked_in_the_image(
+    tmp_path: Path, build: Callable[..., Build], invoke: Callable[..., object]
+) -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1",
+         "--directory", str(FIXTURES / "local-files" / "vendor")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        port = server.stdout.readline().split(" port ")[1].split()[0]
+        url = f"http://127.0.0.1:{port}/vendored_tool-1.0.0-py3-none-any.whl"
+        project = tmp_path / "url-service"
+        (project / "url_service").mkdir(parents=True)
+        (project / "url_service" / "__init__.py").write_text(
+            "from vendored_tool import version\n\n\ndef handler(event, context):\n"
+            "    return {'tool': version()}\n"
+        )
+        (project / "pyproject.toml").write_text(
+            '[project]\nname = "url-service"\nversion = "0.1.0"\nrequires-python = ">=3.9"\n'
+            f'dependencies = ["vendored-tool @ {url}"]\n'
+        )
+        poetry = Path(sys.executable).with_name("poetry")
+        subprocess.run([str(poetry), "lock"], cwd=project, check=True, capture_output=True)
+        result = build(project, "--network host --dry-run")
+        assert "wheel vendored_tool-1.0.0-py3-none-any.whl (url http://127.0.0.1:" in result.output
+        result = build(project, "--network host")
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
+    assert result.status == 0, result.error
+    zip_path = project / "dist" / "url_service-0.1.0-python3.11-x86_64.zip"
+    assert distributions(zip_path) == {"url-service", "vendored-tool"}
+    assert invoke(zip_path, "url_service.handler", {}) == {"tool": "vendored 1.0.0"}

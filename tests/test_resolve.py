@@ -209,3 +209,9 @@ def test_packages_from_a_configured_source_name_it() -> None:
     assert private.origin.source_name == "private"
     assert private.origin.url == "http://127.0.0.1:38080/simple"
     assert next(r for r in plan.requirements if r.name == "six").origin.url is None
+
+
+def test_wheel_newer_than_the_runtimes_glibc_is_not_planned() -> None:
+    plan = requirement_set("python3.11", fixture=FIXTURES / "private-index")
+    tagged = next(r for r in plan.requirements if r.name == "tagged-build")
+    assert tagged.artifact.filename == "tagged_build-1.0.0-cp311-cp311-manylinux_2_17_x86_64.whl"

@@ -125,7 +125,8 @@ def distribution_sizes(entries: Iterable[Entry]) -> dict[str, int]:
     for name, entry in by_name.items():
         if not _RECORD.match(name):
             continue
-        distribution = canonicalize_name(name.split("/", 1)[0].rsplit("-", 1)[0])
+        directory = name.split("/", 1)[0].removesuffix(".dist-info")
+        distribution = canonicalize_name(directory.rsplit("-", 1)[0])
         with entry.open() as handle:
             rows = csv.reader(io.TextIOWrapper(handle, encoding="utf-8", newline=""))
             paths = {row[0] for row in rows if row}
