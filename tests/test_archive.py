@@ -12,12 +12,12 @@ import pytest
 from poetry_lambda_zip.archive import DEFAULT_EPOCH
 from poetry_lambda_zip.archive import ArchiveStats
 from poetry_lambda_zip.archive import Entry
-from poetry_lambda_zip.archive import distribution_sizes
 from poetry_lambda_zip.archive import entries_from_files
 from poetry_lambda_zip.archive import entries_from_tar
 from poetry_lambda_zip.archive import timestamp_from_environment
 from poetry_lambda_zip.archive import write_zip_atomically
 from poetry_lambda_zip.errors import OutputError
+from poetry_lambda_zip.layout import distribution_sizes
 
 if TYPE_CHECKING:
     from pathlib import Path

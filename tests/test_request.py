@@ -13,7 +13,7 @@ from poetry_lambda_zip.resolve import GroupSelection
 def test_command_line_wins_over_the_config_table(tmp_path: Path) -> None:
     request = BuildRequest.from_settings(
         tmp_path,
-        {"runtime": "python3.12", "include": ["b.py"], "with": []},
+        {"runtime": "python3.12", "include": ["b.py"]},
         {"runtime": "python3.11", "arch": "arm64", "include": ["a.py"], "with": ["dev"]},
     )
     assert request.runtime == "python3.12"

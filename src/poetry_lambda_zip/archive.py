@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
-import io
 import os
-import posixpath
 import re
 import shutil
 import stat
@@ -20,24 +17,23 @@ from pathlib import PurePosixPath
 from typing import IO
 from typing import TYPE_CHECKING
 
-from packaging.utils import canonicalize_name
-
 from poetry_lambda_zip.errors import OutputError
 
 if TYPE_CHECKING:
     import tarfile
     from collections.abc import Callable
     from collections.abc import Iterable
+    from collections.abc import Sequence
 
 __all__ = [
     "DEFAULT_EPOCH",
     "ArchiveStats",
     "Entry",
-    "distribution_sizes",
     "entries_from_files",
     "entries_from_tar",
     "timestamp_from_environment",
     "write_zip_atomically",
+    "write_zips_atomically",
 ]
 
 #: 1980-01-01T00:00:00Z, the earliest time a zip entry can carry.
@@ -45,8 +41,8 @@ DEFAULT_EPOCH = 315532800
 _FILE_MODE = 0o644
 _EXECUTABLE_MODE = 0o755
 _UNIX = 3
-_METADATA = re.compile(r"^[^/]+\.dist-info/METADATA$")
-_RECORD = re.compile(r"^[^/]+\.dist-info/RECORD$")
+#: A distribution's metadata at the zip root, or below a layer's python/.
+_METADATA = re.compile(r"^(python/)?[^/]+\.dist-info/METADATA$")
 
 
 @dataclass(frozen=True)
@@ -117,79 +113,88 @@ def entries_from_files(root: Path, files: Iterable[Path]) -> list[Entry]:
     return entries
 
 
-def distribution_sizes(entries: Iterable[Entry]) -> dict[str, int]:
-    """Unzipped bytes per distribution (canonical name), summed over the files its RECORD
-    lists; scripts recorded outside the target (``../../bin/x``) are looked up in ``bin/``."""
-    by_name = {entry.name: entry for entry in entries}
-    sizes: dict[str, int] = {}
-    for name, entry in by_name.items():
-        if not _RECORD.match(name):
-            continue
-        directory = name.split("/", 1)[0].removesuffix(".dist-info")
-        distribution = canonicalize_name(directory.rsplit("-", 1)[0])
-        with entry.open() as handle:
-            rows = csv.reader(io.TextIOWrapper(handle, encoding="utf-8", newline=""))
-            paths = {row[0] for row in rows if row}
-        total = 0
-        for path in paths:
-            normalized = posixpath.normpath(path)
-            if normalized.startswith("../"):
-                normalized = f"bin/{posixpath.basename(normalized)}"
-            if normalized in by_name:
-                total += by_name[normalized].size
-        sizes[distribution] = total
-    return dict(sorted(sizes.items()))
-
-
 def write_zip_atomically(
     entries: Iterable[Entry],
     output: Path,
     timestamp: int,
     check: Callable[[ArchiveStats], None] | None = None,
 ) -> ArchiveStats:
-    """Write the zip next to ``output``, run ``check`` on it, then move it into place.
+    """Write one zip next to ``output``, run ``check`` on it, then move it into place."""
+    (stats,) = write_zips_atomically(
+        [(output, entries)],
+        timestamp,
+        check=None if check is None else lambda written: check(written[0]),
+    )
+    return stats
 
-    A failure at any point (including ``check``) leaves no partial file and an existing
-    ``output`` untouched.
+
+def write_zips_atomically(
+    outputs: Sequence[tuple[Path, Iterable[Entry]]],
+    timestamp: int,
+    check: Callable[[list[ArchiveStats]], None] | None = None,
+) -> list[ArchiveStats]:
+    """Write every zip to a temporary file next to its output, run ``check`` on all of them,
+    then move them into place.
+
+    A failure at any point (including ``check``) leaves no partial file and every existing
+    output untouched.
     """
-    ordered = _sorted_unique(entries)
-    if output.is_dir():
-        raise OutputError(f"The output path {output} is a directory.", "Pass a file name to -o.")
+    planned = [(output, _sorted_unique(entries)) for output, entries in outputs]
+    for output, _ in planned:
+        if output.is_dir():
+            raise OutputError(
+                f"The output path {output} is a directory.", "Pass a file name to -o."
+            )
+    temporaries: list[Path] = []
+    try:
+        written = []
+        for output, ordered in planned:
+            temporary = _temporary_next_to(output)
+            temporaries.append(temporary)
+            written.append(_write_one(ordered, output, temporary, timestamp))
+        if check is not None:
+            check(written)
+        for temporary, (output, _) in zip(temporaries, planned):
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, output)
+    except OSError as e:
+        raise OutputError(
+            f"Writing {e.filename or 'the package'} failed: {e.strerror or e}.",
+            "Check free space and permissions where the package is written.",
+        ) from e
+    finally:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
+    return written
+
+
+def _temporary_next_to(output: Path) -> Path:
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below, renamed on success
-            dir=output.parent, prefix=f".{output.name}.", suffix=".tmp", delete=False
+        descriptor, name = tempfile.mkstemp(
+            dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"
         )
     except OSError as e:
         raise OutputError(
             f"Cannot write to {output.parent}: {e.strerror}.", "Pass a writable path to -o."
         ) from e
-    temporary = Path(handle.name)
-    try:
-        with handle:
-            unzipped = _write_zip(ordered, handle, timestamp)
-            handle.flush()
-            os.fsync(handle.fileno())
-        stats = ArchiveStats(
-            path=output,
-            sha256=_sha256(temporary),
-            zipped_size=temporary.stat().st_size,
-            unzipped_size=unzipped,
-            files=len(ordered),
-            distributions=sum(1 for entry in ordered if _METADATA.match(entry.name)),
-        )
-        if check is not None:
-            check(stats)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, output)
-    except OSError as e:
-        raise OutputError(
-            f"Writing {output} failed: {e.strerror or e}.",
-            "Check free space and permissions where the package is written.",
-        ) from e
-    finally:
-        temporary.unlink(missing_ok=True)
-    return stats
+    os.close(descriptor)
+    return Path(name)
+
+
+def _write_one(ordered: list[Entry], output: Path, temporary: Path, timestamp: int) -> ArchiveStats:
+    with temporary.open("wb") as handle:
+        unzipped = _write_zip(ordered, handle, timestamp)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return ArchiveStats(
+        path=output,
+        sha256=_sha256(temporary),
+        zipped_size=temporary.stat().st_size,
+        unzipped_size=unzipped,
+        files=len(ordered),
+        distributions=sum(1 for entry in ordered if _METADATA.match(entry.name)),
+    )
 
 
 def _write_zip(entries: list[Entry], handle: IO[bytes], timestamp: int) -> int:

@@ -84,6 +84,21 @@ class LambdaZipCommand(Command):
         option("ca-bundle", None, "PEM bundle trusted besides the image's.", flag=False),
         option("network", None, "Docker network of the build container (e.g. host).", flag=False),
         option(
+            "layout", None, "function (default), layer (python/ only) or split (both).", flag=False
+        ),
+        option("exclude", None, "Glob of installed files to leave out.", flag=False, multiple=True),
+        option(
+            "exclude-package",
+            None,
+            "Distribution the runtime provides (e.g. boto3).",
+            flag=False,
+            multiple=True,
+        ),
+        option("no-compile", None, "Do not precompile .pyc files for the runtime."),
+        option("slim", None, "Remove what never runs on Lambda (tests, .pyi, debug symbols)."),
+        option("handler", None, "The handler, package.module.function (for --verify).", flag=False),
+        option("verify", None, "Import the handler from a read-only /var/task after building."),
+        option(
             "dry-run", None, "Print the plan (target, distributions, artifacts); build nothing."
         ),
         option("json", None, "Print one JSON document on stdout; human output goes to stderr."),
@@ -105,7 +120,9 @@ the command line wins. Example:
         poetry = self._project_poetry()
         project_dir = poetry.pyproject_path.parent
         config = poetry.pyproject.data.get("tool", {}).get(CONFIG_TABLE, {})
-        options = {key: self.option(key) for key in CONFIG_KEYS}
+        options = _given_options({key: self.option(key) for key in CONFIG_KEYS if key != "compile"})
+        if self.option("no-compile"):
+            options["compile"] = False
         as_json = bool(self.option("json"))
         progress = ConsoleProgress(self.io, stdout_is_data=as_json)
         try:
@@ -154,14 +171,19 @@ the command line wins. Example:
         self.io.write_line(json.dumps(document, indent=2), type=OutputType.RAW)
 
     def _show_result(self, result: BuildResult) -> None:
-        archive = result.archive
-        # Absolute: with -C, Poetry runs us from the project, not from where the user is.
-        self.line(f"Built <info>{archive.path.resolve()}</info>")
-        self.line(
-            f"  {_megabytes(archive.zipped_size)} zipped, {_megabytes(archive.unzipped_size)}"
-            f" unzipped, {archive.distributions} distributions, {archive.files} files"
-        )
-        self.line(f"  sha256 {archive.sha256}")
+        for archive in result.archives:
+            # Absolute: with -C, Poetry runs us from the project, not from where the user is.
+            self.line(f"Built <info>{archive.path.resolve()}</info>")
+            self.line(
+                f"  {_megabytes(archive.zipped_size)} zipped, {_megabytes(archive.unzipped_size)}"
+                f" unzipped, {archive.distributions} distributions, {archive.files} files"
+            )
+            self.line(f"  sha256 {archive.sha256}")
+
+
+def _given_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options the user gave; cleo reports absent ones as None, False or []."""
+    return {key: value for key, value in options.items() if value not in (None, False, [])}
 
 
 def _megabytes(size: int) -> str:

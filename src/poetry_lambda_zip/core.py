@@ -10,21 +10,27 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from poetry_lambda_zip.archive import distribution_sizes
-from poetry_lambda_zip.archive import entries_from_files
+from packaging.utils import canonicalize_name
+
 from poetry_lambda_zip.archive import entries_from_tar
 from poetry_lambda_zip.archive import timestamp_from_environment
-from poetry_lambda_zip.archive import write_zip_atomically
+from poetry_lambda_zip.archive import write_zips_atomically
 from poetry_lambda_zip.builders import TREE_PREFIX
+from poetry_lambda_zip.builders import CompileSettings
 from poetry_lambda_zip.builders import InstallJob
+from poetry_lambda_zip.builders import VerifyJob
 from poetry_lambda_zip.errors import BuildInterrupted
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import OutputError
+from poetry_lambda_zip.layout import apply_excludes
+from poetry_lambda_zip.layout import distribution_sizes
+from poetry_lambda_zip.layout import layer_output
+from poetry_lambda_zip.layout import outputs_for_layout
+from poetry_lambda_zip.layout import owners
 from poetry_lambda_zip.network import network_settings
 from poetry_lambda_zip.project import build_project_wheel
 from poetry_lambda_zip.project import collect_includes
@@ -43,7 +49,6 @@ if TYPE_CHECKING:
     from poetry.poetry import Poetry
 
     from poetry_lambda_zip.archive import ArchiveStats
-    from poetry_lambda_zip.archive import Entry
     from poetry_lambda_zip.builders import Builder
     from poetry_lambda_zip.builders import Progress
     from poetry_lambda_zip.request import BuildRequest
@@ -81,15 +86,26 @@ class BuildPlan:
     project_dir: Path
     #: Where build dependencies of sdists and source trees come from (None: PyPI).
     default_index: str | None
+    layout: str = "function"
+
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        if self.layout == "split":
+            return (self.output, layer_output(self.output))
+        return (self.output,)
 
 
 @dataclass(frozen=True)
 class BuildResult:
     plan: BuildPlan
-    archive: ArchiveStats
+    #: The zips written: the function (or layer) zip first, then a split layout's layer.
+    archives: tuple[ArchiveStats, ...]
     builder: str
     #: Unzipped bytes per distribution (by canonical name), from their RECORD files.
     sizes: dict[str, int]
+    report: dict[str, dict[str, int]]
+    #: How long importing the handler took from a read-only /var/task (--verify).
+    import_seconds: float | None = None
 
 
 def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan:
@@ -101,7 +117,15 @@ def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan
     started = time.monotonic()
     groups = select_groups(poetry.package, request.groups)
     extras = select_extras(poetry.package, request.extras, request.all_extras)
-    requirements = resolve(poetry.locker, poetry.package, target, groups, extras)
+    excluded_names = frozenset(canonicalize_name(n) for n in request.exclude_packages)
+    requirements = resolve(
+        poetry.locker, poetry.package, target, groups, extras, exclude_packages=excluded_names
+    )
+    for warning in requirements.warnings:
+        progress.warning(warning)
+    for excluded in requirements.excluded:
+        if excluded.name in excluded_names or excluded.reason.startswith("only needed by"):
+            progress.info(f"  left out {excluded.name} {excluded.version}: {excluded.reason}")
     progress.phase(
         "resolve",
         time.monotonic() - started,
@@ -112,12 +136,17 @@ def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan
         progress.info(f"  {requirement.name} {requirement.version}: {requirement.describe()}")
 
     output = request.output or _default_output(request.project_dir, poetry, target)
+    if request.layout == "layer" and request.output is None:
+        output = layer_output(output)
     if output.is_dir():
         raise OutputError(f"The output path {output} is a directory.", "Pass a file name to -o.")
     includes, include_warnings = collect_includes(request.project_dir, request.include)
     for warning in include_warnings:
         progress.warning(warning)
-    if not poetry.is_package_mode and not request.include:
+    if request.layout == "layer" and includes:
+        progress.warning("A layer holds dependencies only: the include files are left out.")
+        includes = []
+    if request.layout != "layer" and not poetry.is_package_mode and not request.include:
         progress.warning(
             "package-mode = false and no include: the zip holds only the dependencies."
             ' Add e.g. include = ["index.py"] to [tool.poetry-lambda-zip].'
@@ -134,52 +163,121 @@ def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan
         includes=tuple(includes),
         project_dir=request.project_dir.resolve(),
         default_index=_default_index(poetry),
+        layout=request.layout,
     )
 
 
 def build(
     request: BuildRequest, poetry: Poetry, progress: Progress, builder: Builder | None = None
 ) -> BuildResult:
-    """Build the Lambda package ``request`` asks for and return what was written."""
+    """Build the Lambda package(s) ``request`` asks for and return what was written."""
     decided = plan(request, poetry, progress)
     network = network_settings(os.environ, request.ca_bundle, _source_certificates(poetry))
     for warning in network.warnings:
         progress.warning(warning)
-    if builder is None:
-        from poetry_lambda_zip.builders.docker import DockerBuilder
-
-        builder = DockerBuilder()
-
+    builder = builder or _docker_builder()
     requirements = decided.requirements.requirements
     with _terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix="lambda-zip-") as tmp:
         workdir = Path(tmp)
+        ships_project = decided.layout != "layer"
+        wheel = build_project_wheel(poetry, workdir / "wheel") if ships_project else None
         job = InstallJob(
             target=decided.target,
             image=decided.image,
             requirements=requirements,
-            project_wheel=build_project_wheel(poetry, workdir / "wheel"),
+            project_wheel=wheel,
             trees=tuple(source_trees(requirements, workdir / "checkouts")),
             default_index=decided.default_index,
             credentials=tuple(index_credentials(poetry, requirements)),
             network=network,
             build_id=uuid.uuid4().hex[:12],
             docker_network=request.docker_network,
+            includes=tuple(
+                (path.relative_to(decided.project_dir).as_posix(), path)
+                for path in decided.includes
+            ),
+            slim=request.slim,
+            compile=_compile_settings(decided, poetry) if request.compile else None,
         )
-        tree = builder.install(job, workdir, progress)
+        installed = builder.install(job, workdir, progress)
+        _report_extras(installed.report, request, progress)
 
         started = time.monotonic()
-        with tarfile.open(tree) as installed:
-            entries = entries_from_tar(installed, TREE_PREFIX)
+        with tarfile.open(installed.tree) as tree:
+            entries = entries_from_tar(tree, TREE_PREFIX)
+            entries, exclude_warnings = apply_excludes(entries, request.exclude)
+            for warning in exclude_warnings:
+                progress.warning(warning)
             sizes = distribution_sizes(entries)
-            entries += entries_from_files(decided.project_dir, decided.includes)
-            stats = write_zip_atomically(
-                entries,
-                decided.output,
+            project_files = {
+                name for name, owner in owners(entries).items() if owner == decided.project_name
+            } | {path.relative_to(decided.project_dir).as_posix() for path in decided.includes}
+            outputs = outputs_for_layout(decided.layout, decided.output, entries, project_files)
+            written = write_zips_atomically(
+                outputs,
                 timestamp_from_environment(),
-                check=lambda stats: _check_size(stats, entries, progress),
+                check=lambda stats: _check_size(stats, sizes, progress),
             )
-        progress.phase("package", time.monotonic() - started, f"{stats.files} files")
-    return BuildResult(plan=decided, archive=stats, builder=builder.name, sizes=sizes)
+        files = sum(stats.files for stats in written)
+        progress.phase("package", time.monotonic() - started, f"{files} files")
+
+    verified = None
+    if request.verify and request.handler:
+        function_zip = written[0].path if decided.layout != "layer" else None
+        layer_zip = written[-1].path if decided.layout != "function" else None
+        verified = builder.verify(
+            VerifyJob(
+                target=decided.target,
+                image=decided.image,
+                handler=request.handler,
+                function_zip=function_zip,
+                layer_zip=layer_zip,
+                build_id=job.build_id,
+            ),
+            progress,
+        )
+    return BuildResult(
+        plan=decided,
+        archives=tuple(written),
+        builder=builder.name,
+        sizes=sizes,
+        report=installed.report,
+        import_seconds=verified,
+    )
+
+
+def _docker_builder() -> Builder:
+    from poetry_lambda_zip.builders.docker import DockerBuilder
+
+    return DockerBuilder()
+
+
+def _compile_settings(decided: BuildPlan, poetry: Poetry) -> CompileSettings:
+    function, layer = "/var/task", "/opt/python"
+    return CompileSettings(
+        prefix=function if decided.layout == "function" else layer,
+        project_prefix=layer if decided.layout == "layer" else function,
+        project=decided.project_name if poetry.is_package_mode else None,
+    )
+
+
+def _report_extras(
+    report: dict[str, dict[str, int]], request: BuildRequest, progress: Progress
+) -> None:
+    if "slim" in report:
+        slim = report["slim"]
+        progress.info(
+            f"  slim: removed {slim['files_removed']} files, stripped"
+            f" {slim['libraries_stripped']} libraries, {slim['bytes_saved'] / 1e6:.1f} MB saved"
+        )
+        if request.slim and not slim.get("strip_available"):
+            progress.warning("The image has no `strip`; debug symbols of .so files were kept.")
+    if "compile" in report:
+        compiled = report["compile"]
+        progress.info(
+            f"  compiled {compiled['compiled']} modules for {request.runtime or 'the runtime'}"
+            f" (unchecked-hash .pyc), {compiled['failed']} could not be compiled"
+        )
 
 
 def _target(request: BuildRequest, poetry: Poetry, progress: Progress) -> LambdaTarget:
@@ -237,24 +335,24 @@ def _source_certificates(poetry: Poetry) -> list[Path]:
     return paths
 
 
-def _check_size(stats: ArchiveStats, entries: list[Entry], progress: Progress) -> None:
-    if stats.unzipped_size > UNZIPPED_LIMIT:
-        sizes: Counter[str] = Counter()
-        for entry in entries:
-            sizes[entry.name.split("/", 1)[0]] += entry.size
-        largest = "\n".join(
-            f"  {size / 1e6:8.1f} MB  {name}" for name, size in sizes.most_common(10)
-        )
+def _check_size(written: list[ArchiveStats], sizes: dict[str, int], progress: Progress) -> None:
+    unzipped = sum(stats.unzipped_size for stats in written)
+    if unzipped > UNZIPPED_LIMIT:
+        largest = sorted(sizes.items(), key=lambda item: (-item[1], item[0]))[:10]
+        table = "\n".join(f"  {size / 1e6:8.1f} MB  {name}" for name, size in largest)
         raise OutputError(
-            f"The package unzips to {stats.unzipped_size:,} bytes; Lambda allows at most"
-            f" {UNZIPPED_LIMIT:,} for a function and its layers. The largest parts:\n{largest}",
-            "Leave out dependencies the runtime provides or move some into a layer or an image.",
+            f"The package unzips to {unzipped:,} bytes; Lambda allows at most"
+            f" {UNZIPPED_LIMIT:,} for a function and its layers. The largest distributions:\n"
+            f"{table}",
+            "Leave out what the runtime provides (--exclude-package), prune files (--exclude,"
+            " --slim), or ship a container image instead.",
         )
-    if stats.zipped_size > ZIPPED_DIRECT_UPLOAD_LIMIT:
-        progress.warning(
-            f"The zip is {stats.zipped_size / 1e6:.1f} MB: over 50 MB it must be uploaded"
-            " through S3, not directly."
-        )
+    for stats in written:
+        if stats.zipped_size > ZIPPED_DIRECT_UPLOAD_LIMIT:
+            progress.warning(
+                f"{stats.path.name} is {stats.zipped_size / 1e6:.1f} MB zipped: over 50 MB it"
+                " must be uploaded through S3, not directly."
+            )
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ __all__ = ["SCHEMA_VERSION", "plan_json", "plan_lines", "result_json"]
 
 #: Bumped when a key is renamed or removed; new keys may appear at any time.
 SCHEMA_VERSION = 1
+_KINDS = {"function": ("function",), "layer": ("layer",), "split": ("function", "layer")}
 
 
 def plan_json(plan: BuildPlan) -> dict[str, Any]:
@@ -97,19 +98,24 @@ def plan_lines(plan: BuildPlan) -> list[str]:
 
 
 def result_json(result: BuildResult) -> dict[str, Any]:
-    archive = result.archive
     versions: dict[str, str] = {r.name: r.version for r in result.plan.requirements.requirements}
     return {
         "schema": SCHEMA_VERSION,
+        "layout": result.plan.layout,
         "outputs": [
             {
+                "kind": kind,
                 "path": str(archive.path.resolve()),
                 "sha256": archive.sha256,
                 "zipped_size": archive.zipped_size,
                 "unzipped_size": archive.unzipped_size,
                 "files": archive.files,
             }
+            for kind, archive in zip(_KINDS[result.plan.layout], result.archives)
         ],
+        "import_seconds": result.import_seconds,
+        "slim": result.report.get("slim"),
+        "compile": result.report.get("compile"),
         "runtime": result.plan.target.runtime,
         "arch": result.plan.target.arch,
         "builder": result.builder,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -17,7 +18,7 @@ from poetry_lambda_zip.target import RUNTIMES
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["CONFIG_KEYS", "CONFIG_TABLE", "BuildRequest"]
+__all__ = ["CONFIG_KEYS", "CONFIG_TABLE", "LAYOUTS", "BuildRequest"]
 
 CONFIG_TABLE = "poetry-lambda-zip"
 #: Every key of [tool.poetry-lambda-zip]; each is also a command-line option of the same name.
@@ -34,7 +35,16 @@ CONFIG_KEYS: dict[str, type] = {
     "include": list,
     "ca-bundle": str,
     "network": str,
+    "layout": str,
+    "exclude": list,
+    "exclude-package": list,
+    "compile": bool,
+    "slim": bool,
+    "handler": str,
+    "verify": bool,
 }
+LAYOUTS = ("function", "layer", "split")
+_HANDLER = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,16 @@ class BuildRequest:
     ca_bundle: Path | None = None
     #: Docker network of the build container, e.g. "host" to reach an index on loopback.
     docker_network: str | None = None
+    layout: str = "function"
+    #: Globs pruned from what is installed (matched against paths in the package).
+    exclude: tuple[str, ...] = ()
+    #: Distributions the runtime provides (e.g. boto3): left out with what only they need.
+    exclude_packages: tuple[str, ...] = ()
+    compile: bool = True
+    slim: bool = False
+    #: "package.module.function", imported by --verify.
+    handler: str | None = None
+    verify: bool = False
     #: Problems that do not stop the build (e.g. an unknown config key).
     warnings: tuple[str, ...] = ()
 
@@ -67,7 +87,7 @@ class BuildRequest:
         merged: dict[str, Any] = {}
         for key, kind in CONFIG_KEYS.items():
             given = options.get(key)
-            if given not in (None, False, [], ()):
+            if given is not None:
                 merged[key] = Path(given).resolve() if key in ("output", "ca-bundle") else given
             elif key in config:
                 value: Any = config[key]
@@ -97,6 +117,18 @@ class BuildRequest:
         all_extras = bool(merged.get("all-extras", False))
         if extras and all_extras:
             problems.append("--extras cannot be combined with --all-extras.")
+        layout = merged.get("layout", "function")
+        if layout not in LAYOUTS:
+            problems.append(f"Unknown layout {layout!r}; choose {', '.join(LAYOUTS)}.")
+        handler = merged.get("handler")
+        if handler is not None and not _HANDLER.match(handler):
+            problems.append(
+                f"handler {handler!r} is not of the form module.function"
+                " (or package.module.function)."
+            )
+        verify = bool(merged.get("verify", False))
+        if verify and handler is None:
+            problems.append('--verify needs the handler to import: --handler or handler = "m.f".')
         if problems:
             raise ConfigError(
                 "\n".join(problems),
@@ -114,6 +146,13 @@ class BuildRequest:
             include=tuple(merged.get("include", ())),
             ca_bundle=merged.get("ca-bundle"),
             docker_network=merged.get("network"),
+            layout=layout,
+            exclude=tuple(merged.get("exclude", ())),
+            exclude_packages=_split(merged.get("exclude-package", ())),
+            compile=bool(merged.get("compile", True)),
+            slim=bool(merged.get("slim", False)),
+            handler=handler,
+            verify=verify,
             warnings=tuple(warnings),
         )
 

@@ -135,6 +135,7 @@ class RequirementSet:
     extras: frozenset[NormalizedName]
     requirements: tuple[Requirement, ...]
     excluded: tuple[Excluded, ...]
+    warnings: tuple[str, ...] = ()
 
     @property
     def built_from_source(self) -> tuple[Requirement, ...]:
@@ -204,8 +205,13 @@ def resolve(
     target: LambdaTarget,
     groups: frozenset[NormalizedName],
     extras: frozenset[NormalizedName],
+    *,
+    exclude_packages: frozenset[NormalizedName] = frozenset(),
 ) -> RequirementSet:
-    """Every locked distribution the target needs, each pinned to the artifact it will use."""
+    """Every locked distribution the target needs, each pinned to the artifact it will use.
+
+    ``exclude_packages`` (e.g. boto3, which the runtime provides) are left out together with
+    the distributions that only they needed."""
     if not project.python_constraint.allows_any(_runtime_constraint(target)):
         raise ConfigError(
             f"The project requires Python {project.python_versions}, which {target.runtime}"
@@ -218,6 +224,25 @@ def resolve(
         selected, excluded = _select_by_lock_markers(locker, groups, extras, environment)
     else:
         selected, excluded = _select_by_walking(locker, project, groups, extras, environment)
+    warnings: list[str] = []
+    if exclude_packages:
+        names = {package.name for package in selected}
+        warnings += [
+            f"--exclude-package {name}: not in the requirement set for this target."
+            for name in sorted(exclude_packages - names)
+        ]
+        kept, _ = _select_by_walking(
+            locker, project, groups, extras, environment, stop_at=exclude_packages
+        )
+        kept_names = {package.name for package in kept}
+        reason_needed = f"only needed by {_names(exclude_packages & names)}"
+        for package in selected:
+            if package.name in exclude_packages:
+                excluded.append(_excluded(package, "--exclude-package (the runtime provides it)"))
+            elif package.name not in kept_names:
+                excluded.append(_excluded(package, reason_needed))
+        selected = [package for package in selected if package.name in kept_names]
+        excluded.sort(key=lambda e: e.name)
 
     tag_ranks = {tag: rank for rank, tag in enumerate(target.supported_tags())}
     requirements: list[Requirement] = []
@@ -239,6 +264,7 @@ def resolve(
         extras=extras,
         requirements=tuple(requirements),
         excluded=tuple(excluded),
+        warnings=tuple(warnings),
     )
 
 
@@ -276,10 +302,15 @@ def _select_by_walking(
     groups: frozenset[NormalizedName],
     extras: frozenset[NormalizedName],
     environment: Mapping[str, str],
+    *,
+    stop_at: frozenset[NormalizedName] = frozenset(),
 ) -> tuple[list[Package], list[Excluded]]:
-    """Lock format 2.0 (Poetry 1.x) records no groups or markers per package: walk the
-    dependency graph from the project's active groups, evaluating each edge's marker for the
-    target with the extras requested of the package it leaves."""
+    """Walk the dependency graph from the project's active groups, evaluating each edge's
+    marker for the target with the extras requested of the package it leaves; ``stop_at``
+    names packages the walk does not enter.
+
+    This is how a lock of format 2.0 (Poetry 1.x, no groups or markers per package) is read,
+    and how --exclude-package finds what only the excluded packages needed."""
     try:
         locked_packages = locker.locked_repository().packages
     except RuntimeError as e:
@@ -297,6 +328,8 @@ def _select_by_walking(
     chosen: dict[NormalizedName, tuple[Package, frozenset[NormalizedName]]] = {}
     while queue:
         dependency = queue.pop()
+        if dependency.name in stop_at:
+            continue
         package = _locked_for(dependency, by_name.get(dependency.name, []))
         known_extras = chosen[package.name][1] if package.name in chosen else None
         wanted_extras = frozenset(canonicalize_name(e) for e in dependency.extras)

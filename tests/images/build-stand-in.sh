@@ -6,7 +6,8 @@
 #
 #   tests/images/build-stand-in.sh [x86_64|arm64]   -> prints the image tag it built
 #
-# The tag is stable, so a second call with the image present does nothing.
+# Like AWS's SAM build image it has binutils (strip). The tag is stable and the image carries a
+# version label: a second call with the current image present does nothing.
 set -euo pipefail
 
 arch=${1:-x86_64}
@@ -16,8 +17,9 @@ case "$arch" in
   *) echo "unknown arch: $arch (x86_64 or arm64)" >&2; exit 2 ;;
 esac
 tag="poetry-lambda-zip/stand-in:python3.11-$arch"
+version=2
 
-if docker image inspect "$tag" >/dev/null 2>&1; then
+if [ "$(docker image inspect --format '{{ index .Config.Labels "stand-in-version" }}' "$tag" 2>/dev/null)" = "$version" ]; then
   echo "$tag"
   exit 0
 fi
@@ -27,7 +29,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 echo "debootstrap bookworm ($deb_arch) ..." >&2
-debootstrap --variant=minbase --arch="$deb_arch" --include=python3,python3-venv,ca-certificates \
+debootstrap --variant=minbase --arch="$deb_arch" --include=python3,python3-venv,ca-certificates,binutils \
   bookworm "$work/rootfs" >"$work/debootstrap.log" 2>&1 || { tail -30 "$work/debootstrap.log" >&2; exit 1; }
 rm -rf "$work/rootfs/var/cache/apt/archives/"*.deb "$work/rootfs/var/lib/apt/lists/"*
 tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
@@ -40,6 +42,7 @@ SH
 cat >"$work/Dockerfile" <<'DOCKERFILE'
 FROM scratch
 ADD rootfs.tar /
+LABEL stand-in-version=VERSION
 RUN python3 -m venv /var/lang && /var/lang/bin/python3 -m pip --version
 COPY lambda-entrypoint.sh /lambda-entrypoint.sh
 RUN chmod 0755 /lambda-entrypoint.sh && mkdir -p /var/task
@@ -47,6 +50,7 @@ ENV PATH=/var/lang/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 WORKDIR /var/task
 ENTRYPOINT ["/lambda-entrypoint.sh"]
 DOCKERFILE
+sed -i "s/VERSION/$version/" "$work/Dockerfile"
 echo "docker build $tag ..." >&2
 docker build -q --platform "$platform" -t "$tag" "$work" >&2
 echo "$tag"

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path  # noqa: TC003 - dataclass field types are evaluated at runtime
 from typing import TYPE_CHECKING
 from typing import Protocol
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from poetry_lambda_zip.network import NetworkSettings
     from poetry_lambda_zip.resolve import Requirement
     from poetry_lambda_zip.sources import Credential
     from poetry_lambda_zip.sources import SourceTree
     from poetry_lambda_zip.target import LambdaTarget
 
-__all__ = ["TREE_PREFIX", "Builder", "InstallJob", "Progress"]
+__all__ = [
+    "TREE_PREFIX",
+    "Builder",
+    "CompileSettings",
+    "InstallJob",
+    "InstallResult",
+    "Progress",
+    "VerifyJob",
+]
 
 #: Top directory of the tar a builder returns; the package's files are below it.
 TREE_PREFIX = "target"
@@ -39,6 +47,29 @@ class InstallJob:
     build_id: str
     #: Docker network for the build container (e.g. "host"); None for the engine's default.
     docker_network: str | None = None
+    #: Project files for the package root: (path in the package, file here).
+    includes: tuple[tuple[str, Path], ...] = ()
+    slim: bool = False
+    compile: CompileSettings | None = None
+
+
+@dataclass(frozen=True)
+class CompileSettings:
+    """How to precompile: tracebacks show the path a file has on Lambda (/var/task for the
+    function, /opt/python for a layer)."""
+
+    prefix: str
+    project_prefix: str
+    #: The project's distribution name, whose files (and the includes) get ``project_prefix``.
+    project: str | None
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    #: A tar whose files sit below ``TREE_PREFIX/``.
+    tree: Path
+    #: What the builder did beyond installing: {"slim": {...}, "compile": {...}}.
+    report: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class Progress(Protocol):
@@ -56,6 +87,22 @@ class Progress(Protocol):
 class Builder(Protocol):
     name: str
 
-    def install(self, job: InstallJob, workdir: Path, progress: Progress) -> Path:
-        """Install ``job`` and return a tar file whose files sit below ``TREE_PREFIX/``."""
+    def install(self, job: InstallJob, workdir: Path, progress: Progress) -> InstallResult:
+        """Install ``job``; the result's tar holds the package's files."""
         ...
+
+    def verify(self, check: VerifyJob, progress: Progress) -> float:
+        """Import the handler from the built zips as Lambda would; return the import time."""
+        ...
+
+
+@dataclass(frozen=True)
+class VerifyJob:
+    target: LambdaTarget
+    image: str
+    handler: str
+    #: Unpacked into a read-only /var/task.
+    function_zip: Path | None
+    #: Unpacked into a read-only /opt (its python/ directory is on sys.path).
+    layer_zip: Path | None
+    build_id: str

@@ -4,11 +4,15 @@ Kept free of third-party imports and compatible with every Lambda Python (3.9+).
 """
 
 import filecmp
+import importlib.util
 import json
 import os
+import py_compile
+import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 WORK = "/tmp/lambda-zip"
@@ -64,6 +68,8 @@ def _install(job: dict[str, Any], environment: dict[str, str]) -> int:
         if code:
             return code
         targets.append(target)
+    if job["includes"]:
+        targets.append(os.path.join(WORK, "include"))
     if job["trees"]:
         target = f"{TARGET}.trees"
         command = [*pip, "--target", target, *[os.path.join(WORK, t) for t in job["trees"]]]
@@ -74,7 +80,96 @@ def _install(job: dict[str, Any], environment: dict[str, str]) -> int:
         if code:
             return code
         targets.append(target)
-    return _merge(targets)
+    code = _merge(targets)
+    if code:
+        return code
+    report: dict[str, Any] = {}
+    if job["slim"]:
+        report["slim"] = _slim()
+    if job["compile"]:
+        report["compile"] = _compile(job["compile"], job["includes"])
+    print("lambda-zip: report " + json.dumps(report), flush=True)
+    return 0
+
+
+def _slim() -> dict[str, int]:
+    """Remove what never runs on Lambda; never a dist-info directory (importlib.metadata)."""
+    removed = saved = stripped = 0
+    strip = shutil.which("strip")
+    for directory, subdirectories, files in os.walk(TARGET, topdown=True):
+        relative = os.path.relpath(directory, TARGET)
+        depth = 0 if relative == "." else relative.count(os.sep) + 1
+        for name in list(subdirectories):
+            doomed = name == "__pycache__" or (name in ("tests", "test") and depth >= 1)
+            if doomed and not relative.endswith(".dist-info"):
+                path = os.path.join(directory, name)
+                for root, _, names in os.walk(path):
+                    for file in names:
+                        saved += os.lstat(os.path.join(root, file)).st_size
+                        removed += 1
+                shutil.rmtree(path)
+                subdirectories.remove(name)
+        for name in files:
+            path = os.path.join(directory, name)
+            if name.endswith(".pyi"):
+                saved += os.lstat(path).st_size
+                removed += 1
+                os.remove(path)
+            elif strip and re.search(r"\.so(\.|$)", name) and not os.path.islink(path):
+                before = os.path.getsize(path)
+                if subprocess.call([strip, "--strip-debug", path]) == 0:
+                    saved += before - os.path.getsize(path)
+                    stripped += 1
+    return {"files_removed": removed, "bytes_saved": saved, "libraries_stripped": stripped,
+            "strip_available": int(bool(strip))}  # fmt: skip
+
+
+def _compile(settings: dict[str, Any], includes: list[str]) -> dict[str, int]:
+    """PEP 552 unchecked-hash .pyc for this interpreter: valid whatever the mtimes after unzip,
+    identical across builds. Tracebacks name the path the file has on Lambda."""
+    project_files = set(includes) | _project_files(settings["project"])
+    jobs = []
+    for directory, subdirectories, files in os.walk(TARGET):
+        subdirectories.sort()
+        for name in sorted(files):
+            if not name.endswith(".py"):
+                continue
+            source = os.path.join(directory, name)
+            relative = os.path.relpath(source, TARGET).replace(os.sep, "/")
+            prefix = settings["project_prefix" if relative in project_files else "prefix"]
+            jobs.append((source, f"{prefix}/{relative}"))
+    with ProcessPoolExecutor() as pool:
+        results = list(pool.map(_compile_one, jobs, chunksize=64))
+    return {"compiled": results.count(True), "failed": results.count(False)}
+
+
+def _compile_one(job: tuple[str, str]) -> bool:
+    source, shown = job
+    try:
+        py_compile.compile(
+            source,
+            cfile=importlib.util.cache_from_source(source),
+            dfile=shown,
+            doraise=True,
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )
+    except (py_compile.PyCompileError, SyntaxError, UnicodeDecodeError, ValueError):
+        return False  # e.g. Python 2 test data shipped in a wheel: pip skips these too
+    return True
+
+
+def _project_files(project: str) -> set[str]:
+    """Files of the project's own distribution, from its RECORD."""
+    if not project:
+        return set()
+    wanted = re.sub(r"[-_.]+", "-", project).lower()
+    for name in os.listdir(TARGET):
+        if name.endswith(".dist-info"):
+            distribution = name[: -len(".dist-info")].rsplit("-", 1)[0]
+            if re.sub(r"[-_.]+", "-", distribution).lower() == wanted:
+                with open(os.path.join(TARGET, name, "RECORD"), encoding="utf-8") as handle:
+                    return {line.split(",", 1)[0] for line in handle if line.strip()}
+    return set()
 
 
 def _merge(targets: list[str]) -> int:

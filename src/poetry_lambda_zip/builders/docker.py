@@ -13,6 +13,7 @@ import json
 import os
 import tarfile
 import time
+import zipfile
 from collections import deque
 from importlib import resources
 from pathlib import Path
@@ -27,6 +28,7 @@ from docker.errors import ImageNotFound
 from docker.errors import NotFound
 
 from poetry_lambda_zip.builders import TREE_PREFIX
+from poetry_lambda_zip.builders import InstallResult
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import DockerUnavailableError
 from poetry_lambda_zip.errors import ImageError
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 
     from poetry_lambda_zip.builders import InstallJob
     from poetry_lambda_zip.builders import Progress
+    from poetry_lambda_zip.builders import VerifyJob
 
 __all__ = ["CONTAINER_LABEL", "DockerBuilder", "engine_location"]
 
@@ -48,6 +51,20 @@ CONTAINER_LABEL = "io.github.poetry-lambda-zip.build"
 _WORK = "/tmp/lambda-zip"
 _PYTHON = "/var/lang/bin/python3"
 _PYTHON_MISMATCH = 86
+_REPORT = "lambda-zip: report "
+_VERIFIED = "lambda-zip: verify "
+_VERIFY_SCRIPT = f"""
+import importlib, json, sys, time, traceback
+sys.path[:0] = ["/var/task", "/opt/python"]
+module, _, function = sys.argv[1].rpartition(".")
+started = time.perf_counter()
+try:
+    getattr(importlib.import_module(module), function)
+except BaseException:
+    print({_VERIFIED!r} + json.dumps({{"ok": False, "traceback": traceback.format_exc()}}))
+    sys.exit(1)
+print({_VERIFIED!r} + json.dumps({{"ok": True, "seconds": time.perf_counter() - started}}))
+"""
 _TAIL_LINES = 40
 _DOCKER_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
 _NETWORK_MODES = ("host", "bridge", "none")
@@ -69,7 +86,7 @@ class DockerBuilder:
     def __init__(self, connect: Callable[[], docker.DockerClient] = docker.from_env) -> None:
         self._connect = connect
 
-    def install(self, job: InstallJob, workdir: Path, progress: Progress) -> Path:
+    def install(self, job: InstallJob, workdir: Path, progress: Progress) -> InstallResult:
         client = self._client()
         started = time.monotonic()
         image = self._image(client, job, progress)
@@ -81,7 +98,7 @@ class DockerBuilder:
             with _inputs(job, workdir / "inputs.tar").open("rb") as inputs:
                 container.put_archive("/tmp", inputs)
             container.start()
-            tail = _follow(container, progress)
+            tail, report = _follow(container, progress)
             status = container.wait()
             exit_code = int(status.get("StatusCode", -1))
             if exit_code == _PYTHON_MISMATCH:
@@ -111,7 +128,59 @@ class DockerBuilder:
         finally:
             _remove(container, progress)
         progress.phase("install", time.monotonic() - started, f"pip in {job.target.runtime}")
-        return tree
+        return InstallResult(tree, report)
+
+    def verify(self, check: VerifyJob, progress: Progress) -> float:
+        client = self._client()
+        started = time.monotonic()
+        try:
+            container = client.containers.create(
+                check.image,
+                entrypoint=[_PYTHON],
+                command=["-c", _VERIFY_SCRIPT, check.handler],
+                name=f"poetry-lambda-zip-verify-{check.build_id}",
+                labels={CONTAINER_LABEL: check.build_id},
+                platform=check.target.docker_platform,
+                # Lambda's /var/task is read-only: as nobody, nothing below it is writable,
+                # so Python cannot write bytecode it did not find in the zip.
+                user="65534:65534",
+                working_dir="/var/task",
+            )
+        except APIError as e:
+            raise ImageError(f"Cannot create a container from {check.image}: {e}") from e
+        try:
+            if check.function_zip is not None:
+                container.put_archive("/var/task", _read_only_tar(check.function_zip))
+            if check.layer_zip is not None:
+                container.put_archive("/opt", _read_only_tar(check.layer_zip))
+            container.start()
+            tail, _ = _follow(container, progress)
+            container.wait()
+        except APIError as e:
+            raise BuildFailedError(f"The Docker engine failed while verifying: {e}") from e
+        finally:
+            _remove(container, progress)
+        outcome: dict[str, Any] = next(
+            (
+                json.loads(line.removeprefix(_VERIFIED))
+                for line in tail
+                if line.startswith(_VERIFIED)
+            ),
+            {"ok": False, "traceback": "\n".join(tail)},
+        )
+        if not outcome["ok"]:
+            raise BuildFailedError(
+                f"The handler {check.handler} does not import from the package:\n"
+                f"{outcome['traceback']}",
+                "The zip was written; fix the handler setting or the code, then build again.",
+            )
+        seconds = float(outcome["seconds"])
+        progress.phase(
+            "verify",
+            time.monotonic() - started,
+            f"{check.handler} imports in {seconds * 1000:.0f} ms from a read-only /var/task",
+        )
+        return seconds
 
     def _client(self) -> docker.DockerClient:
         try:
@@ -184,6 +253,15 @@ def _inputs(job: InstallJob, destination: Path) -> Path:
         "installs": installs,
         "trees": [f"src/{tree.relative}" for tree in job.trees],
         "default_index": job.default_index,
+        "includes": [name for name, _ in job.includes],
+        "slim": job.slim,
+        "compile": None
+        if job.compile is None
+        else {
+            "prefix": job.compile.prefix,
+            "project_prefix": job.compile.project_prefix,
+            "project": job.compile.project,
+        },
         "ca_bundle": "ca.pem" if job.network.ca_bundle else None,
         "proxies": dict(job.network.proxies),
         "netrc": "".join(
@@ -211,6 +289,10 @@ def _inputs(job: InstallJob, destination: Path) -> Path:
             archive.add(path, f"lambda-zip/files/{name}", filter=_owned_by_root)
         for tree in job.trees:
             archive.add(tree.path, f"lambda-zip/src/{tree.relative}", filter=_source_filter)
+        for name, path in job.includes:
+            with path.open("rb") as handle:  # fstat: a link inside the project is followed
+                info = archive.gettarinfo(arcname=f"lambda-zip/include/{name}", fileobj=handle)
+                archive.addfile(_owned_by_root(info), handle)
     return destination
 
 
@@ -276,13 +358,43 @@ def _source_filter(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     return _owned_by_root(info)
 
 
-def _follow(container: Container, progress: Progress) -> deque[str]:
-    """Relay the container's output line by line; keep the tail for error messages."""
+def _read_only_tar(zip_path: Path) -> bytes:
+    """The zip's files as a tar for put_archive: root-owned, not writable by anyone else."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(zip_path) as source, tarfile.open(fileobj=buffer, mode="w") as tar:
+        directories: set[str] = set()
+        for info in source.infolist():
+            parts = PurePosixPath(info.filename).parts
+            for depth in range(1, len(parts)):
+                directory = "/".join(parts[:depth])
+                if directory not in directories:
+                    directories.add(directory)
+                    tar.addfile(_tar_info(directory, tarfile.DIRTYPE, 0o755, 0))
+            if info.is_dir():
+                continue
+            executable = (info.external_attr >> 16) & 0o100
+            member = _tar_info(
+                info.filename, tarfile.REGTYPE, 0o555 if executable else 0o444, info.file_size
+            )
+            with source.open(info) as handle:
+                tar.addfile(member, handle)
+    return buffer.getvalue()
+
+
+def _follow(
+    container: Container, progress: Progress
+) -> tuple[deque[str], dict[str, dict[str, int]]]:
+    """Relay the container's output line by line; keep the tail for error messages and the
+    script's closing report."""
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
+    report: dict[str, dict[str, int]] = {}
     for line in _lines(container.logs(stream=True, follow=True)):
+        if line.startswith(_REPORT):
+            report = json.loads(line.removeprefix(_REPORT))
+            continue
         tail.append(line)
         progress.installer_output(line)
-    return tail
+    return tail, report
 
 
 def _lines(chunks: Iterator[bytes]) -> Iterator[str]:

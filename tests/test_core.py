@@ -1,0 +1,167 @@
+"""The pipeline with a fake builder: layouts, excludes, size limits, atomic outputs (no Docker)."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import zipfile
+from typing import TYPE_CHECKING
+
+import pytest
+from poetry.factory import Factory
+
+from poetry_lambda_zip.builders import TREE_PREFIX
+from poetry_lambda_zip.builders import InstallJob
+from poetry_lambda_zip.builders import InstallResult
+from poetry_lambda_zip.builders import VerifyJob
+from poetry_lambda_zip.core import BuildResult
+from poetry_lambda_zip.core import build
+from poetry_lambda_zip.errors import OutputError
+from poetry_lambda_zip.request import BuildRequest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from poetry_lambda_zip.builders import Progress
+
+RECORD = "{name}-1.0.dist-info/RECORD"
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.warnings: list[str] = []
+
+    def phase(self, name: str, seconds: float, detail: str) -> None:
+        self.lines.append(f"{name} {detail}")
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
+
+    def warning(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def installer_output(self, line: str) -> None:
+        self.lines.append(line)
+
+
+class FakeBuilder:
+    """Installs nothing: hands back a tree made of ``files`` (path -> bytes)."""
+
+    name = "fake"
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.jobs: list[InstallJob] = []
+
+    def install(self, job: InstallJob, workdir: Path, progress: Progress) -> InstallResult:
+        self.jobs.append(job)
+        tree = workdir / "tree.tar"
+        with tarfile.open(tree, "w") as archive:
+            for name, data in self.files.items():
+                info = tarfile.TarInfo(f"{TREE_PREFIX}/{name}")
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+        return InstallResult(tree)
+
+    def verify(self, check: VerifyJob, progress: Progress) -> float:
+        raise AssertionError("not asked for")
+
+
+def distribution(name: str, files: dict[str, bytes]) -> dict[str, bytes]:
+    """A distribution's files plus its dist-info, RECORD listing them all."""
+    dist_info = f"{name}-1.0.dist-info"
+    files = {**files, f"{dist_info}/METADATA": f"Name: {name}\nVersion: 1.0\n".encode()}
+    record = "".join(f"{path},,\n" for path in files) + f"{dist_info}/RECORD,,\n"
+    return {**files, f"{dist_info}/RECORD": record.encode()}
+
+
+def run(path: Path, files: dict[str, bytes], **options: object) -> tuple[BuildResult, Recorder]:
+    request = BuildRequest.from_settings(path, {"runtime": "python3.11", **options}, {})
+    recorder = Recorder()
+    result = build(request, Factory().create_poetry(path), recorder, FakeBuilder(files))
+    return result, recorder
+
+
+def names(path: Path) -> set[str]:
+    with zipfile.ZipFile(path) as archive:
+        return set(archive.namelist())
+
+
+TREE = {
+    **distribution("six", {"six.py": b"# six\n"}),
+    **distribution("hello_pure", {"hello_pure/__init__.py": b"", "hello_pure/handler.py": b"x"}),
+}
+
+
+def test_split_is_the_function_layout_cut_in_two(project: Callable[[str], Path]) -> None:
+    path = project("pure-python")
+    run(path, TREE)
+    function = names(path / "dist" / "hello_pure-0.1.0-python3.11-x86_64.zip")
+    run(path, TREE, layout="split", output=str(path / "split" / "f.zip"))
+    code = names(path / "split" / "f.zip")
+    layer = names(path / "split" / "f-layer.zip")
+    assert code == {n for n in function if n.startswith("hello_pure")}
+    assert {n.removeprefix("python/") for n in layer} | code == function
+    assert all(n.startswith("python/") for n in layer)
+
+
+def test_layer_layout_holds_dependencies_only(project: Callable[[str], Path]) -> None:
+    path = project("pure-python")
+    run(path, TREE, layout="layer")
+    layer = names(path / "dist" / "hello_pure-0.1.0-python3.11-x86_64-layer.zip")
+    assert layer == {"python/six.py", "python/six-1.0.dist-info/METADATA",
+                     "python/six-1.0.dist-info/RECORD"}  # fmt: skip
+
+
+def test_excludes_prune_and_an_unused_pattern_warns(project: Callable[[str], Path]) -> None:
+    path = project("pure-python")
+    _, recorder = run(path, TREE, exclude=["six.py", "*.pyi"])
+    assert "six.py" not in names(path / "dist" / "hello_pure-0.1.0-python3.11-x86_64.zip")
+    assert "The exclude pattern '*.pyi' matches no file." in recorder.warnings
+
+
+def test_over_lambdas_unzipped_limit_fails_listing_the_largest_and_keeps_the_old_zip(
+    project: Callable[[str], Path],
+) -> None:
+    path = project("pure-python")
+    output = path / "dist" / "hello_pure-0.1.0-python3.11-x86_64.zip"
+    output.parent.mkdir()
+    output.write_bytes(b"the good zip")
+    big = {**TREE}
+    for number in range(12):
+        big |= distribution(f"big{number:02}", {f"big{number:02}/blob": bytes(22_000_000 + number)})
+    with pytest.raises(OutputError) as caught:
+        run(path, big)
+    message = caught.value.message
+    assert "262,144,000" in message
+    listed = [line.split()[-1] for line in message.splitlines() if " MB  " in line]
+    assert listed == [f"big{number:02}" for number in range(11, 1, -1)]
+    assert output.read_bytes() == b"the good zip"
+    assert sorted(p.name for p in output.parent.iterdir()) == [output.name]
+
+
+def test_a_zip_over_50_mb_warns_about_s3(project: Callable[[str], Path]) -> None:
+    path = project("pure-python")
+    noise = distribution("noise", {"noise/blob": os.urandom(53_000_000)})
+    _, recorder = run(path, {**TREE, **noise})
+    assert any("must be uploaded through S3" in w for w in recorder.warnings)
+
+
+def test_the_builder_gets_includes_compile_and_slim_settings(
+    project: Callable[[str], Path],
+) -> None:
+    path = project("non-package")
+    builder = FakeBuilder(distribution("idna", {"idna/__init__.py": b""}))
+    request = BuildRequest.from_settings(
+        path, {"runtime": "python3.11", "slim": True}, {"include": ["index.py", "config/*.json"]}
+    )
+    build(request, Factory().create_poetry(path), Recorder(), builder)
+    (job,) = builder.jobs
+    assert [name for name, _ in job.includes] == ["config/settings.json", "index.py"]
+    assert job.slim
+    assert job.compile is not None
+    assert (job.compile.prefix, job.compile.project_prefix) == ("/var/task", "/var/task")
+    assert job.project_wheel is None
