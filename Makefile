@@ -19,8 +19,8 @@ demo: $(BIN)/poetry engine
 	$(BIN)/poetry -C fixtures/binary-wheel lambda-zip --runtime python3.11 --image $(STAND_IN)
 
 lint: $(BIN)/poetry
-	$(BIN)/ruff format --check src tests
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/mypy
 
 test: lint engine

@@ -1,0 +1,185 @@
+"""Package shape through the real engine: bytecode, slim, layouts, --verify."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.docker_helpers import RUNNER
+from tests.docker_helpers import distributions
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    import docker
+
+    from tests.docker_helpers import Build
+
+pytestmark = pytest.mark.docker
+
+EXPECTED = {
+    "annotated-types",
+    "fast-api-handler",
+    "orjson",
+    "pydantic",
+    "pydantic-core",
+    "typing-extensions",
+    "typing-inspection",
+}
+PROBE = """
+import importlib.metadata, json
+found = importlib.metadata.distributions(path=["/var/task", "/opt/python"])
+print(json.dumps(sorted({d.metadata["Name"].lower().replace("_", "-") for d in found})))
+"""
+EVENT = '{"item": "x", "quantity": 1}'
+
+
+def run_in_task(
+    client: docker.DockerClient,
+    image: str,
+    task: Path,
+    command: list[str],
+    layer: Path | None = None,
+) -> tuple[int, str]:
+    """Run ``command`` as nobody, ``task`` read-only at /var/task (and a layer at /opt)."""
+    volumes = {str(task): {"bind": "/var/task", "mode": "ro"}}
+    if layer is not None:
+        volumes[str(layer)] = {"bind": "/opt", "mode": "ro"}
+    container = client.containers.run(
+        image, command, volumes=volumes, environment={"PYTHONPATH": "/var/task:/opt/python"},
+        working_dir="/var/task", user="65534:65534", detach=True,
+    )  # fmt: skip
+    try:
+        code = container.wait()["StatusCode"]
+        return code, container.logs(stdout=True, stderr=True).decode()
+    finally:
+        container.remove(force=True)
+
+
+def unpack(zip_path: Path, destination: Path) -> Path:
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(destination)
+    return destination
+
+
+def test_bytecode_is_unchecked_hash_for_the_runtime_and_used_from_a_read_only_task(
+    project: Callable[[str], Path],
+    build: Callable[..., Build],
+    docker_client: docker.DockerClient,
+    stand_in_image: str,
+    tmp_path: Path,
+) -> None:
+    path = project("binary-wheel")
+    result = build(path, "--verify --handler fast_api_handler.app.handler")
+    assert result.status == 0, result.error
+    assert "imports in" in result.output
+    zip_path = result.zip_path
+    with zipfile.ZipFile(zip_path) as archive:
+        pyc = [n for n in archive.namelist() if n.endswith(".pyc")]
+        header = archive.read("fast_api_handler/__pycache__/app.cpython-311.pyc")[:16]
+    assert "pydantic/__pycache__/main.cpython-311.pyc" in pyc
+    assert all(".cpython-311." in name for name in pyc)
+    assert int.from_bytes(header[4:8], "little") == 0b01  # PEP 552: hash-based, unchecked
+
+    task = unpack(zip_path, tmp_path / "task")
+    code, output = run_in_task(
+        docker_client, stand_in_image, task,
+        ["python3", "-v", "-c", RUNNER, "fast_api_handler.app.handler", EVENT],
+    )  # fmt: skip
+    assert code == 0, output
+    assert "code object from '/var/task/fast_api_handler/__pycache__/app.cpython-311.pyc'" in output
+    assert "code object from '/var/task/pydantic/__pycache__/main.cpython-311.pyc'" in output
+
+
+def test_no_compile_ships_no_bytecode(
+    project: Callable[[str], Path], build: Callable[..., Build]
+) -> None:
+    result = build(project("pure-python"), "--no-compile")
+    assert result.status == 0, result.error
+    with zipfile.ZipFile(result.zip_path) as archive:
+        assert not [n for n in archive.namelist() if n.endswith(".pyc")]
+
+
+def test_slim_strips_and_prunes_but_every_distribution_is_still_found(
+    project: Callable[[str], Path],
+    build: Callable[..., Build],
+    docker_client: docker.DockerClient,
+    stand_in_image: str,
+    tmp_path: Path,
+) -> None:
+    path = project("binary-wheel")
+    full = build(path, "-o full.zip")
+    slim = build(path, "-o slim.zip --slim")
+    assert full.status == slim.status == 0, full.error + slim.error
+    assert "stripped" in slim.output
+    full_zip, slim_zip = path / "full.zip", path / "slim.zip"
+    with zipfile.ZipFile(full_zip) as before, zipfile.ZipFile(slim_zip) as after:
+        so_before = {i.filename: i.file_size for i in before.infolist() if ".so" in i.filename}
+        so_after = {i.filename: i.file_size for i in after.infolist() if ".so" in i.filename}
+        assert not [n for n in after.namelist() if n.endswith(".pyi")]
+    assert so_before.keys() == so_after.keys()
+    assert sum(so_after.values()) < sum(so_before.values())
+    assert distributions(slim_zip) == EXPECTED
+    task = unpack(slim_zip, tmp_path / "task")
+    code, output = run_in_task(docker_client, stand_in_image, task, ["python3", "-c", PROBE])
+    assert code == 0, output
+    assert set(json.loads(output)) == EXPECTED
+    code, output = run_in_task(
+        docker_client, stand_in_image, task,
+        ["python3", "-c", RUNNER, "fast_api_handler.app.handler", '{"item": "x", "quantity": 3}'],
+    )  # fmt: skip
+    assert json.loads(output) == {"item": "x", "total": 9}
+
+
+def test_split_layout_runs_with_the_layer_at_opt(
+    project: Callable[[str], Path],
+    build: Callable[..., Build],
+    docker_client: docker.DockerClient,
+    stand_in_image: str,
+    tmp_path: Path,
+) -> None:
+    path = project("binary-wheel")
+    function = build(path, "-o function/app.zip")
+    split = build(
+        path,
+        "--layout split -o split/app.zip --json --verify --handler fast_api_handler.app.handler",
+    )
+    assert function.status == split.status == 0, function.error + split.error
+    report = json.loads(split.output)
+    kinds = {o["kind"]: o["path"] for o in report["outputs"]}
+    assert kinds == {
+        "function": str(path / "split/app.zip"),
+        "layer": str(path / "split/app-layer.zip"),
+    }
+    assert report["import_seconds"] > 0
+    with (
+        zipfile.ZipFile(path / "function/app.zip") as whole,
+        zipfile.ZipFile(kinds["function"]) as code,
+        zipfile.ZipFile(kinds["layer"]) as layer,
+    ):
+        layer_names = {n.removeprefix("python/") for n in layer.namelist()}
+        assert set(code.namelist()) | layer_names == set(whole.namelist())
+        assert not set(code.namelist()) & layer_names
+        assert distributions(path / "split/app.zip") == {"fast-api-handler"}
+    task = unpack(path / "split/app.zip", tmp_path / "task")
+    opt = unpack(path / "split/app-layer.zip", tmp_path / "opt")
+    code_, output = run_in_task(
+        docker_client, stand_in_image, task,
+        ["python3", "-c", RUNNER, "fast_api_handler.app.handler", '{"item": "x", "quantity": 2}'],
+        layer=opt,
+    )  # fmt: skip
+    assert code_ == 0, output
+    assert json.loads(output) == {"item": "x", "total": 6}
+
+
+def test_verify_fails_with_the_traceback_when_the_handler_does_not_import(
+    project: Callable[[str], Path], build: Callable[..., Build]
+) -> None:
+    result = build(project("pure-python"), "--verify --handler hello_pure.missing.handler")
+    assert result.status == 5
+    assert "does not import" in result.error
+    assert "ModuleNotFoundError: No module named 'hello_pure.missing'" in result.error
