@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
 import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +26,7 @@ from tests.docker_helpers import Build
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from collections.abc import Iterator
 
     import docker
 
@@ -129,3 +134,41 @@ def invoke(
         return json.loads(output)
 
     return call
+
+
+PRIVATE_PORT = 38080  # the URL in fixtures/private-index
+PRIVATE_USER = "ci-reader"
+PRIVATE_PASSWORD = "idx-s3cret-pass"
+
+
+@pytest.fixture(scope="session")
+def private_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """pypiserver on loopback serving fixtures/private-index/packages, basic auth required."""
+    server = shutil.which("pypi-server", path=str(Path(sys.executable).parent))
+    if server is None:
+        unavailable("pypiserver is not installed (pip install -e '.[test]')")
+    htpasswd = tmp_path_factory.mktemp("index") / "htpasswd"
+    digest = base64.b64encode(hashlib.sha1(PRIVATE_PASSWORD.encode()).digest()).decode()
+    htpasswd.write_text(f"{PRIVATE_USER}:{{SHA}}{digest}\n")
+    process = subprocess.Popen(
+        [server, "run", "-i", "127.0.0.1", "-p", str(PRIVATE_PORT), "-P", str(htpasswd),
+         "-a", "download,list,update", str(FIXTURES / "private-index" / "packages")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{PRIVATE_PORT}/simple/"
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(["curl", "-s", "-o", "/dev/null", url], check=False).returncode:
+            assert time.monotonic() < deadline, "pypiserver did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POETRY_HTTP_BASIC_PRIVATE_USERNAME", PRIVATE_USER)
+    monkeypatch.setenv("POETRY_HTTP_BASIC_PRIVATE_PASSWORD", PRIVATE_PASSWORD)

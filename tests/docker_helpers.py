@@ -44,7 +44,9 @@ class Build:
 
     @property
     def sha256(self) -> str:
-        return next(line.split()[1] for line in self.output.splitlines() if "sha256" in line)
+        return next(
+            line.split()[1] for line in self.output.splitlines() if line.startswith("  sha256 ")
+        )
 
 
 def distributions(zip_path: Path) -> set[str]:

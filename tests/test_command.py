@@ -69,7 +69,7 @@ def test_bad_options_exit_2_with_the_reason(
 def test_without_runtime_the_newest_allowed_one_is_chosen_and_said(
     project: Callable[[str], Path], run_command: Run
 ) -> None:
-    tester = run_command(project("markers"), "")
+    tester = run_command(project("markers"), "--dry-run")
     output = tester.io.fetch_output()
     assert "Runtime python3.14: the newest Lambda runtime allowed" in output
     assert "for python3.14 on x86_64" in output
@@ -80,7 +80,7 @@ def test_unreachable_engine_exits_4_and_says_where_it_looked(
     project: Callable[[str], Path], run_command: Run
 ) -> None:
     path = project("pure-python")
-    tester = run_command(path, "--runtime python3.11")
+    tester = run_command(path, "--runtime python3.11 --builder docker")
     assert tester.status_code == 4
     error = tester.io.fetch_error()
     assert "No Docker engine answers at DOCKER_HOST=tcp://127.0.0.1:9" in error
@@ -95,7 +95,7 @@ def test_unknown_config_key_warns_with_the_nearest_valid_key(
     path = project("pure-python")
     with (path / "pyproject.toml").open("a") as handle:
         handle.write('\n[tool.poetry-lambda-zip]\narchitecture = "arm64"\n')
-    error = run_command(path, "--runtime python3.11").io.fetch_error()
+    error = run_command(path, "--runtime python3.11 --dry-run").io.fetch_error()
     assert "Unknown key 'architecture' in [tool.poetry-lambda-zip] is ignored." in error
     assert "Did you mean 'arch'?" in error
 
@@ -109,7 +109,7 @@ def test_traceback_only_with_debug_verbosity(
         command = LambdaZipCommand()
         command.set_poetry(Factory().create_poetry(path))
         tester = CommandTester(command)
-        tester.execute("--runtime python3.11", verbosity=verbosity)
+        tester.execute("--runtime python3.11 --builder docker", verbosity=verbosity)
         assert ("Traceback" in tester.io.fetch_error()) is shown
 
 
@@ -143,7 +143,7 @@ def test_relative_directory_option_builds_the_project_wheel(
     path = project("binary-wheel")
     monkeypatch.chdir(path.parent)
     tester = ApplicationTester(Application())
-    status = tester.execute(f"lambda-zip -C {path.name} --runtime python3.11")
+    status = tester.execute(f"lambda-zip -C {path.name} --runtime python3.11 --builder docker")
     # The wheel is built before the engine is asked for: exit 4 means it was built.
     assert status == 4, tester.io.fetch_error()
     assert "No Docker engine answers" in tester.io.fetch_error()

@@ -3,8 +3,6 @@ index with basic auth."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import shutil
 import subprocess
@@ -20,14 +18,12 @@ from cleo.io.outputs.output import Verbosity
 
 from poetry_lambda_zip.builders.docker import CONTAINER_LABEL
 from tests.conftest import FIXTURES
-from tests.conftest import unavailable
 from tests.docker_helpers import Build
 from tests.docker_helpers import distributions
 from tests.docker_helpers import leftover_containers
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from collections.abc import Iterator
 
     import docker
 
@@ -116,39 +112,6 @@ def test_git_dependency_is_built_at_the_locked_commit(
     assert invoke(zip_path, "git_service.handler.handler", {}) == {
         "message": "greetings from the locked commit"
     }
-
-
-@pytest.fixture(scope="module")
-def private_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """pypiserver on loopback serving fixtures/private-index/packages, basic auth required."""
-    server = shutil.which("pypi-server", path=str(Path(sys.executable).parent))
-    if server is None:
-        unavailable("pypiserver is not installed (pip install -e '.[test]')")
-    htpasswd = tmp_path_factory.mktemp("index") / "htpasswd"
-    digest = base64.b64encode(hashlib.sha1(PRIVATE_PASSWORD.encode()).digest()).decode()
-    htpasswd.write_text(f"{PRIVATE_USER}:{{SHA}}{digest}\n")
-    process = subprocess.Popen(
-        [server, "run", "-i", "127.0.0.1", "-p", str(PRIVATE_PORT), "-P", str(htpasswd),
-         "-a", "download,list,update", str(FIXTURES / "private-index" / "packages")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{PRIVATE_PORT}/simple/"
-    try:
-        deadline = time.monotonic() + 30
-        while subprocess.run(["curl", "-s", "-o", "/dev/null", url], check=False).returncode:
-            assert time.monotonic() < deadline, "pypiserver did not start"
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-@pytest.fixture
-def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("POETRY_HTTP_BASIC_PRIVATE_USERNAME", PRIVATE_USER)
-    monkeypatch.setenv("POETRY_HTTP_BASIC_PRIVATE_PASSWORD", PRIVATE_PASSWORD)
 
 
 @pytest.mark.usefixtures("private_index", "credentials")

@@ -99,6 +99,12 @@ class LambdaZipCommand(Command):
         option("handler", None, "The handler, package.module.function (for --verify).", flag=False),
         option("verify", None, "Import the handler from a read-only /var/task after building."),
         option(
+            "builder",
+            None,
+            "auto (default), docker or local (no container; wheels only).",
+            flag=False,
+        ),
+        option(
             "dry-run", None, "Print the plan (target, distributions, artifacts); build nothing."
         ),
         option("json", None, "Print one JSON document on stdout; human output goes to stderr."),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from packaging.utils import canonicalize_name
 
+from poetry_lambda_zip.archive import entries_from_files
 from poetry_lambda_zip.archive import entries_from_tar
 from poetry_lambda_zip.archive import timestamp_from_environment
 from poetry_lambda_zip.archive import write_zips_atomically
@@ -25,10 +26,12 @@ from poetry_lambda_zip.builders import InstallJob
 from poetry_lambda_zip.builders import VerifyJob
 from poetry_lambda_zip.errors import BuildInterrupted
 from poetry_lambda_zip.errors import ConfigError
+from poetry_lambda_zip.errors import DockerUnavailableError
 from poetry_lambda_zip.errors import OutputError
 from poetry_lambda_zip.layout import apply_excludes
 from poetry_lambda_zip.layout import distribution_sizes
 from poetry_lambda_zip.layout import layer_output
+from poetry_lambda_zip.layout import normalize_installed
 from poetry_lambda_zip.layout import outputs_for_layout
 from poetry_lambda_zip.layout import owners
 from poetry_lambda_zip.network import network_settings
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from poetry.poetry import Poetry
 
     from poetry_lambda_zip.archive import ArchiveStats
+    from poetry_lambda_zip.archive import Entry
     from poetry_lambda_zip.builders import Builder
     from poetry_lambda_zip.builders import Progress
     from poetry_lambda_zip.request import BuildRequest
@@ -175,7 +179,7 @@ def build(
     network = network_settings(os.environ, request.ca_bundle, _source_certificates(poetry))
     for warning in network.warnings:
         progress.warning(warning)
-    builder = builder or _docker_builder()
+    builder = builder or _choose_builder(request, decided, poetry, progress)
     requirements = decided.requirements.requirements
     with _terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix="lambda-zip-") as tmp:
         workdir = Path(tmp)
@@ -203,8 +207,8 @@ def build(
         _report_extras(installed.report, request, progress)
 
         started = time.monotonic()
-        with tarfile.open(installed.tree) as tree:
-            entries = entries_from_tar(tree, TREE_PREFIX)
+        with _tree_entries(installed.tree) as installed_entries:
+            entries = normalize_installed(installed_entries)
             entries, exclude_warnings = apply_excludes(entries, request.exclude)
             for warning in exclude_warnings:
                 progress.warning(warning)
@@ -246,10 +250,50 @@ def build(
     )
 
 
-def _docker_builder() -> Builder:
+def _choose_builder(
+    request: BuildRequest, decided: BuildPlan, poetry: Poetry, progress: Progress
+) -> Builder:
     from poetry_lambda_zip.builders.docker import DockerBuilder
+    from poetry_lambda_zip.builders.docker import engine_answers
+    from poetry_lambda_zip.builders.docker import engine_location
+    from poetry_lambda_zip.builders.local import LocalBuilder
+    from poetry_lambda_zip.builders.local import no_wheel_error
+    from poetry_lambda_zip.builders.local import not_installable_locally
 
-    return DockerBuilder()
+    missing = not_installable_locally(decided.requirements.requirements)
+    runtime = decided.target.runtime
+    if request.builder == "docker":
+        return DockerBuilder()
+    if request.builder == "local":
+        if missing:
+            raise no_wheel_error(missing, runtime)
+        progress.info("Builder: local (--builder local)")
+        return LocalBuilder(poetry)
+    if engine_answers():
+        progress.info(f"Builder: docker (an engine answers at {engine_location()})")
+        return DockerBuilder()
+    if missing:
+        error = no_wheel_error(missing, runtime)
+        raise DockerUnavailableError(
+            f"{error.message}\nNo Docker engine is reachable at {engine_location()} either.",
+            f"Start Docker or set DOCKER_HOST. {error.fix}",
+        )
+    progress.info(
+        f"Builder: local (no Docker engine answers at {engine_location()}; every package has a"
+        f" wheel for {runtime})"
+    )
+    return LocalBuilder(poetry)
+
+
+@contextlib.contextmanager
+def _tree_entries(tree: Path) -> Iterator[list[Entry]]:
+    """The installed files, from a builder's tar or directory."""
+    if tree.is_dir():
+        files = sorted(path for path in tree.rglob("*") if path.is_file())
+        yield entries_from_files(tree, files)
+        return
+    with tarfile.open(tree) as archive:
+        yield entries_from_tar(archive, TREE_PREFIX)
 
 
 def _compile_settings(decided: BuildPlan, poetry: Poetry) -> CompileSettings:

@@ -3,8 +3,12 @@ layer and split layouts (pure)."""
 
 from __future__ import annotations
 
+import base64
+import configparser
 import csv
 import fnmatch
+import functools
+import hashlib
 import io
 import posixpath
 import re
@@ -25,38 +29,47 @@ __all__ = [
     "apply_excludes",
     "distribution_sizes",
     "layer_output",
+    "normalize_installed",
     "outputs_for_layout",
     "owners",
+    "record_paths",
 ]
 
 #: Lambda adds /opt/python of each layer to sys.path; a layer zip unpacks into /opt.
 LAYER_PREFIX = "python/"
 _RECORD = re.compile(r"^([^/]+)\.dist-info/RECORD$")
 _PYC = re.compile(r"^(.*?)__pycache__/([^/.]+)\.[^/]+\.pyc$")
+_INSTALLER_FILES = ("INSTALLER", "REQUESTED", "direct_url.json")
+
+
+def record_paths(record: Entry) -> list[str]:
+    """The paths a RECORD lists, relative to the package root; scripts recorded outside the
+    target (``../../bin/x``, as pip --target writes them) become ``bin/x``."""
+    paths = []
+    with record.open() as handle:
+        text = handle.read().decode("utf-8")
+    for row in csv.reader(io.StringIO(text, newline="")):
+        if row:
+            path = posixpath.normpath(row[0])
+            if path.startswith("../"):
+                path = f"bin/{posixpath.basename(path)}"
+            paths.append(path)
+    return paths
 
 
 def owners(entries: Iterable[Entry]) -> dict[str, str]:
     """Path in the package -> canonical name of the distribution whose RECORD lists it.
 
     Bytecode compiled after installing (``x/__pycache__/y.cpython-312.pyc``) belongs to the
-    owner of its source; scripts recorded outside the target (``../../bin/x``) to ``bin/x``.
+    owner of its source.
     """
     by_name = {entry.name: entry for entry in entries}
     owner: dict[str, str] = {}
     for name, entry in by_name.items():
         match = _RECORD.match(name)
-        if not match:
-            continue
-        distribution = canonicalize_name(match.group(1).rsplit("-", 1)[0])
-        with entry.open() as handle:
-            rows = csv.reader(io.TextIOWrapper(handle, encoding="utf-8", newline=""))
-            for row in rows:
-                if not row:
-                    continue
-                path = posixpath.normpath(row[0])
-                if path.startswith("../"):
-                    path = f"bin/{posixpath.basename(path)}"
-                owner[path] = distribution
+        if match:
+            distribution = canonicalize_name(match.group(1).rsplit("-", 1)[0])
+            owner.update(dict.fromkeys(record_paths(entry), distribution))
     for name in by_name:
         pyc = _PYC.match(name)
         if pyc and name not in owner:
@@ -64,6 +77,67 @@ def owners(entries: Iterable[Entry]) -> dict[str, str]:
             if source in owner:
                 owner[name] = owner[source]
     return owner
+
+
+def normalize_installed(entries: Sequence[Entry]) -> list[Entry]:
+    """Make the installed tree independent of the installer that wrote it.
+
+    Drops what only describes the installation (``INSTALLER``, ``REQUESTED``,
+    ``direct_url.json``) and the console-script launchers an installer generates from
+    ``entry_points.txt`` (Lambda never runs them; their text is the installer's), then writes
+    each ``RECORD`` again for the files that remain, sorted, with their sha256 and size.
+    """
+    by_name = {entry.name: entry for entry in entries}
+    drop: set[str] = set()
+    records: dict[str, list[str]] = {}
+    for name, entry in by_name.items():
+        match = _RECORD.match(name)
+        if not match:
+            continue
+        dist_info = f"{match.group(1)}.dist-info"
+        drop.update(f"{dist_info}/{installer_file}" for installer_file in _INSTALLER_FILES)
+        listed = record_paths(entry)
+        points = by_name.get(f"{dist_info}/entry_points.txt")
+        if points is not None:
+            drop.update(
+                f"bin/{script}" for script in _launchers(points) if f"bin/{script}" in listed
+            )
+        records[name] = listed
+    normalized = [entry for entry in entries if entry.name not in drop]
+    present = {entry.name: entry for entry in normalized}
+    for record_name, listed in records.items():
+        lines = [
+            _record_line(present[path])
+            for path in sorted(set(listed))
+            if path in present and path != record_name
+        ]
+        content = "".join(f"{line}\n" for line in [*lines, f"{record_name},,"]).encode()
+        present[record_name] = replace(
+            present[record_name], size=len(content), open=functools.partial(io.BytesIO, content)
+        )
+    return [present[entry.name] for entry in normalized]
+
+
+def _launchers(entry_points: Entry) -> list[str]:
+    parser = configparser.ConfigParser(interpolation=None, delimiters=("=",))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    with entry_points.open() as handle:
+        parser.read_string(handle.read().decode("utf-8"))
+    return [
+        name
+        for section in ("console_scripts", "gui_scripts")
+        if parser.has_section(section)
+        for name in parser.options(section)
+    ]
+
+
+def _record_line(entry: Entry) -> str:
+    digest = hashlib.sha256()
+    with entry.open() as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    encoded = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+    return f"{entry.name},sha256={encoded},{entry.size}"
 
 
 def distribution_sizes(entries: Sequence[Entry]) -> dict[str, int]:

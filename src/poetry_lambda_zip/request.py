@@ -18,7 +18,7 @@ from poetry_lambda_zip.target import RUNTIMES
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["CONFIG_KEYS", "CONFIG_TABLE", "LAYOUTS", "BuildRequest"]
+__all__ = ["BUILDERS", "CONFIG_KEYS", "CONFIG_TABLE", "LAYOUTS", "BuildRequest"]
 
 CONFIG_TABLE = "poetry-lambda-zip"
 #: Every key of [tool.poetry-lambda-zip]; each is also a command-line option of the same name.
@@ -42,7 +42,9 @@ CONFIG_KEYS: dict[str, type] = {
     "slim": bool,
     "handler": str,
     "verify": bool,
+    "builder": str,
 }
+BUILDERS = ("auto", "docker", "local")
 LAYOUTS = ("function", "layer", "split")
 _HANDLER = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 
@@ -73,6 +75,8 @@ class BuildRequest:
     #: "package.module.function", imported by --verify.
     handler: str | None = None
     verify: bool = False
+    #: auto: Docker when an engine answers, else local when every package has a wheel.
+    builder: str = "auto"
     #: Problems that do not stop the build (e.g. an unknown config key).
     warnings: tuple[str, ...] = ()
 
@@ -100,12 +104,9 @@ class BuildRequest:
                 value = _plain(value)
                 merged[key] = (project_dir / value) if key in ("output", "ca-bundle") else value
 
+        problems += _choice_problems(merged)
         runtime = merged.get("runtime")
-        if runtime is not None and runtime not in RUNTIMES:
-            problems.append(f"Unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}.")
         arch = merged.get("arch", "x86_64")
-        if arch not in ARCHITECTURES:
-            problems.append(f"Unknown architecture {arch!r}; choose {' or '.join(ARCHITECTURES)}.")
         groups = GroupSelection(
             with_=_split(merged.get("with", ())),
             without=_split(merged.get("without", ())),
@@ -118,14 +119,13 @@ class BuildRequest:
         if extras and all_extras:
             problems.append("--extras cannot be combined with --all-extras.")
         layout = merged.get("layout", "function")
-        if layout not in LAYOUTS:
-            problems.append(f"Unknown layout {layout!r}; choose {', '.join(LAYOUTS)}.")
         handler = merged.get("handler")
         if handler is not None and not _HANDLER.match(handler):
             problems.append(
                 f"handler {handler!r} is not of the form module.function"
                 " (or package.module.function)."
             )
+        builder = merged.get("builder", "auto")
         verify = bool(merged.get("verify", False))
         if verify and handler is None:
             problems.append('--verify needs the handler to import: --handler or handler = "m.f".')
@@ -153,8 +153,24 @@ class BuildRequest:
             slim=bool(merged.get("slim", False)),
             handler=handler,
             verify=verify,
+            builder=builder,
             warnings=tuple(warnings),
         )
+
+
+def _choice_problems(merged: Mapping[str, Any]) -> list[str]:
+    """Settings that take one of a few values."""
+    choices = {
+        "runtime": ("runtime", RUNTIMES),
+        "arch": ("architecture", ARCHITECTURES),
+        "layout": ("layout", LAYOUTS),
+        "builder": ("builder", BUILDERS),
+    }
+    return [
+        f"Unknown {label} {merged[key]!r}; choose one of {', '.join(allowed)}."
+        for key, (label, allowed) in choices.items()
+        if key in merged and merged[key] not in allowed
+    ]
 
 
 def _has_type(value: Any, kind: type) -> bool:

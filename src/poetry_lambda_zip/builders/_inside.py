@@ -1,6 +1,7 @@
 """Runs inside the build container with the image's Python: check it, then pip-install the job.
 
-Kept free of third-party imports and compatible with every Lambda Python (3.9+).
+Kept free of third-party imports and compatible with every Lambda Python (3.9+). The tree
+steps (``slim_tree``, ``compile_tree``, ``merge_trees``) are also what the local builder runs.
 """
 
 import filecmp
@@ -14,6 +15,7 @@ import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
+from typing import Optional
 
 WORK = "/tmp/lambda-zip"
 TARGET = os.path.join(WORK, "target")
@@ -80,24 +82,25 @@ def _install(job: dict[str, Any], environment: dict[str, str]) -> int:
         if code:
             return code
         targets.append(target)
-    code = _merge(targets)
-    if code:
-        return code
+    conflict = merge_trees(targets, TARGET)
+    if conflict:
+        print(f"lambda-zip: conflict {conflict} is installed twice, differently", flush=True)
+        return CONFLICT
     report: dict[str, Any] = {}
     if job["slim"]:
-        report["slim"] = _slim()
+        report["slim"] = slim_tree(TARGET, strip=shutil.which("strip"))
     if job["compile"]:
-        report["compile"] = _compile(job["compile"], job["includes"])
+        report["compile"] = compile_tree(TARGET, job["compile"], job["includes"])
     print("lambda-zip: report " + json.dumps(report), flush=True)
     return 0
 
 
-def _slim() -> dict[str, int]:
-    """Remove what never runs on Lambda; never a dist-info directory (importlib.metadata)."""
+def slim_tree(target: str, strip: Optional[str]) -> dict[str, int]:
+    """Remove what never runs on Lambda; never a dist-info directory (importlib.metadata).
+    ``strip`` is the strip program for the target's libraries, if there is one."""
     removed = saved = stripped = 0
-    strip = shutil.which("strip")
-    for directory, subdirectories, files in os.walk(TARGET, topdown=True):
-        relative = os.path.relpath(directory, TARGET)
+    for directory, subdirectories, files in os.walk(target, topdown=True):
+        relative = os.path.relpath(directory, target)
         depth = 0 if relative == "." else relative.count(os.sep) + 1
         for name in list(subdirectories):
             doomed = name == "__pycache__" or (name in ("tests", "test") and depth >= 1)
@@ -124,18 +127,18 @@ def _slim() -> dict[str, int]:
             "strip_available": int(bool(strip))}  # fmt: skip
 
 
-def _compile(settings: dict[str, Any], includes: list[str]) -> dict[str, int]:
+def compile_tree(target: str, settings: dict[str, Any], includes: list[str]) -> dict[str, int]:
     """PEP 552 unchecked-hash .pyc for this interpreter: valid whatever the mtimes after unzip,
     identical across builds. Tracebacks name the path the file has on Lambda."""
-    project_files = set(includes) | _project_files(settings["project"])
+    project_files = set(includes) | _project_files(target, settings["project"])
     jobs = []
-    for directory, subdirectories, files in os.walk(TARGET):
+    for directory, subdirectories, files in os.walk(target):
         subdirectories.sort()
         for name in sorted(files):
             if not name.endswith(".py"):
                 continue
             source = os.path.join(directory, name)
-            relative = os.path.relpath(source, TARGET).replace(os.sep, "/")
+            relative = os.path.relpath(source, target).replace(os.sep, "/")
             prefix = settings["project_prefix" if relative in project_files else "prefix"]
             jobs.append((source, f"{prefix}/{relative}"))
     with ProcessPoolExecutor() as pool:
@@ -158,35 +161,34 @@ def _compile_one(job: tuple[str, str]) -> bool:
     return True
 
 
-def _project_files(project: str) -> set[str]:
+def _project_files(target: str, project: str) -> set[str]:
     """Files of the project's own distribution, from its RECORD."""
     if not project:
         return set()
     wanted = re.sub(r"[-_.]+", "-", project).lower()
-    for name in os.listdir(TARGET):
+    for name in os.listdir(target):
         if name.endswith(".dist-info"):
             distribution = name[: -len(".dist-info")].rsplit("-", 1)[0]
             if re.sub(r"[-_.]+", "-", distribution).lower() == wanted:
-                with open(os.path.join(TARGET, name, "RECORD"), encoding="utf-8") as handle:
+                with open(os.path.join(target, name, "RECORD"), encoding="utf-8") as handle:
                     return {line.split(",", 1)[0] for line in handle if line.strip()}
     return set()
 
 
-def _merge(targets: list[str]) -> int:
-    """One tree from the per-source installs (pip --target skips directories that exist)."""
-    os.makedirs(TARGET)
-    for source in targets:
+def merge_trees(sources: list[str], target: str) -> Optional[str]:
+    """Copy the trees into one (pip --target skips directories that exist); return the first
+    path two trees hold with different content, or None."""
+    os.makedirs(target, exist_ok=True)
+    for source in sources:
         for directory, _, files in os.walk(source):
-            destination = os.path.join(TARGET, os.path.relpath(directory, source))
+            destination = os.path.join(target, os.path.relpath(directory, source))
             os.makedirs(destination, exist_ok=True)
             for name in files:
                 origin, final = os.path.join(directory, name), os.path.join(destination, name)
                 if os.path.lexists(final) and not filecmp.cmp(origin, final, shallow=False):
-                    relative = os.path.relpath(final, TARGET)
-                    print(f"lambda-zip: conflict {relative} is installed twice, differently")
-                    return CONFLICT
+                    return os.path.relpath(final, target)
                 shutil.copy2(origin, final, follow_symlinks=False)
-    return 0
+    return None
 
 
 def _combined_ca_bundle(extra: str) -> str:

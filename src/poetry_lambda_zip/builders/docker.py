@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.builders import Progress
     from poetry_lambda_zip.builders import VerifyJob
 
-__all__ = ["CONTAINER_LABEL", "DockerBuilder", "engine_location"]
+__all__ = ["CONTAINER_LABEL", "DockerBuilder", "engine_answers", "engine_location"]
 
 CONTAINER_LABEL = "io.github.poetry-lambda-zip.build"
 _WORK = "/tmp/lambda-zip"
@@ -76,6 +76,17 @@ def engine_location(environ: dict[str, str] | None = None) -> str:
     if environ.get("DOCKER_HOST"):
         return f"DOCKER_HOST={environ['DOCKER_HOST']}"
     return "unix:///var/run/docker.sock (DOCKER_HOST is not set)"
+
+
+def engine_answers() -> bool:
+    """Whether a Docker engine answers where the SDK looks (for --builder auto)."""
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except DockerException:
+        return False
+    client.close()
+    return True
 
 
 class DockerBuilder:

@@ -1,0 +1,183 @@
+"""The local builder: wheels chosen for the target, fetched through Poetry, no container."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from typing import TYPE_CHECKING
+
+import pytest
+import tomlkit
+
+from tests.docker_helpers import Build
+from tests.docker_helpers import distributions
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+ELF_MACHINE = {62: "x86_64", 183: "aarch64"}
+
+
+@pytest.fixture
+def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:9")
+
+
+def elf_machines(zip_path: Path) -> set[str]:
+    with zipfile.ZipFile(zip_path) as archive:
+        return {
+            ELF_MACHINE[int.from_bytes(archive.read(name)[18:20], "little")]
+            for name in archive.namelist()
+            if name.endswith(".so")
+        }
+
+
+@pytest.mark.usefixtures("no_engine")
+def test_auto_without_an_engine_builds_locally_and_says_why(
+    project: Callable[[str], Path],
+) -> None:
+    path = project("binary-wheel")
+    result = Build(path, "--runtime python3.11")
+    assert result.status == 0, result.error
+    assert "Builder: local (no Docker engine answers at DOCKER_HOST=tcp://127.0.0.1:9" in (
+        result.output
+    )
+    assert distributions(result.zip_path) == {
+        "annotated-types", "fast-api-handler", "orjson", "pydantic", "pydantic-core",
+        "typing-extensions", "typing-inspection",
+    }  # fmt: skip
+    with zipfile.ZipFile(result.zip_path) as archive:
+        # This Python is 3.11, as the runtime: the bytecode is compiled.
+        assert "pydantic/__pycache__/main.cpython-311.pyc" in archive.namelist()
+
+
+def test_arm64_without_emulation_gets_aarch64_libraries_and_no_foreign_bytecode(
+    project: Callable[[str], Path],
+) -> None:
+    path = project("binary-wheel")
+    result = Build(path, "--runtime python3.12 --arch arm64 --builder local")
+    assert result.status == 0, result.error
+    assert elf_machines(result.zip_path) == {"aarch64"}
+    assert "Not precompiling: this Python is 3.11, python3.12 needs 3.12 bytecode" in result.error
+    with zipfile.ZipFile(result.zip_path) as archive:
+        assert not [n for n in archive.namelist() if n.endswith(".pyc")]
+        assert any("cpython-312-aarch64-linux-gnu.so" in n for n in archive.namelist())
+
+
+def test_sdist_only_package_stops_the_local_builder_before_writing(
+    project: Callable[[str], Path],
+) -> None:
+    path = project("sdist-only")
+    result = Build(path, "--runtime python3.11 --builder local")
+    assert result.status == 2
+    assert "docopt 0.6.2: build from sdist docopt-0.6.2.tar.gz" in result.error
+    assert "--builder docker" in result.error
+    assert "newer runtime" in result.error
+    assert not (path / "dist").exists()
+
+
+@pytest.mark.usefixtures("no_engine")
+def test_auto_without_engine_and_without_wheels_names_both_problems(
+    project: Callable[[str], Path],
+) -> None:
+    path = project("sdist-only")
+    result = Build(path, "--runtime python3.11")
+    assert result.status == 4
+    assert "docopt 0.6.2" in result.error
+    assert "No Docker engine is reachable at DOCKER_HOST=tcp://127.0.0.1:9" in result.error
+    assert not (path / "dist").exists()
+
+
+def test_manylinux_2_28_only_wheel_on_python311_fails_before_writing(
+    project: Callable[[str], Path],
+) -> None:
+    path = project("private-index")
+    lock_path = path / "poetry.lock"
+    lock = tomlkit.parse(lock_path.read_text())
+    for package in lock["package"]:
+        if package["name"] == "tagged-build":
+            files = package["files"]
+            for entry in list(files):
+                if "manylinux_2_17" in entry["file"]:
+                    files.remove(entry)
+    lock_path.write_text(tomlkit.dumps(lock))
+    result = Build(path, "--runtime python3.11 --builder local")
+    assert result.status == 3
+    assert "tagged-build 1.0.0: poetry.lock lists no sha256-hashed wheel for this target" in (
+        result.error
+    )
+    assert not (path / "dist").exists()
+
+
+def test_a_downloaded_wheel_that_does_not_match_the_lock_is_refused(
+    project: Callable[[str], Path],
+) -> None:
+    path = project("pure-python")
+    lock_path = path / "poetry.lock"
+    lock = tomlkit.parse(lock_path.read_text())
+    for package in lock["package"]:
+        if package["name"] == "six":
+            for entry in package["files"]:
+                entry["hash"] = "sha256:" + "0" * 64
+    lock_path.write_text(tomlkit.dumps(lock))
+    result = Build(path, "--runtime python3.11 --builder local")
+    assert result.status == 5
+    assert "six-1.17.0-py2.py3-none-any.whl (six 1.17.0) does not match poetry.lock" in (
+        result.error
+    )
+    assert "expected sha256 " + "0" * 64 in result.error
+    assert not (path / "dist").exists()
+
+
+@pytest.mark.usefixtures("private_index", "credentials")
+def test_private_index_through_poetrys_credentials(project: Callable[[str], Path]) -> None:
+    path = project("private-index")
+    result = Build(path, "--runtime python3.11 --builder local")
+    assert result.status == 0, result.error
+    assert distributions(result.zip_path) == {
+        "internal-service", "private-greeting", "six", "tagged-build",
+    }  # fmt: skip
+    with zipfile.ZipFile(result.zip_path) as archive:
+        built_for = archive.read("tagged_build/__init__.py").decode()
+    assert built_for == 'BUILT_FOR = "manylinux_2_17_x86_64"\n'
+
+
+@pytest.mark.docker
+def test_local_and_docker_builders_write_the_same_bytes(
+    project: Callable[[str], Path], build: Callable[..., Build], invoke: Callable[..., object]
+) -> None:
+    path = project("binary-wheel")
+    docker = build(path, "--builder docker --no-compile -o docker.zip")
+    local = build(path, "--builder local --no-compile -o local.zip")
+    assert docker.status == local.status == 0, docker.error + local.error
+    assert local.sha256 == docker.sha256
+    assert (path / "local.zip").read_bytes() == (path / "docker.zip").read_bytes()
+    compiled = build(path, "--builder local -o compiled.zip")
+    assert compiled.status == 0, compiled.error
+    event = {"item": "a", "quantity": 5}
+    answer = invoke(path / "compiled.zip", "fast_api_handler.app.handler", event)
+    assert answer == {"item": "a", "total": 15}
+
+
+def test_wheel_data_directories_land_where_pip_puts_them(tmp_path: Path) -> None:
+    from poetry_lambda_zip.builders.local import install_wheel
+
+    wheel = tmp_path / "demo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("demo/__init__.py", "")
+        archive.writestr("demo-1.0.data/scripts/run", "#!python\nprint('hi')\n")
+        archive.writestr("demo-1.0.data/purelib/extra.py", "X = 1\n")
+        archive.writestr("demo-1.0.data/data/share/demo.txt", "data\n")
+        archive.writestr("demo-1.0.dist-info/RECORD", "demo-1.0.data/purelib/extra.py,,\n")
+    install_wheel(wheel, tmp_path / "target", "3.12")
+    target = tmp_path / "target"
+    assert (target / "bin" / "run").read_text() == "#!/var/lang/bin/python3\nprint('hi')\n"
+    assert (target / "extra.py").is_file()
+    assert (target / "share" / "demo.txt").is_file()
+    assert (target / "demo-1.0.dist-info" / "RECORD").read_text() == "extra.py,,\n"
+    with zipfile.ZipFile(wheel, "a") as archive:
+        archive.writestr("../escape.py", "")
+    shutil.rmtree(target)
+    with pytest.raises(Exception, match="outside the package"):
+        install_wheel(wheel, target, "3.12")
