@@ -113,7 +113,7 @@ class LocalBuilder:
             assert origin.url is not None
             path = Path(origin.url)
         else:
-            path = self._download(requirement)
+            path = self._known(artifact.sha256, artifact.filename) or self._download(requirement)
         found = _sha256(path)
         if found != artifact.sha256:
             raise BuildFailedError(
@@ -122,6 +122,8 @@ class LocalBuilder:
                 "Do not deploy this. If the index legitimately changed the file, run"
                 " `poetry lock` and review the change.",
             )
+        if origin.type != "file":
+            self._remember(found, artifact.filename, path)
         return path
 
     def _download(self, requirement: Requirement) -> Path:
@@ -166,6 +168,22 @@ class LocalBuilder:
         final = directory / artifact.filename
         os.replace(partial, final)
         return final
+
+    def _index(self) -> Path:
+        return Path(self._poetry.config.artifacts_cache_directory).parent / "lambda-zip-by-hash"
+
+    def _known(self, sha256: str, filename: str) -> Path | None:
+        """A file fetched before with this sha256 (the lock pins it, so no index is asked)."""
+        link = self._index() / sha256[:2] / f"{sha256}-{filename}"
+        return link.resolve() if link.exists() else None
+
+    def _remember(self, sha256: str, filename: str, path: Path) -> None:
+        link = self._index() / sha256[:2] / f"{sha256}-{filename}"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        partial = link.with_name(f".{link.name}.{os.getpid()}")
+        partial.unlink(missing_ok=True)
+        partial.symlink_to(path)
+        os.replace(partial, link)
 
     def _repository(self, source_name: str | None, url: str | None) -> HTTPRepository:
         """The configured source (with its credentials), or PyPI through its simple API."""
