@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 from typing import Optional
@@ -21,9 +22,26 @@ WORK = "/tmp/lambda-zip"
 TARGET = os.path.join(WORK, "target")
 PYTHON_MISMATCH = 86
 CONFLICT = 87
+EXIT_MARK = "lambda-zip: exit "
+#: How long a finished build waits for the host to fetch its result before it goes away.
+COLLECT_TIMEOUT = 300
 
 
 def main() -> int:
+    """Build, say how it ended, then wait for the host to collect the result.
+
+    The container runs with auto-remove: it disappears when this process ends, whether the
+    host collected the result (and killed it), or went away (the wait times out).
+    """
+    code = _build()
+    print(f"{EXIT_MARK}{code}", flush=True)
+    deadline = time.monotonic() + COLLECT_TIMEOUT
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+    return code
+
+
+def _build() -> int:
     with open(os.path.join(WORK, "job.json"), encoding="utf-8") as handle:
         job = json.load(handle)
     # Proxy URLs and index credentials may be secrets: nothing of them stays on disk.

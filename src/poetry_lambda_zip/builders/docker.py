@@ -7,6 +7,7 @@ files (CI job containers sharing docker.sock, remote ``DOCKER_HOST``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -52,6 +53,7 @@ _WORK = "/tmp/lambda-zip"
 _PYTHON = "/var/lang/bin/python3"
 _PYTHON_MISMATCH = 86
 _REPORT = "lambda-zip: report "
+_EXIT = "lambda-zip: exit "
 _VERIFIED = "lambda-zip: verify "
 _VERIFY_SCRIPT = f"""
 import importlib, json, sys, time, traceback
@@ -98,7 +100,12 @@ class DockerBuilder:
         self._connect = connect
 
     def install(self, job: InstallJob, workdir: Path, progress: Progress) -> InstallResult:
-        client = self._client()
+        with contextlib.closing(self._client()) as client:
+            return self._install(client, job, workdir, progress)
+
+    def _install(
+        self, client: docker.DockerClient, job: InstallJob, workdir: Path, progress: Progress
+    ) -> InstallResult:
         started = time.monotonic()
         image = self._image(client, job, progress)
         progress.phase("image", time.monotonic() - started, f"{job.image} ({image.short_id})")
@@ -109,9 +116,13 @@ class DockerBuilder:
             with _inputs(job, workdir / "inputs.tar").open("rb") as inputs:
                 container.put_archive("/tmp", inputs)
             container.start()
-            tail, report = _follow(container, progress)
-            status = container.wait()
-            exit_code = int(status.get("StatusCode", -1))
+            tail, report, exit_code = _follow(container, progress)
+            if exit_code is None:
+                raise BuildFailedError(
+                    "The build container ended without a result. Its last lines:\n"
+                    + "\n".join(f"  {line}" for line in tail),
+                    "Check `docker info` and the engine's free space, then build again.",
+                )
             if exit_code == _PYTHON_MISMATCH:
                 found = next((t.split()[2] for t in tail if "python-mismatch" in t), "another")
                 raise ImageError(
@@ -142,7 +153,10 @@ class DockerBuilder:
         return InstallResult(tree, report)
 
     def verify(self, check: VerifyJob, progress: Progress) -> float:
-        client = self._client()
+        with contextlib.closing(self._client()) as client:
+            return self._verify(client, check, progress)
+
+    def _verify(self, client: docker.DockerClient, check: VerifyJob, progress: Progress) -> float:
         started = time.monotonic()
         try:
             container = client.containers.create(
@@ -165,7 +179,7 @@ class DockerBuilder:
             if check.layer_zip is not None:
                 container.put_archive("/opt", _read_only_tar(check.layer_zip))
             container.start()
-            tail, _ = _follow(container, progress)
+            tail, _, _ = _follow(container, progress)
             container.wait()
         except APIError as e:
             raise BuildFailedError(f"The Docker engine failed while verifying: {e}") from e
@@ -246,6 +260,9 @@ class DockerBuilder:
                 platform=job.target.docker_platform,
                 environment={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
                 working_dir="/tmp",
+                # Gone as soon as its process ends: after we collect the result, or on its
+                # own if this process or the engine connection dies first.
+                auto_remove=True,
                 **network,
             )
         except APIError as e:
@@ -394,18 +411,29 @@ def _read_only_tar(zip_path: Path) -> bytes:
 
 def _follow(
     container: Container, progress: Progress
-) -> tuple[deque[str], dict[str, dict[str, int]]]:
-    """Relay the container's output line by line; keep the tail for error messages and the
-    script's closing report."""
+) -> tuple[deque[str], dict[str, dict[str, int]], int | None]:
+    """Relay the container's output line by line until the script says how it ended; keep
+    the tail for error messages, the closing report and the exit code (None if the output
+    ended without one)."""
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
     report: dict[str, dict[str, int]] = {}
-    for line in _lines(container.logs(stream=True, follow=True)):
-        if line.startswith(_REPORT):
-            report = json.loads(line.removeprefix(_REPORT))
-            continue
-        tail.append(line)
-        progress.installer_output(line)
-    return tail, report
+    stream = container.logs(stream=True, follow=True)
+    try:
+        for line in _lines(stream):
+            if line.startswith(_EXIT):
+                return tail, report, int(line.removeprefix(_EXIT))
+            if line.startswith(_REPORT):
+                report = json.loads(line.removeprefix(_REPORT))
+                continue
+            tail.append(line)
+            progress.installer_output(line)
+    finally:
+        stream.close()
+        # The SDK shuts the socket down but leaves the response holding it open.
+        response = getattr(stream, "_response", None)
+        if response is not None:
+            response.close()
+    return tail, report, None
 
 
 def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
@@ -424,6 +452,12 @@ def _remove(container: Container, progress: Progress) -> None:
         container.remove(force=True)
     except NotFound:
         pass
+    except APIError as e:
+        if e.status_code != 409:  # 409: the engine is already removing it (auto-remove)
+            progress.warning(
+                f"Could not remove the build container {container.name}: {e.explanation}."
+                f" Remove it with: docker rm -f {container.name}"
+            )
     except DockerException as e:
         # The engine went away mid-build: say what is left; the build's own error comes next.
         progress.warning(
