@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def timed(command: list[str], cwd: Path, environment: dict[str, str]) -> float:
     started = time.perf_counter()
-    result = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True)
+    result = subprocess.run(
+        command, check=False, cwd=cwd, env=environment, capture_output=True, text=True
+    )
     if result.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")
     return time.perf_counter() - started
@@ -71,8 +73,8 @@ def main() -> None:
         )
         for label, command, environment in pipelines:
             cold = timed(command, work, environment)
-            warm = [timed(command, work, environment) for _ in range(arguments.runs)]
-            rows.append((label, cold, statistics.median(warm)))
+            warm_runs = [timed(command, work, environment) for _ in range(arguments.runs)]
+            rows.append((label, cold, statistics.median(warm_runs)))
         sizes = {name: (work / name).stat().st_size for name in ("ours.zip", "uv.zip")}
     print(f"fixtures/{arguments.fixture}: {len(plan['distributions'])} locked distributions,"
           f" python3.11 x86_64, no bytecode; warm = median of {arguments.runs}")  # fmt: skip

@@ -76,15 +76,19 @@ def run_command() -> Callable[[Path, str], CommandTester]:
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> docker.DockerClient:
+def docker_client() -> Iterator[docker.DockerClient]:
     import docker
 
+    client = None
     try:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as e:
+        if client is not None:
+            client.close()
         unavailable(f"no Docker engine answers: {e}")
-    return client
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

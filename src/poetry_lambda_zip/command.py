@@ -13,10 +13,12 @@ from cleo.formatters.formatter import Formatter
 from cleo.helpers import option
 from cleo.io.outputs.output import Type as OutputType
 from poetry.console.commands.command import Command
+from poetry.core.pyproject.exceptions import PyProjectError
 from poetry.factory import Factory
 
 from poetry_lambda_zip.core import build
 from poetry_lambda_zip.core import plan
+from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import LambdaZipError
 from poetry_lambda_zip.report import plan_json
 from poetry_lambda_zip.report import plan_lines
@@ -123,15 +125,15 @@ the command line wins. Example:
 """
 
     def handle(self) -> int:
-        poetry = self._project_poetry()
-        project_dir = poetry.pyproject_path.parent
-        config = poetry.pyproject.data.get("tool", {}).get(CONFIG_TABLE, {})
         options = _given_options({key: self.option(key) for key in CONFIG_KEYS if key != "compile"})
         if self.option("no-compile"):
             options["compile"] = False
         as_json = bool(self.option("json"))
         progress = ConsoleProgress(self.io, stdout_is_data=as_json)
         try:
+            poetry = self._project_poetry()
+            project_dir = poetry.pyproject_path.parent
+            config = poetry.pyproject.data.get("tool", {}).get(CONFIG_TABLE, {})
             request = BuildRequest.from_settings(project_dir, options, config)
             if self.option("dry-run"):
                 decided = plan(request, poetry, progress)
@@ -153,12 +155,21 @@ the command line wins. Example:
         return 0
 
     def _project_poetry(self) -> Poetry:
-        if self.poetry.pyproject_path.is_absolute():
-            return self.poetry
-        # `poetry -C relative/dir` runs commands from inside relative/dir while the Poetry
-        # object keeps paths relative to where poetry was started (Poetry 2.5's own `build`
-        # fails the same way). Load the project again from here, with absolute paths.
-        return Factory().create_poetry(Path.cwd(), io=self.io)
+        try:
+            poetry = self.poetry
+            if poetry.pyproject_path.is_absolute():
+                return poetry
+            # `poetry -C relative/dir` runs commands from inside relative/dir while the Poetry
+            # object keeps paths relative to where poetry was started (Poetry 2.5's own
+            # `build` fails the same way). Load the project again from here, absolutely.
+            return Factory().create_poetry(Path.cwd(), io=self.io)
+        except (RuntimeError, PyProjectError) as e:
+            # Poetry's words for a missing or invalid pyproject.toml, without its traceback.
+            raise ConfigError(
+                f"This is not a Poetry project Poetry can load: {e}",
+                "Run the command in the project's directory (or pass -C DIR); its"
+                " pyproject.toml needs [project] or [tool.poetry] with a name and version.",
+            ) from e
 
     def _show_error(self, error: LambdaZipError) -> None:
         self.line_error(f"<error>{Formatter.escape(error.message)}</error>")

@@ -27,6 +27,7 @@ from docker.errors import APIError
 from docker.errors import DockerException
 from docker.errors import ImageNotFound
 from docker.errors import NotFound
+from requests.exceptions import RequestException
 
 from poetry_lambda_zip.builders import TREE_PREFIX
 from poetry_lambda_zip.builders import InstallResult
@@ -83,11 +84,10 @@ def engine_location(environ: dict[str, str] | None = None) -> str:
 def engine_answers() -> bool:
     """Whether a Docker engine answers where the SDK looks (for --builder auto)."""
     try:
-        client = docker.from_env(timeout=10)
-        client.ping()
+        with contextlib.closing(docker.from_env(timeout=10)) as client:
+            client.ping()
     except DockerException:
         return False
-    client.close()
     return True
 
 
@@ -146,6 +146,12 @@ class DockerBuilder:
             raise BuildFailedError(
                 f"The Docker engine failed during the build: {e.explanation or e}",
                 "Check `docker info`; if the engine restarted, run the build again.",
+            ) from e
+        except (DockerException, RequestException) as e:
+            raise DockerUnavailableError(
+                f"Lost the Docker engine at {engine_location()} during the build: {e}",
+                "Check that the engine is running (`docker info`), then build again. The build"
+                " container removes itself when the engine is back.",
             ) from e
         finally:
             _remove(container, progress)
@@ -450,8 +456,8 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
 def _remove(container: Container, progress: Progress) -> None:
     try:
         container.remove(force=True)
-    except NotFound:
-        pass
+    except (NotFound, RequestException):
+        pass  # already gone, or the engine is: it auto-removes the container when back
     except APIError as e:
         if e.status_code != 409:  # 409: the engine is already removing it (auto-remove)
             progress.warning(
