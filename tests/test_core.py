@@ -69,6 +69,9 @@ class FakeBuilder:
     def verify(self, check: VerifyJob, progress: Progress) -> float:
         raise AssertionError("not asked for")
 
+    def identity(self, job: InstallJob, progress: Progress) -> str:
+        return "fake"
+
 
 def distribution(name: str, files: dict[str, bytes]) -> dict[str, bytes]:
     """A distribution's files plus its dist-info, RECORD listing them all."""

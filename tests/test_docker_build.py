@@ -325,3 +325,26 @@ def test_proxy_settings_reach_the_installer_but_never_the_output(
     assert inspected, "the build container was never seen running"
     assert not [attrs for attrs in inspected if secret in attrs]
     assert leftover_containers(docker_client) == []
+
+
+def test_noop_rebuild_starts_no_container_and_downloads_are_kept_per_target(
+    project: Callable[[str], Path], build: Callable[..., Build], docker_client: docker.DockerClient
+) -> None:
+    path = project("pure-python")
+    first = build(path, "--builder docker")
+    assert first.status == 0, first.error
+    volumes = [
+        v.name
+        for v in docker_client.volumes.list()
+        if v.name.startswith("poetry-lambda-zip-cache-python3.11-x86_64-")
+    ]
+    assert len(volumes) == 1  # keyed by runtime, arch and image: nothing mixes
+    again = build(path, "--builder docker")
+    assert again.status == 0, again.error
+    assert "Up to date" in again.output
+    assert "install" not in again.output
+    assert again.sha256 == first.sha256
+    forced = build(path, "--builder docker --force --no-cache")
+    assert forced.status == 0, forced.error
+    assert "install" in forced.output
+    assert forced.sha256 == first.sha256

@@ -31,6 +31,7 @@ __all__ = [
     "Entry",
     "entries_from_files",
     "entries_from_tar",
+    "existing_stats",
     "timestamp_from_environment",
     "write_zip_atomically",
     "write_zips_atomically",
@@ -132,6 +133,7 @@ def write_zips_atomically(
     outputs: Sequence[tuple[Path, Iterable[Entry]]],
     timestamp: int,
     check: Callable[[list[ArchiveStats]], None] | None = None,
+    comment: bytes = b"",
 ) -> list[ArchiveStats]:
     """Write every zip to a temporary file next to its output, run ``check`` on all of them,
     then move them into place.
@@ -151,7 +153,7 @@ def write_zips_atomically(
         for output, ordered in planned:
             temporary = _temporary_next_to(output)
             temporaries.append(temporary)
-            written.append(_write_one(ordered, output, temporary, timestamp))
+            written.append(_write_one(ordered, output, temporary, timestamp, comment))
         if check is not None:
             check(written)
         for temporary, (output, _) in zip(temporaries, planned):
@@ -168,6 +170,20 @@ def write_zips_atomically(
     return written
 
 
+def existing_stats(path: Path) -> ArchiveStats:
+    """What an already written zip holds (for an up-to-date build)."""
+    with zipfile.ZipFile(path) as archive:
+        infos = [info for info in archive.infolist() if not info.is_dir()]
+    return ArchiveStats(
+        path=path,
+        sha256=_sha256(path),
+        zipped_size=path.stat().st_size,
+        unzipped_size=sum(info.file_size for info in infos),
+        files=len(infos),
+        distributions=sum(1 for info in infos if _METADATA.match(info.filename)),
+    )
+
+
 def _temporary_next_to(output: Path) -> Path:
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -182,9 +198,11 @@ def _temporary_next_to(output: Path) -> Path:
     return Path(name)
 
 
-def _write_one(ordered: list[Entry], output: Path, temporary: Path, timestamp: int) -> ArchiveStats:
+def _write_one(
+    ordered: list[Entry], output: Path, temporary: Path, timestamp: int, comment: bytes
+) -> ArchiveStats:
     with temporary.open("wb") as handle:
-        unzipped = _write_zip(ordered, handle, timestamp)
+        unzipped = _write_zip(ordered, handle, timestamp, comment)
         handle.flush()
         os.fsync(handle.fileno())
     return ArchiveStats(
@@ -197,10 +215,11 @@ def _write_one(ordered: list[Entry], output: Path, temporary: Path, timestamp: i
     )
 
 
-def _write_zip(entries: list[Entry], handle: IO[bytes], timestamp: int) -> int:
+def _write_zip(entries: list[Entry], handle: IO[bytes], timestamp: int, comment: bytes) -> int:
     date_time = time.gmtime(timestamp)[:6]
     unzipped = 0
     with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.comment = comment
         for entry in entries:
             info = zipfile.ZipInfo(entry.name, date_time=date_time)
             info.compress_type = zipfile.ZIP_DEFLATED

@@ -106,6 +106,7 @@ class LambdaZipCommand(Command):
             "auto (default), docker or local (no container; wheels only).",
             flag=False,
         ),
+        option("force", None, "Rebuild even if the output is up to date."),
         option(
             "dry-run", None, "Print the plan (target, distributions, artifacts); build nothing."
         ),
@@ -125,7 +126,9 @@ the command line wins. Example:
 """
 
     def handle(self) -> int:
-        options = _given_options({key: self.option(key) for key in CONFIG_KEYS if key != "compile"})
+        # --no-cache is Poetry's own global option; it means the same here.
+        names = [key for key in CONFIG_KEYS if key != "compile"] + ["force", "no-cache"]
+        options = _given_options({key: self.option(key) for key in names})
         if self.option("no-compile"):
             options["compile"] = False
         as_json = bool(self.option("json"))
@@ -188,6 +191,9 @@ the command line wins. Example:
         self.io.write_line(json.dumps(document, indent=2), type=OutputType.RAW)
 
     def _show_result(self, result: BuildResult) -> None:
+        if result.up_to_date:
+            self.line("<info>Up to date</info>: the output was built from the same inputs"
+                      " (--force rebuilds).")  # fmt: skip
         for archive in result.archives:
             # Absolute: with -C, Poetry runs us from the project, not from where the user is.
             self.line(f"Built <info>{archive.path.resolve()}</info>")

@@ -18,6 +18,7 @@ from packaging.utils import canonicalize_name
 
 from poetry_lambda_zip.archive import entries_from_files
 from poetry_lambda_zip.archive import entries_from_tar
+from poetry_lambda_zip.archive import existing_stats
 from poetry_lambda_zip.archive import timestamp_from_environment
 from poetry_lambda_zip.archive import write_zips_atomically
 from poetry_lambda_zip.builders import TREE_PREFIX
@@ -28,6 +29,9 @@ from poetry_lambda_zip.errors import BuildInterrupted
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import DockerUnavailableError
 from poetry_lambda_zip.errors import OutputError
+from poetry_lambda_zip.fingerprint import comment
+from poetry_lambda_zip.fingerprint import fingerprint
+from poetry_lambda_zip.fingerprint import recorded
 from poetry_lambda_zip.layout import apply_excludes
 from poetry_lambda_zip.layout import distribution_sizes
 from poetry_lambda_zip.layout import layer_output
@@ -110,6 +114,8 @@ class BuildResult:
     report: dict[str, dict[str, int]]
     #: How long importing the handler took from a read-only /var/task (--verify).
     import_seconds: float | None = None
+    #: The outputs already carried this build's fingerprint: nothing was rebuilt.
+    up_to_date: bool = False
 
 
 def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan:
@@ -202,7 +208,27 @@ def build(
             ),
             slim=request.slim,
             compile=_compile_settings(decided, poetry) if request.compile else None,
+            cache=request.cache,
         )
+        timestamp = timestamp_from_environment()
+        options = {"layout": request.layout, "exclude": sorted(request.exclude)}
+        # Unpacked wheels without bytecode or stripping are the same bytes from any builder
+        # and image (a test holds the builders to that); anything compiled, built or stripped
+        # depends on the toolchain that did it.
+        toolchain_free = not (job.compile or job.slim or job.trees) and not any(
+            r.artifact.built_in_image for r in requirements
+        )
+        identity = "wheels only" if toolchain_free else builder.identity(job, progress)
+        current = fingerprint(job, identity, options, timestamp)
+        if not request.force and recorded(decided.outputs) == current:
+            return BuildResult(
+                plan=decided,
+                archives=tuple(existing_stats(path) for path in decided.outputs),
+                builder=builder.name,
+                sizes={},
+                report={},
+                up_to_date=True,
+            )
         installed = builder.install(job, workdir, progress)
         _report_extras(installed.report, request, progress)
 
@@ -219,8 +245,9 @@ def build(
             outputs = outputs_for_layout(decided.layout, decided.output, entries, project_files)
             written = write_zips_atomically(
                 outputs,
-                timestamp_from_environment(),
+                timestamp,
                 check=lambda stats: _check_size(stats, sizes, progress),
+                comment=comment(current),
             )
         files = sum(stats.files for stats in written)
         progress.phase("package", time.monotonic() - started, f"{files} files")

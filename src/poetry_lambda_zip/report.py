@@ -113,6 +113,7 @@ def result_json(result: BuildResult) -> dict[str, Any]:
             }
             for kind, archive in zip(_KINDS[result.plan.layout], result.archives)
         ],
+        "up_to_date": result.up_to_date,
         "import_seconds": result.import_seconds,
         "slim": result.report.get("slim"),
         "compile": result.report.get("compile"),

@@ -77,6 +77,10 @@ class BuildRequest:
     verify: bool = False
     #: auto: Docker when an engine answers, else local when every package has a wheel.
     builder: str = "auto"
+    #: Rebuild even when the outputs carry this build's fingerprint.
+    force: bool = False
+    #: Reuse downloads across builds.
+    cache: bool = True
     #: Problems that do not stop the build (e.g. an unknown config key).
     warnings: tuple[str, ...] = ()
 
@@ -154,6 +158,8 @@ class BuildRequest:
             handler=handler,
             verify=verify,
             builder=builder,
+            force=bool(options.get("force", False)),
+            cache=not options.get("no-cache", False),
             warnings=tuple(warnings),
         )
 

@@ -51,6 +51,8 @@ class InstallJob:
     includes: tuple[tuple[str, Path], ...] = ()
     slim: bool = False
     compile: CompileSettings | None = None
+    #: Reuse downloads across builds (a Docker volume / Poetry's artifact cache).
+    cache: bool = True
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,10 @@ class Builder(Protocol):
 
     def verify(self, check: VerifyJob, progress: Progress) -> float:
         """Import the handler from the built zips as Lambda would; return the import time."""
+        ...
+
+    def identity(self, job: InstallJob, progress: Progress) -> str:
+        """What, besides the job, decides the output: e.g. the image's id."""
         ...
 
 

@@ -54,6 +54,10 @@ def _build() -> int:
 
     environment = dict(os.environ)
     environment.update(job["proxies"])
+    if job["cache_dir"]:
+        environment["PIP_CACHE_DIR"] = job["cache_dir"]
+    else:
+        environment["PIP_NO_CACHE_DIR"] = "1"
     if job["ca_bundle"]:
         # Through the environment, so that the pip building an sdist's build dependencies
         # (a subprocess that gets none of our options) trusts the same certificates.

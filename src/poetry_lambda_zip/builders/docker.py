@@ -71,6 +71,7 @@ print({_VERIFIED!r} + json.dumps({{"ok": True, "seconds": time.perf_counter() - 
 _TAIL_LINES = 40
 _DOCKER_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
 _NETWORK_MODES = ("host", "bridge", "none")
+_CACHE = "/tmp/lambda-zip-cache"
 
 
 def engine_location(environ: dict[str, str] | None = None) -> str:
@@ -111,7 +112,7 @@ class DockerBuilder:
         progress.phase("image", time.monotonic() - started, f"{job.image} ({image.short_id})")
 
         started = time.monotonic()
-        container = self._create(client, job)
+        container = self._create(client, job, image)
         try:
             with _inputs(job, workdir / "inputs.tar").open("rb") as inputs:
                 container.put_archive("/tmp", inputs)
@@ -157,6 +158,10 @@ class DockerBuilder:
             _remove(container, progress)
         progress.phase("install", time.monotonic() - started, f"pip in {job.target.runtime}")
         return InstallResult(tree, report)
+
+    def identity(self, job: InstallJob, progress: Progress) -> str:
+        with contextlib.closing(self._client()) as client:
+            return f"docker {self._image(client, job, progress).id}"
 
     def verify(self, check: VerifyJob, progress: Progress) -> float:
         with contextlib.closing(self._client()) as client:
@@ -250,8 +255,14 @@ class DockerBuilder:
             )
         return image
 
-    def _create(self, client: docker.DockerClient, job: InstallJob) -> Container:
-        network: dict[str, str] = {}
+    def _create(self, client: docker.DockerClient, job: InstallJob, image: Image) -> Container:
+        network: dict[str, Any] = {}
+        if job.cache:
+            # Downloads and wheels built from sdists, kept per runtime, arch and image so that
+            # nothing built for one is ever installed for another.
+            volume = f"poetry-lambda-zip-cache-{job.target.runtime}-{job.target.arch}-"
+            volume += image.id.removeprefix("sha256:")[:12]
+            network["volumes"] = {volume: {"bind": _CACHE, "mode": "rw"}}
         if job.docker_network in _NETWORK_MODES:
             network["network_mode"] = job.docker_network
         elif job.docker_network:
@@ -287,6 +298,7 @@ def _inputs(job: InstallJob, destination: Path) -> Path:
         "installs": installs,
         "trees": [f"src/{tree.relative}" for tree in job.trees],
         "default_index": job.default_index,
+        "cache_dir": _CACHE if job.cache else None,
         "includes": [name for name, _ in job.includes],
         "slim": job.slim,
         "compile": None

@@ -54,12 +54,16 @@ class LocalBuilder:
     def __init__(self, poetry: Poetry) -> None:
         self._poetry = poetry
         self._repositories: dict[str, HTTPRepository] = {}
+        self._cache = True
+        self._scratch: Path | None = None
 
     def install(self, job: InstallJob, workdir: Path, progress: Progress) -> InstallResult:
         missing = not_installable_locally(job.requirements)
         if missing:
             raise no_wheel_error(missing, job.target.runtime)
         started = time.monotonic()
+        self._cache = job.cache
+        self._scratch = workdir / "downloads"
         with ThreadPoolExecutor(_DOWNLOADS) as pool:
             wheels = list(pool.map(self._fetch, job.requirements))
         progress.phase("fetch", time.monotonic() - started, f"{len(wheels)} wheels")
@@ -100,6 +104,10 @@ class LocalBuilder:
         progress.phase("install", time.monotonic() - started, f"unpacked for {job.target.runtime}")
         return InstallResult(target, report)
 
+    def identity(self, job: InstallJob, progress: Progress) -> str:
+        # Bytecode is compiled by this interpreter when its version is the runtime's.
+        return f"local {sys.version.split()[0]}" if job.compile else "local"
+
     def verify(self, check: VerifyJob, progress: Progress) -> float:
         from poetry_lambda_zip.builders.docker import DockerBuilder
 
@@ -122,7 +130,7 @@ class LocalBuilder:
                 "Do not deploy this. If the index legitimately changed the file, run"
                 " `poetry lock` and review the change.",
             )
-        if origin.type != "file":
+        if origin.type != "file" and self._cache:
             self._remember(found, artifact.filename, path)
         return path
 
@@ -152,10 +160,14 @@ class LocalBuilder:
                 )
             link, session = found, repository.session
         cache = ArtifactCache(cache_dir=self._poetry.config.artifacts_cache_directory)
-        cached = cache.get_cached_archive_for_link(link, strict=True)
-        if cached is not None:
-            return cached
-        directory = cache.get_cache_directory_for_link(link)
+        if self._cache:
+            cached = cache.get_cached_archive_for_link(link, strict=True)
+            if cached is not None:
+                return cached
+            directory = cache.get_cache_directory_for_link(link)
+        else:
+            assert self._scratch is not None
+            directory = self._scratch / artifact.sha256  # type: ignore[operator]
         directory.mkdir(parents=True, exist_ok=True)
         partial = directory / f".{artifact.filename}.{os.getpid()}.part"
         try:
@@ -175,7 +187,7 @@ class LocalBuilder:
     def _known(self, sha256: str, filename: str) -> Path | None:
         """A file fetched before with this sha256 (the lock pins it, so no index is asked)."""
         link = self._index() / sha256[:2] / f"{sha256}-{filename}"
-        return link.resolve() if link.exists() else None
+        return link.resolve() if self._cache and link.exists() else None
 
     def _remember(self, sha256: str, filename: str, path: Path) -> None:
         link = self._index() / sha256[:2] / f"{sha256}-{filename}"

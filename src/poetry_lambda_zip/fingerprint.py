@@ -1,0 +1,108 @@
+"""The content fingerprint that decides whether a rebuild is needed (pure but for file reads).
+
+It covers everything that decides the bytes of the zip(s): the selected locked artifacts, the
+options, the target, the builder and image identity, the project's own files (through its
+reproducible wheel), include files, path-dependency trees, SOURCE_DATE_EPOCH and this plugin's
+version. Contents are hashed, never mtimes: touching a file changes nothing. Credentials and
+network settings are not part of it; they do not change the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import zipfile
+from typing import TYPE_CHECKING
+from typing import Any
+
+from poetry_lambda_zip import __version__
+from poetry_lambda_zip.sources import IGNORED_IN_TREES
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from poetry_lambda_zip.builders import InstallJob
+
+__all__ = ["COMMENT_PREFIX", "comment", "fingerprint", "recorded"]
+
+COMMENT_PREFIX = "poetry-lambda-zip fingerprint sha256:"
+_COMMENT = re.compile(re.escape(COMMENT_PREFIX) + r"([0-9a-f]{64})")
+
+
+def fingerprint(
+    job: InstallJob, builder_identity: str, options: dict[str, Any], timestamp: int
+) -> str:
+    """A sha256 over everything that decides the output's bytes."""
+    document = {
+        "plugin": __version__,
+        "builder": builder_identity,
+        "target": [job.target.runtime, job.target.arch],
+        "options": options,
+        "timestamp": timestamp,
+        "requirements": [
+            [
+                r.name,
+                r.version,
+                r.artifact.kind,
+                r.artifact.filename,
+                r.artifact.sha256,
+                r.origin.type,
+                r.origin.url,
+                r.origin.reference,
+                r.origin.subdirectory,
+            ]
+            for r in job.requirements
+        ],
+        "project_wheel": _file_hash(job.project_wheel) if job.project_wheel else None,
+        "includes": [[name, _file_hash(path)] for name, path in job.includes],
+        "trees": [[tree.name, str(tree.relative), _tree_hash(tree.path)] for tree in job.trees],
+        "compile": None if job.compile is None else vars(job.compile),
+        "slim": job.slim,
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def comment(value: str) -> bytes:
+    return f"{COMMENT_PREFIX}{value}".encode()
+
+
+def recorded(outputs: Sequence[Path]) -> str | None:
+    """The fingerprint every output carries, if they all exist and agree; else None."""
+    found = set()
+    for output in outputs:
+        try:
+            with zipfile.ZipFile(output) as archive:
+                match = _COMMENT.fullmatch(archive.comment.decode("ascii", "replace"))
+        except (OSError, zipfile.BadZipFile):
+            return None
+        if match is None:
+            return None
+        found.add(match.group(1))
+    return found.pop() if len(found) == 1 else None
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _tree_hash(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in _tree_files(root):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(_file_hash(path).encode())
+    return digest.hexdigest()
+
+
+def _tree_files(root: Path) -> Iterable[Path]:
+    return sorted(
+        path
+        for path in root.rglob("*")
+        if path.is_file() and not IGNORED_IN_TREES.intersection(path.relative_to(root).parts)
+    )
