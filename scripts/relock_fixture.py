@@ -28,8 +28,8 @@ def relock(project: Path) -> None:
     pyproject = project / "pyproject.toml"
     original = pyproject.read_text()
     document = tomlkit.parse(original)
-    sources = document.setdefault("tool", {}).setdefault("poetry", {}).setdefault(
-        "source", tomlkit.aot()
+    sources = (
+        document.setdefault("tool", {}).setdefault("poetry", {}).setdefault("source", tomlkit.aot())
     )
     sources.append({"name": SOURCE_NAME, "url": PyPI.simple_url, "priority": "primary"})
     pyproject.write_text(tomlkit.dumps(document))

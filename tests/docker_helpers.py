@@ -7,6 +7,7 @@ from email.parser import Parser
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import tomlkit
 from cleo.io.outputs.output import Verbosity
 from cleo.testers.application_tester import ApplicationTester
 from packaging.utils import canonicalize_name
@@ -61,3 +62,26 @@ def distributions(zip_path: Path) -> set[str]:
 
 def leftover_containers(client: docker.DockerClient) -> list[str]:
     return [c.name for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL})]
+
+
+#: The distributions fixtures/binary-wheel puts into a function zip.
+BINARY_WHEEL_DISTRIBUTIONS = {
+    "annotated-types",
+    "fast-api-handler",
+    "orjson",
+    "pydantic",
+    "pydantic-core",
+    "typing-extensions",
+    "typing-inspection",
+}
+
+
+def break_lock_hashes(project: Path, package: str) -> None:
+    """Make every locked sha256 of ``package`` wrong, as a tampered download would look."""
+    lock_path = project / "poetry.lock"
+    lock = tomlkit.parse(lock_path.read_text())
+    for locked in lock["package"]:
+        if locked["name"] == package:
+            for entry in locked["files"]:
+                entry["hash"] = "sha256:" + "0" * 64
+    lock_path.write_text(tomlkit.dumps(lock))

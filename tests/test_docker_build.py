@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-import tomlkit
 from cleo.io.outputs.output import Verbosity
 from cleo.testers.application_tester import ApplicationTester
 from poetry.console.application import Application
@@ -25,7 +24,9 @@ from poetry.console.application import Application
 from poetry_lambda_zip.builders.docker import CONTAINER_LABEL
 from poetry_lambda_zip.network import CA_BUNDLE_VARIABLES
 from tests.conftest import FIXTURES
+from tests.docker_helpers import BINARY_WHEEL_DISTRIBUTIONS
 from tests.docker_helpers import Build
+from tests.docker_helpers import break_lock_hashes
 from tests.docker_helpers import distributions
 from tests.docker_helpers import leftover_containers
 
@@ -65,15 +66,7 @@ def test_binary_wheels_for_the_target_import_and_dev_group_stays_out(
     result = build(path, "-o out/function.zip --json")
     assert result.status == 0, result.error
     zip_path = path / "out" / "function.zip"
-    expected = {
-        "annotated-types",
-        "fast-api-handler",
-        "orjson",
-        "pydantic",
-        "pydantic-core",
-        "typing-extensions",
-        "typing-inspection",
-    }
+    expected = BINARY_WHEEL_DISTRIBUTIONS
     assert distributions(zip_path) == expected
     with zipfile.ZipFile(zip_path) as archive:
         compiled = [n for n in archive.namelist() if n.endswith(".so")]
@@ -216,13 +209,7 @@ def test_a_hash_that_does_not_match_fails_and_keeps_the_good_zip(
     zip_path = path / "dist" / "hello_pure-0.1.0-python3.11-x86_64.zip"
     good = zip_path.read_bytes()
 
-    lock_path = path / "poetry.lock"
-    lock = tomlkit.parse(lock_path.read_text())
-    for package in lock["package"]:
-        if package["name"] == "six":
-            for entry in package["files"]:
-                entry["hash"] = "sha256:" + "0" * 64
-    lock_path.write_text(tomlkit.dumps(lock))
+    break_lock_hashes(path, "six")
 
     result = build(path)
     assert result.status == 5

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.docker_helpers import BINARY_WHEEL_DISTRIBUTIONS
 from tests.docker_helpers import RUNNER
 from tests.docker_helpers import distributions
 
@@ -21,15 +22,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.docker
 
-EXPECTED = {
-    "annotated-types",
-    "fast-api-handler",
-    "orjson",
-    "pydantic",
-    "pydantic-core",
-    "typing-extensions",
-    "typing-inspection",
-}
+EXPECTED = BINARY_WHEEL_DISTRIBUTIONS
 PROBE = """
 import importlib.metadata, json
 found = importlib.metadata.distributions(path=["/var/task", "/opt/python"])

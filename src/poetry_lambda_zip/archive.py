@@ -32,6 +32,7 @@ __all__ = [
     "entries_from_files",
     "entries_from_tar",
     "existing_stats",
+    "file_sha256",
     "timestamp_from_environment",
     "write_zip_atomically",
     "write_zips_atomically",
@@ -176,7 +177,7 @@ def existing_stats(path: Path) -> ArchiveStats:
         infos = [info for info in archive.infolist() if not info.is_dir()]
     return ArchiveStats(
         path=path,
-        sha256=_sha256(path),
+        sha256=file_sha256(path),
         zipped_size=path.stat().st_size,
         unzipped_size=sum(info.file_size for info in infos),
         files=len(infos),
@@ -207,7 +208,7 @@ def _write_one(
         os.fsync(handle.fileno())
     return ArchiveStats(
         path=output,
-        sha256=_sha256(temporary),
+        sha256=file_sha256(temporary),
         zipped_size=temporary.stat().st_size,
         unzipped_size=unzipped,
         files=len(ordered),
@@ -285,7 +286,8 @@ def _open_binary(path: Path) -> IO[bytes]:
     return path.open("rb")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from poetry_lambda_zip import __version__
+from poetry_lambda_zip.archive import file_sha256
 from poetry_lambda_zip.sources import IGNORED_IN_TREES
 
 if TYPE_CHECKING:
@@ -56,8 +57,8 @@ def fingerprint(
             ]
             for r in job.requirements
         ],
-        "project_wheel": _file_hash(job.project_wheel) if job.project_wheel else None,
-        "includes": [[name, _file_hash(path)] for name, path in job.includes],
+        "project_wheel": file_sha256(job.project_wheel) if job.project_wheel else None,
+        "includes": [[name, file_sha256(path)] for name, path in job.includes],
         "trees": [[tree.name, str(tree.relative), _tree_hash(tree.path)] for tree in job.trees],
         "compile": None if job.compile is None else vars(job.compile),
         "slim": job.slim,
@@ -84,19 +85,11 @@ def recorded(outputs: Sequence[Path]) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _tree_hash(root: Path) -> str:
     digest = hashlib.sha256()
     for path in _tree_files(root):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(_file_hash(path).encode())
+        digest.update(file_sha256(path).encode())
     return digest.hexdigest()
 
 

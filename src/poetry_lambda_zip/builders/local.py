@@ -4,7 +4,6 @@ unpacked the way ``pip install --target`` lays it out."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from packaging.utils import parse_wheel_filename
 
+from poetry_lambda_zip.archive import file_sha256
 from poetry_lambda_zip.builders import InstallResult
 from poetry_lambda_zip.builders._inside import compile_tree
 from poetry_lambda_zip.builders._inside import merge_trees
@@ -122,7 +122,7 @@ class LocalBuilder:
             path = Path(origin.url)
         else:
             path = self._known(artifact.sha256, artifact.filename) or self._download(requirement)
-        found = _sha256(path)
+        found = file_sha256(path)
         if found != artifact.sha256:
             raise BuildFailedError(
                 f"{artifact.filename} ({requirement.name} {requirement.version}) does not match"
@@ -269,14 +269,6 @@ def _copy_record(source: IO[bytes], sink: IO[bytes], name: str, python_version: 
         path, _, rest = raw.decode("utf-8").partition(",")
         installed = _destination(path, name, python_version).as_posix() if path else path
         sink.write(f"{installed},{rest}".encode())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def no_wheel_error(missing: list[Requirement], runtime: str) -> ConfigError:
