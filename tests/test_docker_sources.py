@@ -115,11 +115,28 @@ def test_git_dependency_is_built_at_the_locked_commit(
 
 
 @pytest.mark.usefixtures("private_index", "credentials")
+def grep_volume(client: docker.DockerClient, image: str, volume: str, text: str) -> str:
+    """Files in a Docker volume that contain ``text`` (read through a throwaway container)."""
+    container = client.containers.run(
+        image,
+        ["grep", "-rlF", text, "/volume"],
+        entrypoint="",
+        volumes={volume: {"bind": "/volume", "mode": "ro"}},
+        detach=True,
+    )
+    try:
+        container.wait()
+        return str(container.logs().decode())
+    finally:
+        container.remove(force=True)
+
+
 def test_private_index_credentials_reach_pip_and_nothing_else(
     project: Callable[[str], Path],
     build: Callable[..., Build],
     invoke: Callable[..., object],
     docker_client: docker.DockerClient,
+    stand_in_image: str,
 ) -> None:
     path = project("private-index")
     outcome: list[Build] = []
@@ -159,6 +176,9 @@ def test_private_index_credentials_reach_pip_and_nothing_else(
     images = docker_client.images.list()
     assert not [i for i in images if PRIVATE_PASSWORD in json.dumps(i.attrs)]
     assert leftover_containers(docker_client) == []
+    for volume in docker_client.volumes.list():
+        if volume.name.startswith("poetry-lambda-zip-cache-"):
+            assert not grep_volume(docker_client, stand_in_image, volume.name, PRIVATE_PASSWORD)
 
     as_json = build(path, "--network host --json")
     assert as_json.status == 0, as_json.error
