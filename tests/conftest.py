@@ -154,17 +154,19 @@ def private_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     htpasswd = tmp_path_factory.mktemp("index") / "htpasswd"
     digest = base64.b64encode(hashlib.sha1(PRIVATE_PASSWORD.encode()).digest()).decode()
     htpasswd.write_text(f"{PRIVATE_USER}:{{SHA}}{digest}\n")
-    process = subprocess.Popen(
-        [server, "run", "-i", "127.0.0.1", "-p", str(PRIVATE_PORT), "-P", str(htpasswd),
-         "-a", "download,list,update", str(FIXTURES / "private-index" / "packages")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    log = htpasswd.with_name("pypiserver.log")
+    with log.open("w") as handle:
+        process = subprocess.Popen(
+            [server, "run", "-i", "127.0.0.1", "-p", str(PRIVATE_PORT), "-P", str(htpasswd),
+             "-a", "download,list,update", str(FIXTURES / "private-index" / "packages")],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
     url = f"http://127.0.0.1:{PRIVATE_PORT}/simple/"
     try:
         deadline = time.monotonic() + 30
         while subprocess.run(["curl", "-s", "-o", "/dev/null", url], check=False).returncode:
-            assert time.monotonic() < deadline, "pypiserver did not start"
+            assert time.monotonic() < deadline, f"pypiserver did not start: {log.read_text()}"
             time.sleep(0.2)
         yield url
     finally:

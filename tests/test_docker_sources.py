@@ -114,7 +114,6 @@ def test_git_dependency_is_built_at_the_locked_commit(
     }
 
 
-@pytest.mark.usefixtures("private_index", "credentials")
 def grep_volume(client: docker.DockerClient, image: str, volume: str, text: str) -> str:
     """Files in a Docker volume that contain ``text`` (read through a throwaway container)."""
     container = client.containers.run(
@@ -131,6 +130,7 @@ def grep_volume(client: docker.DockerClient, image: str, volume: str, text: str)
         container.remove(force=True)
 
 
+@pytest.mark.usefixtures("private_index", "credentials")
 def test_private_index_credentials_reach_pip_and_nothing_else(
     project: Callable[[str], Path],
     build: Callable[..., Build],
