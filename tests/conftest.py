@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import NoReturn
@@ -23,6 +22,8 @@ from poetry.factory import Factory
 from poetry_lambda_zip.command import LambdaZipCommand
 from tests.docker_helpers import RUNNER
 from tests.docker_helpers import Build
+from tests.docker_helpers import run_in_task
+from tests.docker_helpers import unpack
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -121,20 +122,13 @@ def build(stand_in_image: str) -> Callable[..., Build]:
 def invoke(
     docker_client: docker.DockerClient, stand_in_image: str, tmp_path: Path
 ) -> Callable[[Path, str, dict[str, object]], object]:
-    """Unpack a zip into a directory mounted read-only at /var/task and call the handler."""
+    """Unpack a zip into a read-only /var/task and call the handler, as nobody."""
 
     def call(zip_path: Path, handler: str, event: dict[str, object]) -> object:
-        task = tmp_path / f"task-{zip_path.stem}"
-        with zipfile.ZipFile(zip_path) as archive:
-            archive.extractall(task)
-        output = docker_client.containers.run(
-            stand_in_image,
-            ["python3", "-c", RUNNER, handler, json.dumps(event)],
-            volumes={str(task): {"bind": "/var/task", "mode": "ro"}},
-            environment={"PYTHONPATH": "/var/task"},
-            working_dir="/var/task",
-            remove=True,
-        )
+        task = unpack(zip_path, tmp_path / f"task-{zip_path.stem}")
+        command = ["python3", "-c", RUNNER, handler, json.dumps(event)]
+        code, output = run_in_task(docker_client, stand_in_image, task, command, stderr=False)
+        assert code == 0, output
         return json.loads(output)
 
     return call

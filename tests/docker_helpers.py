@@ -85,3 +85,34 @@ def break_lock_hashes(project: Path, package: str) -> None:
             for entry in locked["files"]:
                 entry["hash"] = "sha256:" + "0" * 64
     lock_path.write_text(tomlkit.dumps(lock))
+
+
+def unpack(zip_path: Path, destination: Path) -> Path:
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(destination)
+    return destination
+
+
+def run_in_task(
+    client: docker.DockerClient,
+    image: str,
+    task: Path,
+    command: list[str],
+    layer: Path | None = None,
+    *,
+    stderr: bool = True,
+) -> tuple[int, str]:
+    """Run ``command`` as nobody with ``task`` read-only at /var/task (and a layer at /opt),
+    as on Lambda: nothing there is writable. Returns the exit code and the output."""
+    volumes = {str(task): {"bind": "/var/task", "mode": "ro"}}
+    if layer is not None:
+        volumes[str(layer)] = {"bind": "/opt", "mode": "ro"}
+    container = client.containers.run(
+        image, command, volumes=volumes, environment={"PYTHONPATH": "/var/task:/opt/python"},
+        working_dir="/var/task", user="65534:65534", detach=True,
+    )  # fmt: skip
+    try:
+        code = container.wait()["StatusCode"]
+        return code, container.logs(stdout=True, stderr=stderr).decode()
+    finally:
+        container.remove(force=True)

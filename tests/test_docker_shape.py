@@ -11,6 +11,8 @@ import pytest
 from tests.docker_helpers import BINARY_WHEEL_DISTRIBUTIONS
 from tests.docker_helpers import RUNNER
 from tests.docker_helpers import distributions
+from tests.docker_helpers import run_in_task
+from tests.docker_helpers import unpack
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -29,34 +31,6 @@ found = importlib.metadata.distributions(path=["/var/task", "/opt/python"])
 print(json.dumps(sorted({d.metadata["Name"].lower().replace("_", "-") for d in found})))
 """
 EVENT = '{"item": "x", "quantity": 1}'
-
-
-def run_in_task(
-    client: docker.DockerClient,
-    image: str,
-    task: Path,
-    command: list[str],
-    layer: Path | None = None,
-) -> tuple[int, str]:
-    """Run ``command`` as nobody, ``task`` read-only at /var/task (and a layer at /opt)."""
-    volumes = {str(task): {"bind": "/var/task", "mode": "ro"}}
-    if layer is not None:
-        volumes[str(layer)] = {"bind": "/opt", "mode": "ro"}
-    container = client.containers.run(
-        image, command, volumes=volumes, environment={"PYTHONPATH": "/var/task:/opt/python"},
-        working_dir="/var/task", user="65534:65534", detach=True,
-    )  # fmt: skip
-    try:
-        code = container.wait()["StatusCode"]
-        return code, container.logs(stdout=True, stderr=True).decode()
-    finally:
-        container.remove(force=True)
-
-
-def unpack(zip_path: Path, destination: Path) -> Path:
-    with zipfile.ZipFile(zip_path) as archive:
-        archive.extractall(destination)
-    return destination
 
 
 def test_bytecode_is_unchecked_hash_for_the_runtime_and_used_from_a_read_only_task(

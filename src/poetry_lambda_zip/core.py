@@ -238,9 +238,10 @@ def build(
             entries, exclude_warnings = apply_excludes(entries, request.exclude)
             for warning in exclude_warnings:
                 progress.warning(warning)
-            sizes = distribution_sizes(entries)
+            owner = owners(entries)
+            sizes = distribution_sizes(entries, owner)
             project_files = {
-                name for name, owner in owners(entries).items() if owner == decided.project_name
+                name for name, owned_by in owner.items() if owned_by == decided.project_name
             } | {path.relative_to(decided.project_dir).as_posix() for path in decided.includes}
             outputs = outputs_for_layout(decided.layout, decided.output, entries, project_files)
             written = write_zips_atomically(

@@ -140,9 +140,12 @@ def _record_line(entry: Entry) -> str:
     return f"{entry.name},sha256={encoded},{entry.size}"
 
 
-def distribution_sizes(entries: Sequence[Entry]) -> dict[str, int]:
-    """Unzipped bytes per distribution, over the files it owns."""
-    owner = owners(entries)
+def distribution_sizes(
+    entries: Sequence[Entry], owner: dict[str, str] | None = None
+) -> dict[str, int]:
+    """Unzipped bytes per distribution, over the files it owns (``owner``: from ``owners``,
+    when the caller has it already)."""
+    owner = owners(entries) if owner is None else owner
     sizes: dict[str, int] = {}
     for entry in entries:
         distribution = owner.get(entry.name)
