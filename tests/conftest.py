@@ -19,7 +19,9 @@ from cleo.io.outputs.output import Verbosity
 from cleo.testers.command_tester import CommandTester
 from poetry.factory import Factory
 
+from poetry_lambda_zip import core
 from poetry_lambda_zip.command import LambdaZipCommand
+from poetry_lambda_zip.tree_cache import TreeCache
 from tests.docker_helpers import RUNNER
 from tests.docker_helpers import Build
 from tests.docker_helpers import run_in_task
@@ -46,6 +48,15 @@ def unavailable(reason: str) -> NoReturn:
     if docker_required():
         pytest.fail(f"{reason} (Docker tests must run here: {REQUIRE_DOCKER}/CI is set)")
     pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def tree_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own cache of installed dependency trees (downloads stay shared):
+    a test that needs an install to happen must not find one left by another test."""
+    directory = tmp_path / "tree-cache"
+    monkeypatch.setattr(core, "_tree_cache", lambda poetry: TreeCache(directory))
+    return directory
 
 
 @pytest.fixture

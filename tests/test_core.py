@@ -17,6 +17,7 @@ from poetry_lambda_zip.builders import InstallResult
 from poetry_lambda_zip.builders import VerifyJob
 from poetry_lambda_zip.core import BuildResult
 from poetry_lambda_zip.core import build
+from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import OutputError
 from poetry_lambda_zip.request import BuildRequest
 
@@ -48,12 +49,15 @@ class Recorder:
 
 
 class FakeBuilder:
-    """Installs nothing: hands back a tree made of ``files`` (path -> bytes)."""
+    """Installs nothing: hands back a tree made of ``files`` (path -> bytes), the project's
+    (those starting with ``project``) for a job with only the project's files, the others for
+    a job with dependencies."""
 
     name = "fake"
 
-    def __init__(self, files: dict[str, bytes]) -> None:
+    def __init__(self, files: dict[str, bytes], project: str = "hello_pure") -> None:
         self.files = files
+        self.project = project
         self.jobs: list[InstallJob] = []
 
     def install(self, job: InstallJob, workdir: Path, progress: Progress) -> InstallResult:
@@ -61,6 +65,8 @@ class FakeBuilder:
         tree = workdir / "tree.tar"
         with tarfile.open(tree, "w") as archive:
             for name, data in self.files.items():
+                if name.startswith(self.project) == bool(job.requirements):
+                    continue
                 info = tarfile.TarInfo(f"{TREE_PREFIX}/{name}")
                 info.size = len(data)
                 archive.addfile(info, io.BytesIO(data))
@@ -162,9 +168,61 @@ def test_the_builder_gets_includes_compile_and_slim_settings(
         path, {"runtime": "python3.11", "slim": True}, {"include": ["index.py", "config/*.json"]}
     )
     build(request, Factory().create_poetry(path), Recorder(), builder)
-    (job,) = builder.jobs
+    # Two jobs: the dependencies, and the project's files (compiled by the image's Python).
+    dependencies, job = sorted(builder.jobs, key=lambda job: not job.requirements)
+    assert [r.name for r in dependencies.requirements] == ["idna"]
+    assert dependencies.includes == ()
+    assert dependencies.compile == job.compile
+    assert job.requirements == ()
     assert [name for name, _ in job.includes] == ["config/settings.json", "index.py"]
     assert job.slim
     assert job.compile is not None
     assert (job.compile.prefix, job.compile.project_prefix) == ("/var/task", "/var/task")
     assert job.project_wheel is None
+
+
+def test_only_the_project_is_reinstalled_and_force_or_no_cache_reinstall_all(
+    project: Callable[[str], Path], tree_cache: Path
+) -> None:
+    path = project("pure-python")
+    run(path, TREE)
+    handler = path / "src" / "hello_pure" / "handler.py"
+    handler.write_text("def handler(event, context):\n    return 2\n")
+
+    for options, reinstalls, reused in [
+        ({}, False, True),
+        ({"force": True}, True, False),
+        ({"force": True, "no-cache": True}, True, False),
+    ]:
+        builder = FakeBuilder({**TREE, "hello_pure/handler.py": handler.read_bytes()})
+        request = BuildRequest.from_settings(path, {"runtime": "python3.11", **options}, {})
+        recorder = Recorder()
+        result = build(request, Factory().create_poetry(path), recorder, builder)
+        assert [bool(job.requirements) for job in builder.jobs].count(True) == reinstalls
+        assert any("reused from an earlier build" in line for line in recorder.lines) == reused
+        assert "six.py" in names(result.archives[0].path)
+
+
+def test_a_file_both_the_project_and_a_dependency_install_must_agree(
+    project: Callable[[str], Path],
+) -> None:
+    path = project("pure-python")
+    # Without bytecode the project's own wheel is unpacked on this machine; the fake builder
+    # installs only the dependencies: six, and "ns", which shares a file with the project.
+    options = {"runtime": "python3.11", "compile": False, "no-cache": True, "force": True}
+    request = BuildRequest.from_settings(path, options, {})
+    init = (path / "src" / "hello_pure" / "__init__.py").read_bytes()
+    six = distribution("six", {"six.py": b"# six\n"})
+    agreeing = FakeBuilder({**six, **distribution("ns", {"hello_pure/__init__.py": init})}, "-")
+    result = build(request, Factory().create_poetry(path), Recorder(), agreeing)
+    assert [bool(job.requirements) for job in agreeing.jobs] == [True]
+    with zipfile.ZipFile(result.archives[0].path) as archive:
+        assert archive.read("hello_pure/__init__.py") == init
+        assert (
+            archive.read("hello_pure/handler.py")
+            == (path / "src" / "hello_pure" / "handler.py").read_bytes()
+        )
+
+    clashing = FakeBuilder({**six, **distribution("ns", {"hello_pure/handler.py": b"x"})}, "-")
+    with pytest.raises(BuildFailedError, match=r"hello_pure/handler.py is installed by a dep"):
+        build(request, Factory().create_poetry(path), Recorder(), clashing)

@@ -335,3 +335,31 @@ def test_noop_rebuild_starts_no_container_and_downloads_are_kept_per_target(
     assert forced.status == 0, forced.error
     assert "install" in forced.output
     assert forced.sha256 == first.sha256
+
+
+def test_a_code_change_reinstalls_only_the_project_and_matches_a_full_rebuild(
+    project: Callable[[str], Path], build: Callable[..., Build], docker_client: docker.DockerClient
+) -> None:
+    path = project("pure-python")
+    first = build(path)
+    assert first.status == 0, first.error
+    assert "2 distributions, pip in python3.11" in first.output
+
+    handler = path / "src" / "hello_pure" / "handler.py"
+    handler.write_text(handler.read_text() + "\n# changed\n")
+    changed = build(path)
+    assert changed.status == 0, changed.error
+    assert "dependencies unchanged: reused from an earlier build" in changed.output
+    assert "2 distributions, pip" not in changed.output
+    # Bytecode is on by default: the project's files are compiled by the image's Python.
+    assert "the project's files, pip in python3.11" in changed.output
+    with zipfile.ZipFile(changed.zip_path) as archive:
+        assert archive.read("hello_pure/handler.py").endswith(b"# changed\n")
+        assert "hello_pure/__pycache__/handler.cpython-311.pyc" in archive.namelist()
+        assert "six.py" in archive.namelist()
+
+    full = build(path, "--force")
+    assert full.status == 0, full.error
+    assert "2 distributions, pip in python3.11" in full.output
+    assert full.sha256 == changed.sha256
+    assert leftover_containers(docker_client) == []

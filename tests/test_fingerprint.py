@@ -45,6 +45,14 @@ def test_unchanged_inputs_are_up_to_date_and_a_changed_byte_rebuilds(
     assert changed.status == 0, changed.error
     assert "Up to date" not in changed.output
     assert changed.sha256 != first.sha256
+    # Only the project's code changed: the dependencies are not fetched or unpacked again,
+    # and the result is what a full rebuild writes.
+    assert "dependencies unchanged: reused from an earlier build" in changed.output
+    assert "fetch" not in changed.output
+    full = Build(path, f"{ARGS} --force")
+    assert full.status == 0, full.error
+    assert "fetch" in full.output
+    assert full.sha256 == changed.sha256
 
 
 @pytest.mark.parametrize(

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import tarfile
 import tempfile
 import threading
 import time
 import uuid
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +28,7 @@ from poetry_lambda_zip.archive import write_zips_atomically
 from poetry_lambda_zip.builders import TREE_PREFIX
 from poetry_lambda_zip.builders import CompileSettings
 from poetry_lambda_zip.builders import InstallJob
+from poetry_lambda_zip.builders import InstallResult
 from poetry_lambda_zip.builders import VerifyJob
 from poetry_lambda_zip.errors import BuildInterrupted
 from poetry_lambda_zip.errors import ConfigError
@@ -32,9 +37,11 @@ from poetry_lambda_zip.errors import OutputError
 from poetry_lambda_zip.fingerprint import comment
 from poetry_lambda_zip.fingerprint import fingerprint
 from poetry_lambda_zip.fingerprint import recorded
+from poetry_lambda_zip.fingerprint import tree_key
 from poetry_lambda_zip.layout import apply_excludes
 from poetry_lambda_zip.layout import distribution_sizes
 from poetry_lambda_zip.layout import layer_output
+from poetry_lambda_zip.layout import merge_entries
 from poetry_lambda_zip.layout import normalize_installed
 from poetry_lambda_zip.layout import outputs_for_layout
 from poetry_lambda_zip.layout import owners
@@ -48,8 +55,11 @@ from poetry_lambda_zip.sources import index_credentials
 from poetry_lambda_zip.sources import source_trees
 from poetry_lambda_zip.target import LambdaTarget
 from poetry_lambda_zip.target import newest_runtime_for
+from poetry_lambda_zip.tree_cache import TreeCache
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from collections.abc import Iterable
     from collections.abc import Iterator
     from types import FrameType
 
@@ -77,6 +87,7 @@ UNZIPPED_LIMIT = 262_144_000
 ZIPPED_DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
 #: The name poetry-core gives a package-mode = false project that has none.
 _UNNAMED = "non-package-mode"
+_SHARED_LIBRARY = re.compile(r"\.so(\.|$)")
 
 
 @dataclass(frozen=True)
@@ -229,11 +240,21 @@ def build(
                 report={},
                 up_to_date=True,
             )
-        installed = builder.install(job, workdir, progress)
-        _report_extras(installed.report, request, progress)
+        cache = _tree_cache(poetry) if request.cache else None
+        installed = _install(
+            builder,
+            job,
+            identity=identity,
+            cache=cache,
+            force=request.force,
+            workdir=workdir,
+            progress=progress,
+        )
+        report = _merged_reports(result.report for result in installed)
+        _report_extras(report, request, progress)
 
         started = time.monotonic()
-        with _tree_entries(installed.tree) as installed_entries:
+        with _tree_entries([result.tree for result in installed]) as installed_entries:
             entries = normalize_installed(installed_entries)
             entries, exclude_warnings = apply_excludes(entries, request.exclude)
             for warning in exclude_warnings:
@@ -273,7 +294,7 @@ def build(
         archives=tuple(written),
         builder=builder.name,
         sizes=sizes,
-        report=installed.report,
+        report=report,
         import_seconds=verified,
     )
 
@@ -313,15 +334,111 @@ def _choose_builder(
     return LocalBuilder(poetry)
 
 
+def _install(
+    builder: Builder,
+    job: InstallJob,
+    *,
+    identity: str,
+    cache: TreeCache | None,
+    force: bool,
+    workdir: Path,
+    progress: Progress,
+) -> list[InstallResult]:
+    """Install the dependencies (or reuse them from an earlier build) and the project's own
+    files: on this machine when nothing about them needs the image's toolchain, else in a
+    second container that runs while the dependencies install."""
+    project = replace(job, requirements=(), trees=(), build_id=f"{job.build_id}-project")
+    install_project: Callable[[], InstallResult] | None = None
+    if project.project_wheel is not None or project.includes:
+        project_dir = _subdirectory(workdir, "project")
+        if builder.name == "local" or not _needs_image(project):
+            from poetry_lambda_zip.builders.local import unpack
+
+            def install_project() -> InstallResult:
+                return unpack(project, [], project_dir / "target", progress)
+        else:
+
+            def install_project() -> InstallResult:
+                return builder.install(project, project_dir, progress)
+
+    installed = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(install_project) if install_project is not None else None
+        dependencies = replace(job, project_wheel=None, includes=())
+        if dependencies.requirements or dependencies.trees:
+            key = tree_key(dependencies, f"{builder.name} {identity}")
+            started = time.monotonic()
+            reused = cache.get(key) if cache is not None and not force else None
+            if cache is not None and reused is not None:
+                progress.phase(
+                    "install",
+                    time.monotonic() - started,
+                    f"dependencies unchanged: reused from an earlier build ({cache.directory})",
+                )
+                installed.append(InstallResult(reused.tree, reused.report))
+            else:
+                directory = _subdirectory(workdir, "dependencies")
+                result = builder.install(dependencies, directory, progress)
+                if cache is not None:
+                    cache.put(key, result)
+                installed.append(result)
+        if pending is not None:
+            installed.append(pending.result())
+    return installed
+
+
+def _needs_image(project: InstallJob) -> bool:
+    """Whether installing the project's wheel and include files needs the image: precompiling
+    (its Python's bytecode) or stripping shared libraries (its ``strip``)."""
+    if project.compile is not None:
+        return True
+    if not project.slim:
+        return False
+    names = [name for name, _ in project.includes]
+    if project.project_wheel is not None:
+        with zipfile.ZipFile(project.project_wheel) as wheel:
+            names += wheel.namelist()
+    return any(_SHARED_LIBRARY.search(name) for name in names)
+
+
+def _subdirectory(workdir: Path, name: str) -> Path:
+    path = workdir / name
+    path.mkdir()
+    return path
+
+
+def _tree_cache(poetry: Poetry) -> TreeCache:
+    cache_dir = Path(poetry.config.artifacts_cache_directory).parent
+    return TreeCache(cache_dir / "lambda-zip-trees")
+
+
+def _merged_reports(reports: Iterable[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    """The dependencies' and the project's slim and compile counts, added up."""
+    merged: dict[str, dict[str, int]] = {}
+    for report in reports:
+        for step, counts in report.items():
+            totals = merged.setdefault(step, {})
+            for name, count in counts.items():
+                if name == "strip_available":
+                    totals[name] = max(totals.get(name, 0), count)
+                else:
+                    totals[name] = totals.get(name, 0) + count
+    return merged
+
+
 @contextlib.contextmanager
-def _tree_entries(tree: Path) -> Iterator[list[Entry]]:
-    """The installed files, from a builder's tar or directory."""
-    if tree.is_dir():
-        files = sorted(path for path in tree.rglob("*") if path.is_file())
-        yield entries_from_files(tree, files)
-        return
-    with tarfile.open(tree) as archive:
-        yield entries_from_tar(archive, TREE_PREFIX)
+def _tree_entries(trees: list[Path]) -> Iterator[list[Entry]]:
+    """The installed files, from builders' tars or directories, as one tree."""
+    with contextlib.ExitStack() as stack:
+        parts = []
+        for tree in trees:
+            if tree.is_dir():
+                files = sorted(path for path in tree.rglob("*") if path.is_file())
+                parts.append(entries_from_files(tree, files))
+            else:
+                archive = stack.enter_context(tarfile.open(tree))
+                parts.append(entries_from_tar(archive, TREE_PREFIX))
+        yield merge_entries(parts)
 
 
 def _compile_settings(decided: BuildPlan, poetry: Poetry) -> CompileSettings:

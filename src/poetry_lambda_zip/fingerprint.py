@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import zipfile
+from dataclasses import replace
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
     from poetry_lambda_zip.builders import InstallJob
 
-__all__ = ["COMMENT_PREFIX", "comment", "fingerprint", "recorded"]
+__all__ = ["COMMENT_PREFIX", "comment", "fingerprint", "recorded", "tree_key"]
 
 COMMENT_PREFIX = "poetry-lambda-zip fingerprint sha256:"
 _COMMENT = re.compile(re.escape(COMMENT_PREFIX) + r"([0-9a-f]{64})")
@@ -64,6 +65,13 @@ def fingerprint(
         "slim": job.slim,
     }
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def tree_key(job: InstallJob, builder_identity: str) -> str:
+    """The key of an installed tree of ``job``'s requirements and source trees alone (the
+    project's wheel and include files are not part of it; zip options are applied later)."""
+    dependencies = replace(job, project_wheel=None, includes=())
+    return fingerprint(dependencies, builder_identity, {}, 0)
 
 
 def comment(value: str) -> bytes:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 from packaging.utils import canonicalize_name
 
+from poetry_lambda_zip.errors import BuildFailedError
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from collections.abc import Sequence
@@ -29,6 +31,7 @@ __all__ = [
     "apply_excludes",
     "distribution_sizes",
     "layer_output",
+    "merge_entries",
     "normalize_installed",
     "outputs_for_layout",
     "owners",
@@ -55,6 +58,29 @@ def record_paths(record: Entry) -> list[str]:
                 path = f"bin/{posixpath.basename(path)}"
             paths.append(path)
     return paths
+
+
+def merge_entries(parts: Iterable[Sequence[Entry]]) -> list[Entry]:
+    """Several installed trees as one (the dependencies and the project's own files). A path
+    two trees both hold is kept once if the contents agree (a shared namespace package's file),
+    refused otherwise."""
+    merged: dict[str, Entry] = {}
+    for part in parts:
+        for entry in part:
+            earlier = merged.setdefault(entry.name, entry)
+            if earlier is not entry and _content(earlier) != _content(entry):
+                raise BuildFailedError(
+                    f"Two files want the same place in the zip: {entry.name} is installed by a"
+                    " dependency and by the project, differently.",
+                    "Rename the project's module, or leave the dependency out with"
+                    " --exclude-package.",
+                )
+    return list(merged.values())
+
+
+def _content(entry: Entry) -> bytes:
+    with entry.open() as handle:
+        return handle.read()
 
 
 def owners(entries: Iterable[Entry]) -> dict[str, str]:

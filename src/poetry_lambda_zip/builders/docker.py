@@ -156,7 +156,12 @@ class DockerBuilder:
             ) from e
         finally:
             _remove(container, progress)
-        progress.phase("install", time.monotonic() - started, f"pip in {job.target.runtime}")
+        what = (
+            f"{len(job.requirements)} distributions" if job.requirements else "the project's files"
+        )
+        progress.phase(
+            "install", time.monotonic() - started, f"{what}, pip in {job.target.runtime}"
+        )
         return InstallResult(tree, report)
 
     def identity(self, job: InstallJob, progress: Progress) -> str:

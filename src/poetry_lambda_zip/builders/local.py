@@ -36,7 +36,13 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.builders import VerifyJob
     from poetry_lambda_zip.resolve import Requirement
 
-__all__ = ["LocalBuilder", "install_wheel", "no_wheel_error", "not_installable_locally"]
+__all__ = [
+    "LocalBuilder",
+    "install_wheel",
+    "no_wheel_error",
+    "not_installable_locally",
+    "unpack",
+]
 
 #: The interpreter Lambda's images run: what pip writes into rewritten script shebangs.
 _LAMBDA_PYTHON = "/var/lang/bin/python3"
@@ -64,45 +70,12 @@ class LocalBuilder:
         started = time.monotonic()
         self._cache = job.cache
         self._scratch = workdir / "downloads"
-        with ThreadPoolExecutor(_DOWNLOADS) as pool:
-            wheels = list(pool.map(self._fetch, job.requirements))
-        progress.phase("fetch", time.monotonic() - started, f"{len(wheels)} wheels")
-
-        started = time.monotonic()
-        target = workdir / "target"
-        version = job.target.python_version_text
-        for wheel in [*wheels, *([job.project_wheel] if job.project_wheel else [])]:
-            install_wheel(wheel, target, version)
-        if job.includes:
-            includes = workdir / "include"
-            for name, path in job.includes:
-                (includes / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, includes / name)
-            conflict = merge_trees([str(includes)], str(target))
-            if conflict:
-                raise BuildFailedError(f"Two files want the same place in the zip: {conflict}.")
-        report: dict[str, dict[str, int]] = {}
-        if job.slim:
-            native = os.uname().machine == job.target.machine
-            report["slim"] = slim_tree(str(target), shutil.which("strip") if native else None)
-        if job.compile is not None:
-            host = "{}.{}".format(*sys.version_info[:2])
-            if host == version:
-                settings = {
-                    "prefix": job.compile.prefix,
-                    "project_prefix": job.compile.project_prefix,
-                    "project": job.compile.project,
-                }
-                report["compile"] = compile_tree(
-                    str(target), settings, [n for n, _ in job.includes]
-                )
-            else:
-                progress.warning(
-                    f"Not precompiling: this Python is {host}, {job.target.runtime} needs"
-                    f" {version} bytecode (use --builder docker, or run Poetry with {version})."
-                )
-        progress.phase("install", time.monotonic() - started, f"unpacked for {job.target.runtime}")
-        return InstallResult(target, report)
+        wheels = []
+        if job.requirements:
+            with ThreadPoolExecutor(_DOWNLOADS) as pool:
+                wheels = list(pool.map(self._fetch, job.requirements))
+            progress.phase("fetch", time.monotonic() - started, f"{len(wheels)} wheels")
+        return unpack(job, wheels, workdir / "target", progress)
 
     def identity(self, job: InstallJob, progress: Progress) -> str:
         # Bytecode is compiled by this interpreter when its version is the runtime's.
@@ -214,6 +187,46 @@ class LocalBuilder:
                 )
             self._repositories[key] = repository  # type: ignore[assignment]
         return self._repositories[key]
+
+
+def unpack(job: InstallJob, wheels: list[Path], target: Path, progress: Progress) -> InstallResult:
+    """Install the fetched wheels, the project's wheel and include files into ``target`` on
+    this machine, then slim and precompile as the job asks (what pip and the container script
+    do in the docker builder)."""
+    started = time.monotonic()
+    version = job.target.python_version_text
+    target.mkdir(parents=True, exist_ok=True)
+    for wheel in [*wheels, *([job.project_wheel] if job.project_wheel else [])]:
+        install_wheel(wheel, target, version)
+    if job.includes:
+        includes = target.parent / "include"
+        for name, path in job.includes:
+            (includes / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, includes / name)
+        conflict = merge_trees([str(includes)], str(target))
+        if conflict:
+            raise BuildFailedError(f"Two files want the same place in the zip: {conflict}.")
+    report: dict[str, dict[str, int]] = {}
+    if job.slim:
+        native = os.uname().machine == job.target.machine
+        report["slim"] = slim_tree(str(target), shutil.which("strip") if native else None)
+    if job.compile is not None:
+        host = "{}.{}".format(*sys.version_info[:2])
+        if host == version:
+            settings = {
+                "prefix": job.compile.prefix,
+                "project_prefix": job.compile.project_prefix,
+                "project": job.compile.project,
+            }
+            report["compile"] = compile_tree(str(target), settings, [n for n, _ in job.includes])
+        else:
+            progress.warning(
+                f"Not precompiling: this Python is {host}, {job.target.runtime} needs"
+                f" {version} bytecode (use --builder docker, or run Poetry with {version})."
+            )
+    what = f"{len(wheels)} wheels" if wheels else "the project's files"
+    progress.phase("install", time.monotonic() - started, f"{what} for {job.target.runtime}")
+    return InstallResult(target, report)
 
 
 def install_wheel(wheel: Path, target: Path, python_version: str) -> None:

@@ -1,0 +1,255 @@
+"""Build one fixture with this plugin and, in the same run, with what users pick instead.
+
+    python bench/compare.py --peers VENV [--runs 3] [--fixture binary-wheel] [--image IMAGE]
+                            [--big]
+
+This plugin (docker and local builders) is measured cold (empty download and tree caches: our
+cache volumes for the image are removed first), warm (``--force``: everything reinstalled from
+the download cache), code-changed (one line added to the project's code, caches warm) and no-op
+(nothing changed). The peers, run by the scripts in ``bench/peers/`` with the same image, index
+settings and CA bundle:
+
+- a hand-written script: ``poetry export`` + ``docker run IMAGE pip install --target`` (project
+  bind-mounted, no cache, as such scripts are usually written) + ``zip -r``;
+- poetry-plugin-lambda-build in Docker mode (``poetry build-lambda``), cold then rebuilds;
+- ``poetry export`` + ``uv pip install --target --python-platform`` + ``zip -r``, cold (empty
+  cache) then warm.
+
+``VENV`` holds the peers (not dependencies of this project): ``python -m venv VENV &&
+VENV/bin/pip install poetry poetry-plugin-export poetry-plugin-lambda-build uv``. Every row is
+the median of ``--runs`` runs (cold rows: one run); peak memory is the largest resident set of
+the tool's process tree leader (ours: the Poetry process that builds). ``--big`` adds the
+memory check on a generated 250 MB package (a path dependency holding 240 MiB of random bytes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PEER_SCRIPTS = ROOT / "bench" / "peers"
+STAND_IN = "poetry-lambda-zip/stand-in:python3.11-x86_64"
+PROJECT_FILE = "src/fast_api_handler/__init__.py"
+
+
+@dataclass
+class Row:
+    tool: str
+    scenario: str
+    seconds: list[float]
+    zip_path: Path | None
+    peak_kb: int
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def run(command: list[str], cwd: Path, environment: dict[str, str]) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (KiB) of the process, and its output's last line."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=environment, stdout=output, stderr=subprocess.STDOUT
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        output.seek(0)
+        text = output.read().decode("utf-8", "replace")
+    if process.returncode:
+        raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{text[-3000:]}")
+    lines = text.strip().splitlines()
+    return seconds, usage.ru_maxrss, lines[-1] if lines else ""
+
+
+class Ours:
+    """``poetry lambda-zip`` with one builder, on its own copy of the fixture and caches."""
+
+    def __init__(self, builder: str, fixture: str, image: str, work: Path) -> None:
+        self.builder = builder
+        self.project = work / f"ours-{builder}" / fixture
+        shutil.copytree(ROOT / "fixtures" / fixture, self.project)
+        self.output = work / f"ours-{builder}.zip"
+        self.environment = {**os.environ, "POETRY_CACHE_DIR": str(work / f"cache-{builder}")}
+        poetry = str(Path(sys.executable).with_name("poetry"))
+        self.command = [poetry, "lambda-zip", "-C", str(self.project), "--runtime", "python3.11",
+                        "--builder", builder, "--image", image, "-o", str(self.output)]  # fmt: skip
+        self.changes = 0
+
+    def build(self, *extra: str) -> tuple[float, int]:
+        seconds, peak, _ = run([*self.command, *extra], self.project, self.environment)
+        return seconds, peak
+
+    def change_code(self) -> None:
+        self.changes += 1
+        with (self.project / PROJECT_FILE).open("a") as handle:
+            handle.write(f"# bench change {self.changes}\n")
+
+
+def measure_ours(ours: Ours, runs: int) -> list[Row]:
+    label = f"poetry lambda-zip ({ours.builder})"
+    rows = []
+    cold, peak = ours.build()
+    rows.append(Row(label, "cold", [cold], ours.output, peak))
+    for scenario, prepare, extra in (
+        ("warm (--force)", None, ("--force",)),
+        ("code changed", ours.change_code, ()),
+        ("no-op", None, ()),
+    ):
+        times, peaks = [], []
+        for _ in range(runs):
+            if prepare is not None:
+                prepare()
+            seconds, peak = ours.build(*extra)
+            times.append(seconds)
+            peaks.append(peak)
+        rows.append(Row(label, scenario, times, ours.output, max(peaks)))
+    return rows
+
+
+def measure_peer(
+    label: str, script: str, project: Path, environment: dict[str, str], *, runs: int, rerun: str
+) -> list[Row]:
+    command = ["bash", str(PEER_SCRIPTS / script), str(project)]
+    seconds, peak, last = run(command, project, environment)
+    rows = [Row(label, "cold", [seconds], Path(last), peak)]
+    times = [run(command, project, environment)[0] for _ in range(runs)]
+    rows.append(Row(label, rerun, times, Path(last), peak))
+    return rows
+
+
+def remove_our_volumes() -> None:
+    listed = subprocess.run(
+        ["docker", "volume", "ls", "-q", "--filter", "name=poetry-lambda-zip-cache-"],
+        check=True, capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
+    if listed:
+        subprocess.run(["docker", "volume", "rm", *listed], check=True, capture_output=True)
+
+
+def big_package(work: Path, image: str) -> list[Row]:
+    """A project whose dependency is a 240 MiB wheel of random bytes: a ~252 MB package."""
+    project = work / "big"
+    project.mkdir()
+    wheel = project / "big_blob-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_STORED) as archive:
+        for number in range(240):
+            archive.writestr(f"big_blob/part{number:03}.bin", os.urandom(1 << 20))
+        archive.writestr("big_blob/__init__.py", "")
+        archive.writestr("big_blob-1.0.dist-info/METADATA", "Metadata-Version: 2.1\n"
+                         "Name: big-blob\nVersion: 1.0\n")  # fmt: skip
+        archive.writestr("big_blob-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\n"
+                         "Root-Is-Purelib: true\nTag: py3-none-any\n")  # fmt: skip
+        archive.writestr("big_blob-1.0.dist-info/RECORD", "")
+    (project / "app.py").write_text("import big_blob\n")
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "big"\nversion = "1.0"\nrequires-python = ">=3.11,<3.12"\n'
+        'dependencies = ["big-blob @ file:///${PROJECT_ROOT}/big_blob-1.0-py3-none-any.whl"]\n'
+        '[tool.poetry]\npackage-mode = false\n[tool.poetry-lambda-zip]\ninclude = ["app.py"]\n'
+    )
+    poetry = str(Path(sys.executable).with_name("poetry"))
+    environment = {**os.environ, "POETRY_CACHE_DIR": str(work / "cache-big")}
+    run([poetry, "-C", str(project), "lock"], project, environment)
+    rows = []
+    for builder in ("local", "docker"):
+        output = work / f"big-{builder}.zip"
+        seconds, peak, _ = run(
+            [poetry, "lambda-zip", "-C", str(project), "--runtime", "python3.11", "--builder",
+             builder, "--image", image, "--no-compile", "-o", str(output)],
+            project, environment,
+        )  # fmt: skip
+        rows.append(
+            Row(f"poetry lambda-zip ({builder})", "250 MB package", [seconds], output, peak)
+        )
+    return rows
+
+
+def unzipped_mb(path: Path) -> float:
+    with zipfile.ZipFile(path) as archive:
+        return sum(info.file_size for info in archive.infolist()) / 1e6
+
+
+def print_table(rows: list[Row], runs: int, fixture: str) -> None:
+    print(f"fixtures/{fixture}, python3.11 x86_64; median of {runs} runs (cold: one run)")
+    print(
+        f"{'tool':<38} {'scenario':<16} {'median':>8} {'zip MB':>7} {'unzipped':>9} {'peak MB':>8}"
+    )
+    for row in rows:
+        size = row.zip_path.stat().st_size / 1e6 if row.zip_path and row.zip_path.exists() else 0
+        unzipped = unzipped_mb(row.zip_path) if row.zip_path and row.zip_path.exists() else 0
+        print(f"{row.tool:<38} {row.scenario:<16} {row.median:>7.2f}s {size:>7.1f}"
+              f" {unzipped:>9.1f} {row.peak_kb / 1024:>8.0f}")  # fmt: skip
+
+
+def print_ratios(rows: list[Row]) -> None:
+    by = {(row.tool, row.scenario): row.median for row in rows}
+    docker, local = "poetry lambda-zip (docker)", "poetry lambda-zip (local)"
+    build_lambda, uv = "poetry-plugin-lambda-build (docker)", "export + uv pip --target + zip"
+    hand = "export + docker run pip --target + zip"
+    print("ratios:")
+    for ours, peer, scenario_ours, scenario_peer in (
+        (docker, build_lambda, "cold", "cold"),
+        (docker, hand, "cold", "cold"),
+        (docker, build_lambda, "no-op", "rebuild"),
+        (local, uv, "warm (--force)", "warm"),
+        (local, uv, "cold", "cold"),
+    ):
+        if (ours, scenario_ours) in by and (peer, scenario_peer) in by:
+            ratio = by[ours, scenario_ours] / by[peer, scenario_peer]
+            print(f"  {ours} {scenario_ours} / {peer} {scenario_peer}: {ratio:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--peers", type=Path, required=True, help="venv holding the peers")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--fixture", default="binary-wheel")
+    parser.add_argument("--image", default=STAND_IN)
+    parser.add_argument("--big", action="store_true", help="also build a 250 MB package")
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lambda-zip-bench-") as tmp:
+        work = Path(tmp)
+        remove_our_volumes()
+        rows = measure_ours(
+            Ours("docker", arguments.fixture, arguments.image, work), arguments.runs
+        )
+        rows += measure_ours(
+            Ours("local", arguments.fixture, arguments.image, work), arguments.runs
+        )
+        environment = {
+            **os.environ,
+            "PEERS_VENV": str(arguments.peers.resolve()),
+            "LAMBDA_IMAGE": arguments.image,
+            "OUT_DIR": str(work / "peers-out"),
+            "PEERS_WORK": str(work / "peers"),
+            "UV_CACHE_DIR": str(work / "uv-cache"),
+        }
+        for label, script, rerun in (
+            ("export + docker run pip --target + zip", "hand_written.sh", "rebuild"),
+            ("poetry-plugin-lambda-build (docker)", "lambda_build.sh", "rebuild"),
+            ("export + uv pip --target + zip", "uv_pipeline.sh", "warm"),
+        ):
+            project = work / "peers-projects" / script / arguments.fixture
+            shutil.copytree(ROOT / "fixtures" / arguments.fixture, project)
+            rows += measure_peer(
+                label, script, project, environment, runs=arguments.runs, rerun=rerun
+            )
+        if arguments.big:
+            rows += big_package(work, arguments.image)
+        print_table(rows, arguments.runs, arguments.fixture)
+        print_ratios(rows)
+
+
+if __name__ == "__main__":
+    main()
