@@ -13,13 +13,16 @@ settings and CA bundle:
   bind-mounted, no cache, as such scripts are usually written) + ``zip -r``;
 - poetry-plugin-lambda-build in Docker mode (``poetry build-lambda``), cold then rebuilds;
 - ``poetry export`` + ``uv pip install --target --python-platform`` + ``zip -r``, cold (empty
-  cache) then warm.
+  cache) then warm; and the bare minimum: the locked ``name==version`` pins (no export, no
+  project code, no hashes) through ``uv pip install --no-deps --target`` + ``zip -r``.
 
 ``VENV`` holds the peers (not dependencies of this project): ``python -m venv VENV &&
 VENV/bin/pip install poetry poetry-plugin-export poetry-plugin-lambda-build uv``. Every row is
-the median of ``--runs`` runs (cold rows: one run); peak memory is the largest resident set of
-the tool's process tree leader (ours: the Poetry process that builds). ``--big`` adds the
-memory check on a generated 250 MB package (a path dependency holding 240 MiB of random bytes).
+the median of ``--runs`` runs (cold rows: one run). "warm" is a fresh checkout with every cache
+kept (no zip yet); "warm --force" reinstalls everything from the download cache. Peak memory is
+the largest resident set of the Poetry process that builds (shown for this plugin only).
+``--big`` adds the memory check on a generated 250 MB package (a path dependency holding 240 MiB
+of random bytes).
 """
 
 from __future__ import annotations
@@ -91,21 +94,27 @@ class Ours:
         seconds, peak, _ = run([*self.command, *extra], self.project, self.environment)
         return seconds, peak
 
+    def remove_output(self) -> None:
+        """A fresh checkout: no zip yet, every cache kept (a CI job with a restored cache)."""
+        self.output.unlink()
+
     def change_code(self) -> None:
         self.changes += 1
         with (self.project / PROJECT_FILE).open("a") as handle:
             handle.write(f"# bench change {self.changes}\n")
 
 
-def measure_ours(ours: Ours, runs: int) -> list[Row]:
+def measure_ours(ours: Ours, runs: int, *, no_compile_row: bool = False) -> list[Row]:
     label = f"poetry lambda-zip ({ours.builder})"
     rows = []
     cold, peak = ours.build()
     rows.append(Row(label, "cold", [cold], ours.output, peak))
     for scenario, prepare, extra in (
-        ("warm (--force)", None, ("--force",)),
+        ("warm", ours.remove_output, ()),
+        ("warm --force", None, ("--force",)),
         ("code changed", ours.change_code, ()),
         ("no-op", None, ()),
+        *([("warm --force, no .pyc", None, ("--force", "--no-compile"))] if no_compile_row else []),
     ):
         times, peaks = [], []
         for _ in range(runs):
@@ -122,10 +131,10 @@ def measure_peer(
     label: str, script: str, project: Path, environment: dict[str, str], *, runs: int, rerun: str
 ) -> list[Row]:
     command = ["bash", str(PEER_SCRIPTS / script), str(project)]
-    seconds, peak, last = run(command, project, environment)
-    rows = [Row(label, "cold", [seconds], Path(last), peak)]
+    seconds, _, last = run(command, project, environment)
+    rows = [Row(label, "cold", [seconds], Path(last), 0)]
     times = [run(command, project, environment)[0] for _ in range(runs)]
-    rows.append(Row(label, rerun, times, Path(last), peak))
+    rows.append(Row(label, rerun, times, Path(last), 0))
     return rows
 
 
@@ -155,8 +164,9 @@ def big_package(work: Path, image: str) -> list[Row]:
     (project / "app.py").write_text("import big_blob\n")
     (project / "pyproject.toml").write_text(
         '[project]\nname = "big"\nversion = "1.0"\nrequires-python = ">=3.11,<3.12"\n'
-        'dependencies = ["big-blob @ file:///${PROJECT_ROOT}/big_blob-1.0-py3-none-any.whl"]\n'
-        '[tool.poetry]\npackage-mode = false\n[tool.poetry-lambda-zip]\ninclude = ["app.py"]\n'
+        "[tool.poetry]\npackage-mode = false\n[tool.poetry.dependencies]\n"
+        'big-blob = {path = "big_blob-1.0-py3-none-any.whl"}\n'
+        '[tool.poetry-lambda-zip]\ninclude = ["app.py"]\n'
     )
     poetry = str(Path(sys.executable).with_name("poetry"))
     environment = {**os.environ, "POETRY_CACHE_DIR": str(work / "cache-big")}
@@ -188,8 +198,9 @@ def print_table(rows: list[Row], runs: int, fixture: str) -> None:
     for row in rows:
         size = row.zip_path.stat().st_size / 1e6 if row.zip_path and row.zip_path.exists() else 0
         unzipped = unzipped_mb(row.zip_path) if row.zip_path and row.zip_path.exists() else 0
-        print(f"{row.tool:<38} {row.scenario:<16} {row.median:>7.2f}s {size:>7.1f}"
-              f" {unzipped:>9.1f} {row.peak_kb / 1024:>8.0f}")  # fmt: skip
+        peak = f"{row.peak_kb / 1024:.0f}" if row.peak_kb else "-"
+        print(f"{row.tool:<38} {row.scenario:<22} {row.median:>7.2f}s {size:>7.1f}"
+              f" {unzipped:>9.1f} {peak:>8}")  # fmt: skip
 
 
 def print_ratios(rows: list[Row]) -> None:
@@ -198,12 +209,15 @@ def print_ratios(rows: list[Row]) -> None:
     build_lambda, uv = "poetry-plugin-lambda-build (docker)", "export + uv pip --target + zip"
     hand = "export + docker run pip --target + zip"
     print("ratios:")
+    uv_pins = "uv pip --target (pins only) + zip"
     for ours, peer, scenario_ours, scenario_peer in (
         (docker, build_lambda, "cold", "cold"),
         (docker, hand, "cold", "cold"),
         (docker, build_lambda, "no-op", "rebuild"),
-        (local, uv, "warm (--force)", "warm"),
+        (local, uv, "warm", "warm"),
         (local, uv, "cold", "cold"),
+        (local, uv_pins, "warm", "warm"),
+        (local, uv_pins, "warm --force, no .pyc", "warm"),
     ):
         if (ours, scenario_ours) in by and (peer, scenario_peer) in by:
             ratio = by[ours, scenario_ours] / by[peer, scenario_peer]
@@ -234,11 +248,13 @@ def main() -> None:
             "OUT_DIR": str(work / "peers-out"),
             "PEERS_WORK": str(work / "peers"),
             "UV_CACHE_DIR": str(work / "uv-cache"),
+            "POETRY": str(Path(sys.executable).with_name("poetry")),
         }
         for label, script, rerun in (
             ("export + docker run pip --target + zip", "hand_written.sh", "rebuild"),
             ("poetry-plugin-lambda-build (docker)", "lambda_build.sh", "rebuild"),
             ("export + uv pip --target + zip", "uv_pipeline.sh", "warm"),
+            ("uv pip --target (pins only) + zip", "uv_pins_only.sh", "warm"),
         ):
             project = work / "peers-projects" / script / arguments.fixture
             shutil.copytree(ROOT / "fixtures" / arguments.fixture, project)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Peer, bare minimum: the locked name==version pins (taken from the lock by our --dry-run
+# --json), no export, no project code, no hashes: uv pip install --no-deps --target + zip -r.
+# Usage: uv_pins_only.sh PROJECT_DIR  -> prints zip path.  UV_CACHE_DIR controls cold/warm.
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+SRC=$(realpath "$1"); NAME=$(basename "$SRC"); mkdir -p "$OUT"
+B=$WORK/build/uv-pins/$NAME; rm -rf "$B/pkg"; mkdir -p "$B/pkg"
+if [ ! -f "$B/requirements.txt" ]; then  # computed once, outside the measured part's repeats
+  "${POETRY:-poetry}" lambda-zip -C "$SRC" --runtime python3.11 --dry-run --json |
+    python3 -c 'import json,sys; [print(f"{d[\"name\"]}=={d[\"version\"]}") for d in json.load(sys.stdin)["distributions"]]' \
+    > "$B/requirements.txt"
+fi
+export SSL_CERT_FILE="$CA_BUNDLE"
+[ -n "$INDEX_URL" ] && export UV_DEFAULT_INDEX="$INDEX_URL"
+export UV_CACHE_DIR=${UV_CACHE_DIR:-$WORK/uv-cache}
+"$VENV/bin/uv" pip install -q --no-config --no-deps --target "$B/pkg" --python-platform x86_64-manylinux_2_17 \
+  --python-version 3.11 --only-binary :all: -r "$B/requirements.txt"
+ZIP="$OUT/uv-pins-$NAME.zip"; rm -f "$ZIP"
+(cd "$B/pkg" && zip -qr -X "$ZIP" . -x '*__pycache__*' '*.pyc' .lock)
+echo "$ZIP"
