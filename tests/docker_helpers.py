@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from email.parser import Parser
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 import tomlkit
 from cleo.io.outputs.output import Verbosity
 from cleo.testers.application_tester import ApplicationTester
+from docker.errors import NotFound
 from packaging.utils import canonicalize_name
 from poetry.console.application import Application
 
@@ -62,6 +64,18 @@ def distributions(zip_path: Path) -> set[str]:
 
 def leftover_containers(client: docker.DockerClient) -> list[str]:
     return [c.name for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL})]
+
+
+def inspect_build_containers(client: docker.DockerClient) -> list[str]:
+    """``docker inspect`` of each build container running now, as JSON text (one that is gone
+    between listing and inspecting is skipped: builds run short containers side by side)."""
+    found = []
+    for container in client.containers.list(filters={"label": CONTAINER_LABEL}):
+        try:
+            found.append(json.dumps(client.api.inspect_container(container.id)))
+        except NotFound:
+            continue
+    return found
 
 
 #: The distributions fixtures/binary-wheel puts into a function zip.

@@ -23,9 +23,11 @@ from poetry_lambda_zip.request import BuildRequest
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from collections.abc import Sequence
     from pathlib import Path
 
     from poetry_lambda_zip.builders import Progress
+    from poetry_lambda_zip.resolve import Requirement
 
 RECORD = "{name}-1.0.dist-info/RECORD"
 
@@ -49,9 +51,9 @@ class Recorder:
 
 
 class FakeBuilder:
-    """Installs nothing: hands back a tree made of ``files`` (path -> bytes), the project's
-    (those starting with ``project``) for a job with only the project's files, the others for
-    a job with dependencies."""
+    """Installs nothing: hands back a tree made of ``files`` (path -> bytes): for the project's
+    job (no ``unpacked`` tree) the files starting with ``project``, for the dependencies' job
+    the others."""
 
     name = "fake"
 
@@ -65,7 +67,7 @@ class FakeBuilder:
         tree = workdir / "tree.tar"
         with tarfile.open(tree, "w") as archive:
             for name, data in self.files.items():
-                if name.startswith(self.project) == bool(job.requirements):
+                if name.startswith(self.project) == (job.unpacked is not None):
                     continue
                 info = tarfile.TarInfo(f"{TREE_PREFIX}/{name}")
                 info.size = len(data)
@@ -87,10 +89,22 @@ def distribution(name: str, files: dict[str, bytes]) -> dict[str, bytes]:
     return {**files, f"{dist_info}/RECORD": record.encode()}
 
 
+class NoDownloads:
+    """Fetches nothing: every file of the fake tree comes from the fake builder."""
+
+    def fetch_all(self, requirements: Sequence[Requirement], progress: Progress) -> list[Path]:
+        return []
+
+
+def fake_build(request: BuildRequest, builder: FakeBuilder, recorder: Recorder) -> BuildResult:
+    poetry = Factory().create_poetry(request.project_dir)
+    return build(request, poetry, recorder, builder, NoDownloads())
+
+
 def run(path: Path, files: dict[str, bytes], **options: object) -> tuple[BuildResult, Recorder]:
     request = BuildRequest.from_settings(path, {"runtime": "python3.11", **options}, {})
     recorder = Recorder()
-    result = build(request, Factory().create_poetry(path), recorder, FakeBuilder(files))
+    result = fake_build(request, FakeBuilder(files), recorder)
     return result, recorder
 
 
@@ -167,10 +181,12 @@ def test_the_builder_gets_includes_compile_and_slim_settings(
     request = BuildRequest.from_settings(
         path, {"runtime": "python3.11", "slim": True}, {"include": ["index.py", "config/*.json"]}
     )
-    build(request, Factory().create_poetry(path), Recorder(), builder)
-    # Two jobs: the dependencies, and the project's files (compiled by the image's Python).
-    dependencies, job = sorted(builder.jobs, key=lambda job: not job.requirements)
-    assert [r.name for r in dependencies.requirements] == ["idna"]
+    fake_build(request, builder, Recorder())
+    # Two jobs: the dependencies (their wheels unpacked here, then slimmed and compiled by the
+    # builder), and the project's files (compiled by the image's Python).
+    dependencies, job = sorted(builder.jobs, key=lambda job: job.unpacked is None)
+    assert dependencies.requirements == ()
+    assert dependencies.unpacked is not None
     assert dependencies.includes == ()
     assert dependencies.compile == job.compile
     assert job.requirements == ()
@@ -197,8 +213,9 @@ def test_only_the_project_is_reinstalled_and_force_or_no_cache_reinstall_all(
         builder = FakeBuilder({**TREE, "hello_pure/handler.py": handler.read_bytes()})
         request = BuildRequest.from_settings(path, {"runtime": "python3.11", **options}, {})
         recorder = Recorder()
-        result = build(request, Factory().create_poetry(path), recorder, builder)
-        assert [bool(job.requirements) for job in builder.jobs].count(True) == reinstalls
+        result = fake_build(request, builder, recorder)
+        dependency_jobs = [job for job in builder.jobs if job.unpacked is not None]
+        assert len(dependency_jobs) == reinstalls
         assert any("reused from an earlier build" in line for line in recorder.lines) == reused
         assert "six.py" in names(result.archives[0].path)
 
@@ -208,14 +225,15 @@ def test_a_file_both_the_project_and_a_dependency_install_must_agree(
 ) -> None:
     path = project("pure-python")
     # Without bytecode the project's own wheel is unpacked on this machine; the fake builder
-    # installs only the dependencies: six, and "ns", which shares a file with the project.
-    options = {"runtime": "python3.11", "compile": False, "no-cache": True, "force": True}
-    request = BuildRequest.from_settings(path, options, {})
+    # (asked to slim) installs only the dependencies: six, and "ns", which shares a file with
+    # the project.
+    options = {"runtime": "python3.11", "compile": False, "slim": True, "force": True}
+    request = BuildRequest.from_settings(path, {**options, "no-cache": True}, {})
     init = (path / "src" / "hello_pure" / "__init__.py").read_bytes()
     six = distribution("six", {"six.py": b"# six\n"})
     agreeing = FakeBuilder({**six, **distribution("ns", {"hello_pure/__init__.py": init})}, "-")
-    result = build(request, Factory().create_poetry(path), Recorder(), agreeing)
-    assert [bool(job.requirements) for job in agreeing.jobs] == [True]
+    result = fake_build(request, agreeing, Recorder())
+    assert [job.unpacked is not None for job in agreeing.jobs] == [True]
     with zipfile.ZipFile(result.archives[0].path) as archive:
         assert archive.read("hello_pure/__init__.py") == init
         assert (
@@ -225,4 +243,4 @@ def test_a_file_both_the_project_and_a_dependency_install_must_agree(
 
     clashing = FakeBuilder({**six, **distribution("ns", {"hello_pure/handler.py": b"x"})}, "-")
     with pytest.raises(BuildFailedError, match=r"hello_pure/handler.py is installed by a dep"):
-        build(request, Factory().create_poetry(path), Recorder(), clashing)
+        fake_build(request, clashing, Recorder())

@@ -174,3 +174,16 @@ def test_wheel_data_directories_land_where_pip_puts_them(tmp_path: Path) -> None
     shutil.rmtree(target)
     with pytest.raises(Exception, match="outside the package"):
         install_wheel(wheel, target, "3.12")
+
+
+def test_an_index_unreachable_through_the_proxy_says_what_to_check_and_no_secret(
+    project: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://builder:pr0xy-s3cret@127.0.0.1:9")
+    # --no-cache: nothing fetched by an earlier test may stand in for the index.
+    result = Build(project("pure-python"), "--runtime python3.11 --builder local --no-cache")
+    assert result.status == 5
+    assert "Listing python-dateutil on " in result.error
+    assert "Check the network, the proxy settings (HTTPS_PROXY)" in result.error
+    assert "pr0xy-s3cret" not in result.output + result.error
+    assert "Traceback" not in result.error

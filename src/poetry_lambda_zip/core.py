@@ -34,6 +34,7 @@ from poetry_lambda_zip.errors import BuildInterrupted
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import DockerUnavailableError
 from poetry_lambda_zip.errors import OutputError
+from poetry_lambda_zip.fetch import WheelFetcher
 from poetry_lambda_zip.fingerprint import comment
 from poetry_lambda_zip.fingerprint import fingerprint
 from poetry_lambda_zip.fingerprint import recorded
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.archive import Entry
     from poetry_lambda_zip.builders import Builder
     from poetry_lambda_zip.builders import Progress
+    from poetry_lambda_zip.fetch import Fetcher
     from poetry_lambda_zip.request import BuildRequest
     from poetry_lambda_zip.resolve import RequirementSet
 
@@ -189,7 +191,11 @@ def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan
 
 
 def build(
-    request: BuildRequest, poetry: Poetry, progress: Progress, builder: Builder | None = None
+    request: BuildRequest,
+    poetry: Poetry,
+    progress: Progress,
+    builder: Builder | None = None,
+    fetcher: Fetcher | None = None,
 ) -> BuildResult:
     """Build the Lambda package(s) ``request`` asks for and return what was written."""
     decided = plan(request, poetry, progress)
@@ -221,6 +227,13 @@ def build(
             compile=_compile_settings(decided, poetry) if request.compile else None,
             cache=request.cache,
         )
+        if job.compile is not None and builder.name == "local":
+            from poetry_lambda_zip.builders.local import cannot_compile_here
+
+            problem = cannot_compile_here(job)
+            if problem is not None:
+                progress.warning(problem)
+                job = replace(job, compile=None)
         timestamp = timestamp_from_environment()
         options = {"layout": request.layout, "exclude": sorted(request.exclude)}
         # Unpacked wheels without bytecode or stripping are the same bytes from any builder
@@ -244,6 +257,13 @@ def build(
         installed = _install(
             builder,
             job,
+            fetcher=fetcher
+            or WheelFetcher(
+                poetry,
+                cache=request.cache,
+                scratch=workdir / "downloads",
+                ca_bundle=request.ca_bundle,
+            ),
             identity=identity,
             cache=cache,
             force=request.force,
@@ -317,7 +337,7 @@ def _choose_builder(
         if missing:
             raise no_wheel_error(missing, runtime)
         progress.info("Builder: local (--builder local)")
-        return LocalBuilder(poetry)
+        return LocalBuilder()
     if engine_answers():
         progress.info(f"Builder: docker (an engine answers at {engine_location()})")
         return DockerBuilder()
@@ -331,13 +351,14 @@ def _choose_builder(
         f"Builder: local (no Docker engine answers at {engine_location()}; every package has a"
         f" wheel for {runtime})"
     )
-    return LocalBuilder(poetry)
+    return LocalBuilder()
 
 
 def _install(
     builder: Builder,
     job: InstallJob,
     *,
+    fetcher: Fetcher,
     identity: str,
     cache: TreeCache | None,
     force: bool,
@@ -355,7 +376,7 @@ def _install(
             from poetry_lambda_zip.builders.local import unpack
 
             def install_project() -> InstallResult:
-                return unpack(project, [], project_dir / "target", progress)
+                return unpack(project, project_dir / "target", progress)
         else:
 
             def install_project() -> InstallResult:
@@ -378,13 +399,38 @@ def _install(
                 installed.append(InstallResult(reused.tree, reused.report))
             else:
                 directory = _subdirectory(workdir, "dependencies")
-                result = builder.install(dependencies, directory, progress)
+                result = _install_dependencies(builder, dependencies, fetcher, directory, progress)
                 if cache is not None:
                     cache.put(key, result)
                 installed.append(result)
         if pending is not None:
             installed.append(pending.result())
     return installed
+
+
+def _install_dependencies(
+    builder: Builder, job: InstallJob, fetcher: Fetcher, workdir: Path, progress: Progress
+) -> InstallResult:
+    """Fetch and unpack the wheels here (in parallel, from the download cache when it has them);
+    the builder adds what must be built in the image (sdists, path and git dependencies), then
+    slims and precompiles. With none of that to do, no builder runs: wheels unpack the same
+    everywhere."""
+    from poetry_lambda_zip.builders.local import install_wheels
+
+    wheels = [r for r in job.requirements if r.artifact.kind == "wheel"]
+    files = fetcher.fetch_all(wheels, progress)
+    started = time.monotonic()
+    unpacked = workdir / "unpacked"
+    install_wheels(files, unpacked, job.target.python_version_text)
+    if files:
+        progress.phase(
+            "unpack", time.monotonic() - started, f"{len(files)} wheels for {job.target.runtime}"
+        )
+    rest = tuple(r for r in job.requirements if r.artifact.kind != "wheel")
+    job = replace(job, requirements=rest, unpacked=unpacked)
+    if rest or job.trees or job.compile is not None or job.slim:
+        return builder.install(job, workdir, progress)
+    return InstallResult(unpacked)
 
 
 def _needs_image(project: InstallJob) -> bool:

@@ -53,6 +53,9 @@ class InstallJob:
     compile: CompileSettings | None = None
     #: Reuse downloads across builds (a Docker volume / Poetry's artifact cache).
     cache: bool = True
+    #: The wheels of (other) requirements, already fetched and unpacked on this machine: the
+    #: builder adds what it installs, then slims and precompiles the whole tree.
+    unpacked: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""Runs inside the build container with the image's Python: check it, then pip-install the job.
+"""Runs inside the build container with the image's Python: check it, pip-install what the job
+lists (sdists, path and git dependencies, the project), merge it with the wheels the host
+unpacked, then slim and precompile.
 
 Kept free of third-party imports and compatible with every Lambda Python (3.9+). The tree
 steps (``slim_tree``, ``compile_tree``, ``merge_trees``) are also what the local builder runs.
@@ -80,7 +82,8 @@ def _install(job: dict[str, Any], environment: dict[str, str]) -> int:
         "--no-input", "--disable-pip-version-check", "--no-warn-script-location",
         "--progress-bar", "off",
     ]  # fmt: skip
-    targets = []
+    # Wheels unpacked by the host come first; pip adds what it builds or installs.
+    targets = [os.path.join(WORK, job["unpacked"])] if job["unpacked"] else []
     for number, install in enumerate(job["installs"]):
         target = f"{TARGET}.{number}"
         command = [*pip, "--require-hashes", "--target", target]

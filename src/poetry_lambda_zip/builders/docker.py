@@ -93,7 +93,8 @@ def engine_answers() -> bool:
 
 
 class DockerBuilder:
-    """Runs pip in a container started from the job's image."""
+    """Runs pip (for what must be built), slimming and precompiling in a container started
+    from the job's image."""
 
     name = "docker"
 
@@ -156,12 +157,7 @@ class DockerBuilder:
             ) from e
         finally:
             _remove(container, progress)
-        what = (
-            f"{len(job.requirements)} distributions" if job.requirements else "the project's files"
-        )
-        progress.phase(
-            "install", time.monotonic() - started, f"{what}, pip in {job.target.runtime}"
-        )
+        progress.phase("install", time.monotonic() - started, _describe(job))
         return InstallResult(tree, report)
 
     def identity(self, job: InstallJob, progress: Progress) -> str:
@@ -294,14 +290,32 @@ class DockerBuilder:
             ) from e
 
 
+def _describe(job: InstallJob) -> str:
+    """What the container did, for the progress line."""
+    done = []
+    if job.requirements or job.trees:
+        done.append(f"pip built or installed {len(job.requirements) + len(job.trees)}")
+    if job.project_wheel is not None or job.includes:
+        done.append("the project's files")
+    if job.unpacked is not None:
+        done.append("the unpacked wheels")
+    if job.slim:
+        done.append("slimmed")
+    if job.compile is not None:
+        done.append("precompiled")
+    return f"{', '.join(done)}: in the {job.target.runtime} image"
+
+
 def _inputs(job: InstallJob, destination: Path) -> Path:
     """Write the tar put into the container: the script, the job, the requirement files, the
-    project wheel, local file dependencies and source trees. Returns its path."""
+    project wheel, local file dependencies, source trees and the wheels unpacked on this
+    machine. Returns its path."""
     installs, files = _installs(job)
     config: dict[str, Any] = {
         "python": job.target.python_version_text,
         "installs": installs,
         "trees": [f"src/{tree.relative}" for tree in job.trees],
+        "unpacked": "unpacked" if job.unpacked else None,
         "default_index": job.default_index,
         "cache_dir": _CACHE if job.cache else None,
         "includes": [name for name, _ in job.includes],
@@ -340,6 +354,8 @@ def _inputs(job: InstallJob, destination: Path) -> Path:
             archive.add(path, f"lambda-zip/files/{name}", filter=_owned_by_root)
         for tree in job.trees:
             archive.add(tree.path, f"lambda-zip/src/{tree.relative}", filter=_source_filter)
+        if job.unpacked:
+            archive.add(job.unpacked, "lambda-zip/unpacked", filter=_owned_by_root)
         for name, path in job.includes:
             with path.open("rb") as handle:  # fstat: a link inside the project is followed
                 info = archive.gettarinfo(arcname=f"lambda-zip/include/{name}", fileobj=handle)

@@ -1,6 +1,6 @@
-"""The local builder: no container. Each locked wheel for the target is fetched through Poetry
-(sources, credentials, certificates, artifact cache), checked against the lock's sha256 and
-unpacked the way ``pip install --target`` lays it out."""
+"""The local builder: no container. The requirement set's wheels are fetched and unpacked on
+this machine for every builder (``core``); this builder also installs the project's files and
+slims and precompiles the tree here, where the docker builder does that in the image."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import shutil
 import sys
 import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from pathlib import PurePosixPath
 from typing import IO
@@ -17,7 +16,6 @@ from typing import TYPE_CHECKING
 
 from packaging.utils import parse_wheel_filename
 
-from poetry_lambda_zip.archive import file_sha256
 from poetry_lambda_zip.builders import InstallResult
 from poetry_lambda_zip.builders._inside import compile_tree
 from poetry_lambda_zip.builders._inside import merge_trees
@@ -27,9 +25,7 @@ from poetry_lambda_zip.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-
-    from poetry.poetry import Poetry
-    from poetry.repositories.http_repository import HTTPRepository
+    from collections.abc import Sequence
 
     from poetry_lambda_zip.builders import InstallJob
     from poetry_lambda_zip.builders import Progress
@@ -38,7 +34,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LocalBuilder",
+    "cannot_compile_here",
     "install_wheel",
+    "install_wheels",
     "no_wheel_error",
     "not_installable_locally",
     "unpack",
@@ -46,7 +44,6 @@ __all__ = [
 
 #: The interpreter Lambda's images run: what pip writes into rewritten script shebangs.
 _LAMBDA_PYTHON = "/var/lang/bin/python3"
-_DOWNLOADS = 8
 
 
 def not_installable_locally(requirements: Iterable[Requirement]) -> list[Requirement]:
@@ -57,25 +54,13 @@ def not_installable_locally(requirements: Iterable[Requirement]) -> list[Require
 class LocalBuilder:
     name = "local"
 
-    def __init__(self, poetry: Poetry) -> None:
-        self._poetry = poetry
-        self._repositories: dict[str, HTTPRepository] = {}
-        self._cache = True
-        self._scratch: Path | None = None
-
     def install(self, job: InstallJob, workdir: Path, progress: Progress) -> InstallResult:
+        """Finish ``job`` here: its requirements' wheels are already in ``job.unpacked``;
+        anything else they would need built cannot be done without the image."""
         missing = not_installable_locally(job.requirements)
-        if missing:
+        if missing or job.trees:
             raise no_wheel_error(missing, job.target.runtime)
-        started = time.monotonic()
-        self._cache = job.cache
-        self._scratch = workdir / "downloads"
-        wheels = []
-        if job.requirements:
-            with ThreadPoolExecutor(_DOWNLOADS) as pool:
-                wheels = list(pool.map(self._fetch, job.requirements))
-            progress.phase("fetch", time.monotonic() - started, f"{len(wheels)} wheels")
-        return unpack(job, wheels, workdir / "target", progress)
+        return unpack(job, job.unpacked or workdir / "target", progress)
 
     def identity(self, job: InstallJob, progress: Progress) -> str:
         # Bytecode is compiled by this interpreter when its version is the runtime's.
@@ -86,118 +71,33 @@ class LocalBuilder:
 
         return DockerBuilder().verify(check, progress)
 
-    def _fetch(self, requirement: Requirement) -> Path:
-        artifact, origin = requirement.artifact, requirement.origin
-        assert artifact.filename is not None
-        assert artifact.sha256 is not None
-        if origin.type == "file":
-            assert origin.url is not None
-            path = Path(origin.url)
-        else:
-            path = self._known(artifact.sha256, artifact.filename) or self._download(requirement)
-        found = file_sha256(path)
-        if found != artifact.sha256:
-            raise BuildFailedError(
-                f"{artifact.filename} ({requirement.name} {requirement.version}) does not match"
-                f" poetry.lock: expected sha256 {artifact.sha256}, downloaded {found}.",
-                "Do not deploy this. If the index legitimately changed the file, run"
-                " `poetry lock` and review the change.",
-            )
-        if origin.type != "file" and self._cache:
-            self._remember(found, artifact.filename, path)
-        return path
 
-    def _download(self, requirement: Requirement) -> Path:
-        from poetry.core.packages.utils.link import Link
-        from poetry.utils.cache import ArtifactCache
-        from poetry.utils.download import download_file
-
-        artifact, origin = requirement.artifact, requirement.origin
-        assert artifact.filename is not None
-        if origin.type == "url":
-            assert origin.url is not None
-            link = Link(origin.url)
-            session = None
-        else:
-            repository = self._repository(origin.source_name, origin.url)
-            from poetry.core.packages.package import Package
-
-            links = repository.find_links_for_package(
-                Package(requirement.name, requirement.version)
-            )
-            found = next((link for link in links if link.filename == artifact.filename), None)
-            if found is None:
-                raise BuildFailedError(
-                    f"{artifact.filename} is not on {repository.url} any more.",
-                    "Run `poetry lock` to pick files the index still serves.",
-                )
-            link, session = found, repository.session
-        cache = ArtifactCache(cache_dir=self._poetry.config.artifacts_cache_directory)
-        if self._cache:
-            cached = cache.get_cached_archive_for_link(link, strict=True)
-            if cached is not None:
-                return cached
-            directory = cache.get_cache_directory_for_link(link)
-        else:
-            assert self._scratch is not None
-            directory = self._scratch / artifact.sha256  # type: ignore[operator]
-        directory.mkdir(parents=True, exist_ok=True)
-        partial = directory / f".{artifact.filename}.{os.getpid()}.part"
-        try:
-            download_file(link.url, partial, session=session)
-        except Exception as e:  # requests and Poetry raise many kinds
-            raise BuildFailedError(
-                f"Downloading {artifact.filename} failed: {e}",
-                "Check the network, the proxy settings and Poetry's credentials for the source.",
-            ) from e
-        final = directory / artifact.filename
-        os.replace(partial, final)
-        return final
-
-    def _index(self) -> Path:
-        return Path(self._poetry.config.artifacts_cache_directory).parent / "lambda-zip-by-hash"
-
-    def _known(self, sha256: str, filename: str) -> Path | None:
-        """A file fetched before with this sha256 (the lock pins it, so no index is asked)."""
-        link = self._index() / sha256[:2] / f"{sha256}-{filename}"
-        return link.resolve() if self._cache and link.exists() else None
-
-    def _remember(self, sha256: str, filename: str, path: Path) -> None:
-        link = self._index() / sha256[:2] / f"{sha256}-{filename}"
-        link.parent.mkdir(parents=True, exist_ok=True)
-        partial = link.with_name(f".{link.name}.{os.getpid()}")
-        partial.unlink(missing_ok=True)
-        partial.symlink_to(path)
-        os.replace(partial, link)
-
-    def _repository(self, source_name: str | None, url: str | None) -> HTTPRepository:
-        """The configured source (with its credentials), or PyPI through its simple API."""
-        from poetry.repositories.legacy_repository import LegacyRepository
-
-        key = source_name or "PyPI"
-        if key not in self._repositories:
-            pool = self._poetry.pool
-            if source_name and pool.has_repository(source_name):
-                repository = pool.repository(source_name)
-            else:
-                pypi = pool.repository("PyPI") if pool.has_repository("PyPI") else None
-                pypi_url = getattr(pypi, "url", None) or url
-                repository = LegacyRepository(
-                    "PyPI-simple", str(pypi_url or url), config=self._poetry.config
-                )
-            self._repositories[key] = repository  # type: ignore[assignment]
-        return self._repositories[key]
+def cannot_compile_here(job: InstallJob) -> str | None:
+    """Why this interpreter cannot precompile for the job's runtime, if it cannot."""
+    host = "{}.{}".format(*sys.version_info[:2])
+    version = job.target.python_version_text
+    if host == version:
+        return None
+    return (
+        f"Not precompiling: this Python is {host}, {job.target.runtime} needs {version} bytecode"
+        f" (use --builder docker, or run Poetry with {version})."
+    )
 
 
-def unpack(job: InstallJob, wheels: list[Path], target: Path, progress: Progress) -> InstallResult:
-    """Install the fetched wheels, the project's wheel and include files into ``target`` on
-    this machine, then slim and precompile as the job asks (what pip and the container script
-    do in the docker builder)."""
+def install_wheels(wheels: Sequence[Path], target: Path, python_version: str) -> None:
+    """Unpack fetched wheels into one tree, as one ``pip install --target`` would."""
+    target.mkdir(parents=True, exist_ok=True)
+    for wheel in wheels:
+        install_wheel(wheel, target, python_version)
+
+
+def unpack(job: InstallJob, target: Path, progress: Progress) -> InstallResult:
+    """Add the project's wheel and include files to ``target`` on this machine (it may hold the
+    unpacked dependencies already), then slim and precompile as the job asks: what pip and the
+    container script do in the docker builder."""
     started = time.monotonic()
     version = job.target.python_version_text
-    target.mkdir(parents=True, exist_ok=True)
-    for wheel in [*wheels, *([job.project_wheel] if job.project_wheel else [])]:
-        install_wheel(wheel, target, version)
+    install_wheels([job.project_wheel] if job.project_wheel else [], target, version)
     if job.includes:
         includes = target.parent / "include"
         for name, path in job.includes:
@@ -211,21 +111,15 @@ def unpack(job: InstallJob, wheels: list[Path], target: Path, progress: Progress
         native = os.uname().machine == job.target.machine
         report["slim"] = slim_tree(str(target), shutil.which("strip") if native else None)
     if job.compile is not None:
-        host = "{}.{}".format(*sys.version_info[:2])
-        if host == version:
-            settings = {
-                "prefix": job.compile.prefix,
-                "project_prefix": job.compile.project_prefix,
-                "project": job.compile.project,
-            }
-            report["compile"] = compile_tree(str(target), settings, [n for n, _ in job.includes])
-        else:
-            progress.warning(
-                f"Not precompiling: this Python is {host}, {job.target.runtime} needs"
-                f" {version} bytecode (use --builder docker, or run Poetry with {version})."
-            )
-    what = f"{len(wheels)} wheels" if wheels else "the project's files"
-    progress.phase("install", time.monotonic() - started, f"{what} for {job.target.runtime}")
+        settings = {
+            "prefix": job.compile.prefix,
+            "project_prefix": job.compile.project_prefix,
+            "project": job.compile.project,
+        }
+        report["compile"] = compile_tree(str(target), settings, [n for n, _ in job.includes])
+    project = job.project_wheel is not None or job.includes
+    what = "the project's files" if project else "the dependencies"
+    progress.phase("install", time.monotonic() - started, f"{what}, here for {job.target.runtime}")
     return InstallResult(target, report)
 
 
