@@ -176,7 +176,7 @@ def big_package(work: Path, image: str) -> list[Row]:
         output = work / f"big-{builder}.zip"
         seconds, peak, _ = run(
             [poetry, "lambda-zip", "-C", str(project), "--runtime", "python3.11", "--builder",
-             builder, "--image", image, "--no-compile", "-o", str(output)],
+             builder, "--image", image, "-o", str(output)],
             project, environment,
         )  # fmt: skip
         rows.append(

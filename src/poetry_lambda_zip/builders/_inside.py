@@ -202,7 +202,11 @@ def _project_files(target: str, project: str) -> set[str]:
 
 def merge_trees(sources: list[str], target: str) -> Optional[str]:
     """Copy the trees into one (pip --target skips directories that exist); return the first
-    path two trees hold with different content, or None."""
+    path two trees hold with different content, or None. The first tree is moved, not copied,
+    when there is no target yet."""
+    if sources and not os.path.exists(target):
+        os.rename(sources[0], target)
+        sources = sources[1:]
     os.makedirs(target, exist_ok=True)
     for source in sources:
         for directory, _, files in os.walk(source):
