@@ -239,7 +239,9 @@ def main() -> None:
             Ours("docker", arguments.fixture, arguments.image, work), arguments.runs
         )
         rows += measure_ours(
-            Ours("local", arguments.fixture, arguments.image, work), arguments.runs
+            Ours("local", arguments.fixture, arguments.image, work),
+            arguments.runs,
+            no_compile_row=True,
         )
         environment = {
             **os.environ,

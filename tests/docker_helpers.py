@@ -63,14 +63,20 @@ def distributions(zip_path: Path) -> set[str]:
 
 
 def leftover_containers(client: docker.DockerClient) -> list[str]:
-    return [c.name for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL})]
+    # ignore_removed: the SDK inspects each listed container; one may be gone by then.
+    listed = client.containers.list(
+        all=True, filters={"label": CONTAINER_LABEL}, ignore_removed=True
+    )
+    return [container.name for container in listed]
 
 
 def inspect_build_containers(client: docker.DockerClient) -> list[str]:
     """``docker inspect`` of each build container running now, as JSON text (one that is gone
     between listing and inspecting is skipped: builds run short containers side by side)."""
     found = []
-    for container in client.containers.list(filters={"label": CONTAINER_LABEL}):
+    for container in client.containers.list(
+        filters={"label": CONTAINER_LABEL}, ignore_removed=True
+    ):
         try:
             found.append(json.dumps(client.api.inspect_container(container.id)))
         except NotFound:

@@ -52,8 +52,7 @@ class Recorder:
 
 class FakeBuilder:
     """Installs nothing: hands back a tree made of ``files`` (path -> bytes): for the project's
-    job (no ``unpacked`` tree) the files starting with ``project``, for the dependencies' job
-    the others."""
+    job the files starting with ``project``, for the dependencies' job the others."""
 
     name = "fake"
 
@@ -61,13 +60,22 @@ class FakeBuilder:
         self.files = files
         self.project = project
         self.jobs: list[InstallJob] = []
+        #: The files each job found unpacked here before it ran.
+        self.unpacked: list[list[str]] = []
 
     def install(self, job: InstallJob, workdir: Path, progress: Progress) -> InstallResult:
         self.jobs.append(job)
+        unpacked = job.unpacked
+        self.unpacked.append(
+            sorted(p.relative_to(unpacked).as_posix() for p in unpacked.rglob("*") if p.is_file())
+            if unpacked is not None
+            else []
+        )
         tree = workdir / "tree.tar"
+        dependencies = job.what == "the dependencies"
         with tarfile.open(tree, "w") as archive:
             for name, data in self.files.items():
-                if name.startswith(self.project) == (job.unpacked is not None):
+                if name.startswith(self.project) == dependencies:
                     continue
                 info = tarfile.TarInfo(f"{TREE_PREFIX}/{name}")
                 info.size = len(data)
@@ -183,14 +191,21 @@ def test_the_builder_gets_includes_compile_and_slim_settings(
     )
     fake_build(request, builder, Recorder())
     # Two jobs: the dependencies (their wheels unpacked here, then slimmed and compiled by the
-    # builder), and the project's files (compiled by the image's Python).
-    dependencies, job = sorted(builder.jobs, key=lambda job: job.unpacked is None)
+    # builder), and the project's files (copied here, slimmed and compiled by the builder).
+    assert sorted(job.what for job in builder.jobs) == ["the dependencies", "the project's files"]
+    by_what = dict(zip([job.what for job in builder.jobs], builder.unpacked))
+    dependencies, job = sorted(builder.jobs, key=lambda job: job.what)
     assert dependencies.requirements == ()
-    assert dependencies.unpacked is not None
     assert dependencies.includes == ()
-    assert dependencies.compile == job.compile
+    assert dependencies.slim
+    assert dependencies.compile is not None
+    assert (dependencies.compile.prefix, dependencies.compile.project_prefix) == (
+        "/var/task",
+        "/var/task",
+    )
     assert job.requirements == ()
-    assert [name for name, _ in job.includes] == ["config/settings.json", "index.py"]
+    assert job.includes == ()
+    assert by_what["the project's files"] == ["config/settings.json", "index.py"]
     assert job.slim
     assert job.compile is not None
     assert (job.compile.prefix, job.compile.project_prefix) == ("/var/task", "/var/task")
@@ -214,7 +229,7 @@ def test_only_the_project_is_reinstalled_and_force_or_no_cache_reinstall_all(
         request = BuildRequest.from_settings(path, {"runtime": "python3.11", **options}, {})
         recorder = Recorder()
         result = fake_build(request, builder, recorder)
-        dependency_jobs = [job for job in builder.jobs if job.unpacked is not None]
+        dependency_jobs = [job for job in builder.jobs if job.what == "the dependencies"]
         assert len(dependency_jobs) == reinstalls
         assert any("reused from an earlier build" in line for line in recorder.lines) == reused
         assert "six.py" in names(result.archives[0].path)
@@ -233,7 +248,7 @@ def test_a_file_both_the_project_and_a_dependency_install_must_agree(
     six = distribution("six", {"six.py": b"# six\n"})
     agreeing = FakeBuilder({**six, **distribution("ns", {"hello_pure/__init__.py": init})}, "-")
     result = fake_build(request, agreeing, Recorder())
-    assert [job.unpacked is not None for job in agreeing.jobs] == [True]
+    assert [job.what for job in agreeing.jobs] == ["the dependencies"]
     with zipfile.ZipFile(result.archives[0].path) as archive:
         assert archive.read("hello_pure/__init__.py") == init
         assert (

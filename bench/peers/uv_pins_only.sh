@@ -7,9 +7,12 @@ set -euo pipefail
 SRC=$(realpath "$1"); NAME=$(basename "$SRC"); mkdir -p "$OUT"
 B=$WORK/build/uv-pins/$NAME; rm -rf "$B/pkg"; mkdir -p "$B/pkg"
 if [ ! -f "$B/requirements.txt" ]; then  # computed once, outside the measured part's repeats
-  "${POETRY:-poetry}" lambda-zip -C "$SRC" --runtime python3.11 --dry-run --json |
-    python3 -c 'import json,sys; [print(f"{d[\"name\"]}=={d[\"version\"]}") for d in json.load(sys.stdin)["distributions"]]' \
-    > "$B/requirements.txt"
+  "${POETRY:-poetry}" lambda-zip -C "$SRC" --runtime python3.11 --dry-run --json > "$B/plan.json"
+  python3 - "$B/plan.json" > "$B/requirements.txt" <<'PY'
+import json, sys
+for d in json.load(open(sys.argv[1]))["distributions"]:
+    print(d["name"] + "==" + d["version"])
+PY
 fi
 export SSL_CERT_FILE="$CA_BUNDLE"
 [ -n "$INDEX_URL" ] && export UV_DEFAULT_INDEX="$INDEX_URL"

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import tarfile
 import tempfile
 import threading
 import time
 import uuid
-import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +25,6 @@ from poetry_lambda_zip.archive import write_zips_atomically
 from poetry_lambda_zip.builders import TREE_PREFIX
 from poetry_lambda_zip.builders import CompileSettings
 from poetry_lambda_zip.builders import InstallJob
-from poetry_lambda_zip.builders import InstallResult
 from poetry_lambda_zip.builders import VerifyJob
 from poetry_lambda_zip.errors import BuildInterrupted
 from poetry_lambda_zip.errors import ConfigError
@@ -38,7 +34,8 @@ from poetry_lambda_zip.fetch import WheelFetcher
 from poetry_lambda_zip.fingerprint import comment
 from poetry_lambda_zip.fingerprint import fingerprint
 from poetry_lambda_zip.fingerprint import recorded
-from poetry_lambda_zip.fingerprint import tree_key
+from poetry_lambda_zip.install import install
+from poetry_lambda_zip.install import merged_reports
 from poetry_lambda_zip.layout import apply_excludes
 from poetry_lambda_zip.layout import distribution_sizes
 from poetry_lambda_zip.layout import layer_output
@@ -59,8 +56,6 @@ from poetry_lambda_zip.target import newest_runtime_for
 from poetry_lambda_zip.tree_cache import TreeCache
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from collections.abc import Iterable
     from collections.abc import Iterator
     from types import FrameType
 
@@ -89,7 +84,6 @@ UNZIPPED_LIMIT = 262_144_000
 ZIPPED_DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
 #: The name poetry-core gives a package-mode = false project that has none.
 _UNNAMED = "non-package-mode"
-_SHARED_LIBRARY = re.compile(r"\.so(\.|$)")
 
 
 @dataclass(frozen=True)
@@ -254,7 +248,7 @@ def build(
                 up_to_date=True,
             )
         cache = _tree_cache(poetry) if request.cache else None
-        installed = _install(
+        installed = install(
             builder,
             job,
             fetcher=fetcher
@@ -270,7 +264,7 @@ def build(
             workdir=workdir,
             progress=progress,
         )
-        report = _merged_reports(result.report for result in installed)
+        report = merged_reports(result.report for result in installed)
         _report_extras(report, request, progress)
 
         started = time.monotonic()
@@ -354,122 +348,9 @@ def _choose_builder(
     return LocalBuilder()
 
 
-def _install(
-    builder: Builder,
-    job: InstallJob,
-    *,
-    fetcher: Fetcher,
-    identity: str,
-    cache: TreeCache | None,
-    force: bool,
-    workdir: Path,
-    progress: Progress,
-) -> list[InstallResult]:
-    """Install the dependencies (or reuse them from an earlier build) and the project's own
-    files: on this machine when nothing about them needs the image's toolchain, else in a
-    second container that runs while the dependencies install."""
-    project = replace(job, requirements=(), trees=(), build_id=f"{job.build_id}-project")
-    install_project: Callable[[], InstallResult] | None = None
-    if project.project_wheel is not None or project.includes:
-        project_dir = _subdirectory(workdir, "project")
-        if builder.name == "local" or not _needs_image(project):
-            from poetry_lambda_zip.builders.local import unpack
-
-            def install_project() -> InstallResult:
-                return unpack(project, project_dir / "target", progress)
-        else:
-
-            def install_project() -> InstallResult:
-                return builder.install(project, project_dir, progress)
-
-    installed = []
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(install_project) if install_project is not None else None
-        dependencies = replace(job, project_wheel=None, includes=())
-        if dependencies.requirements or dependencies.trees:
-            key = tree_key(dependencies, f"{builder.name} {identity}")
-            started = time.monotonic()
-            reused = cache.get(key) if cache is not None and not force else None
-            if cache is not None and reused is not None:
-                progress.phase(
-                    "install",
-                    time.monotonic() - started,
-                    f"dependencies unchanged: reused from an earlier build ({cache.directory})",
-                )
-                installed.append(InstallResult(reused.tree, reused.report))
-            else:
-                directory = _subdirectory(workdir, "dependencies")
-                result = _install_dependencies(builder, dependencies, fetcher, directory, progress)
-                if cache is not None:
-                    cache.put(key, result)
-                installed.append(result)
-        if pending is not None:
-            installed.append(pending.result())
-    return installed
-
-
-def _install_dependencies(
-    builder: Builder, job: InstallJob, fetcher: Fetcher, workdir: Path, progress: Progress
-) -> InstallResult:
-    """Fetch and unpack the wheels here (in parallel, from the download cache when it has them);
-    the builder adds what must be built in the image (sdists, path and git dependencies), then
-    slims and precompiles. With none of that to do, no builder runs: wheels unpack the same
-    everywhere."""
-    from poetry_lambda_zip.builders.local import install_wheels
-
-    wheels = [r for r in job.requirements if r.artifact.kind == "wheel"]
-    files = fetcher.fetch_all(wheels, progress)
-    started = time.monotonic()
-    unpacked = workdir / "unpacked"
-    install_wheels(files, unpacked, job.target.python_version_text)
-    if files:
-        progress.phase(
-            "unpack", time.monotonic() - started, f"{len(files)} wheels for {job.target.runtime}"
-        )
-    rest = tuple(r for r in job.requirements if r.artifact.kind != "wheel")
-    job = replace(job, requirements=rest, unpacked=unpacked)
-    if rest or job.trees or job.compile is not None or job.slim:
-        return builder.install(job, workdir, progress)
-    return InstallResult(unpacked)
-
-
-def _needs_image(project: InstallJob) -> bool:
-    """Whether installing the project's wheel and include files needs the image: precompiling
-    (its Python's bytecode) or stripping shared libraries (its ``strip``)."""
-    if project.compile is not None:
-        return True
-    if not project.slim:
-        return False
-    names = [name for name, _ in project.includes]
-    if project.project_wheel is not None:
-        with zipfile.ZipFile(project.project_wheel) as wheel:
-            names += wheel.namelist()
-    return any(_SHARED_LIBRARY.search(name) for name in names)
-
-
-def _subdirectory(workdir: Path, name: str) -> Path:
-    path = workdir / name
-    path.mkdir()
-    return path
-
-
 def _tree_cache(poetry: Poetry) -> TreeCache:
     cache_dir = Path(poetry.config.artifacts_cache_directory).parent
     return TreeCache(cache_dir / "lambda-zip-trees")
-
-
-def _merged_reports(reports: Iterable[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
-    """The dependencies' and the project's slim and compile counts, added up."""
-    merged: dict[str, dict[str, int]] = {}
-    for report in reports:
-        for step, counts in report.items():
-            totals = merged.setdefault(step, {})
-            for name, count in counts.items():
-                if name == "strip_available":
-                    totals[name] = max(totals.get(name, 0), count)
-                else:
-                    totals[name] = totals.get(name, 0) + count
-    return merged
 
 
 @contextlib.contextmanager

@@ -187,10 +187,10 @@ class WheelFetcher:
 
 
 def _unreachable(what: str, error: Exception) -> BuildFailedError:
-    # A proxy URL in the message may carry a password.
-    reason = _USERINFO.sub("://", str(error) or type(error).__name__)
+    # A proxy or index URL in the message may carry a password.
+    message = _USERINFO.sub("://", f"{what} failed: {error or type(error).__name__}")
     return BuildFailedError(
-        f"{what} failed: {reason}",
+        message,
         "Check the network, the proxy settings (HTTPS_PROXY) and the CA bundle (--ca-bundle),"
         " and Poetry's credentials for the source.",
     )

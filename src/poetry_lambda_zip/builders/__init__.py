@@ -53,9 +53,11 @@ class InstallJob:
     compile: CompileSettings | None = None
     #: Reuse downloads across builds (a Docker volume / Poetry's artifact cache).
     cache: bool = True
-    #: The wheels of (other) requirements, already fetched and unpacked on this machine: the
+    #: Files already fetched and unpacked on this machine (wheels, the project's files): the
     #: builder adds what it installs, then slims and precompiles the whole tree.
     unpacked: Path | None = None
+    #: What the job installs, for progress lines.
+    what: str = "the dependencies"
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ CONTAINER_LABEL = "io.github.poetry-lambda-zip.build"
 _WORK = "/tmp/lambda-zip"
 _PYTHON = "/var/lang/bin/python3"
 _PYTHON_MISMATCH = 86
+_CONFLICT = 87
 _REPORT = "lambda-zip: report "
 _EXIT = "lambda-zip: exit "
 _VERIFIED = "lambda-zip: verify "
@@ -131,6 +132,13 @@ class DockerBuilder:
                     f"The image {job.image} has Python {found} at {_PYTHON}, but"
                     f" {job.target.runtime} needs Python {job.target.python_version_text}.",
                     "Pass an --image built for that runtime, or the --runtime the image has.",
+                )
+            if exit_code == _CONFLICT:
+                found = next((t.split()[2] for t in tail if "lambda-zip: conflict" in t), "?")
+                raise BuildFailedError(
+                    f"Two files want the same place in the zip: {found} is installed by two"
+                    " dependencies, differently.",
+                    "Leave one of them out with --exclude-package.",
                 )
             if exit_code != 0:
                 output = "\n".join(f"  {line}" for line in tail)
@@ -295,15 +303,13 @@ def _describe(job: InstallJob) -> str:
     done = []
     if job.requirements or job.trees:
         done.append(f"pip built or installed {len(job.requirements) + len(job.trees)}")
-    if job.project_wheel is not None or job.includes:
-        done.append("the project's files")
-    if job.unpacked is not None:
-        done.append("the unpacked wheels")
+    if job.project_wheel is not None:
+        done.append("pip installed the project's wheel")
     if job.slim:
         done.append("slimmed")
     if job.compile is not None:
         done.append("precompiled")
-    return f"{', '.join(done)}: in the {job.target.runtime} image"
+    return f"{job.what}: {', '.join(done) or 'merged'} in the {job.target.runtime} image"
 
 
 def _inputs(job: InstallJob, destination: Path) -> Path:

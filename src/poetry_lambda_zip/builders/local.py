@@ -117,9 +117,9 @@ def unpack(job: InstallJob, target: Path, progress: Progress) -> InstallResult:
             "project": job.compile.project,
         }
         report["compile"] = compile_tree(str(target), settings, [n for n, _ in job.includes])
-    project = job.project_wheel is not None or job.includes
-    what = "the project's files" if project else "the dependencies"
-    progress.phase("install", time.monotonic() - started, f"{what}, here for {job.target.runtime}")
+    done = ", slimmed" if job.slim else ""
+    done += ", precompiled" if job.compile is not None else ""
+    progress.phase("install", time.monotonic() - started, f"{job.what}: unpacked{done} here")
     return InstallResult(target, report)
 
 

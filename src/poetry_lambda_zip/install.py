@@ -1,0 +1,169 @@
+"""The builder stage: the requirement set and the project's files installed for the target.
+
+The dependencies' wheels are fetched and unpacked on this machine (the same bytes everywhere);
+the builder adds what needs the image (sdists, path and git dependencies built by pip there,
+bytecode from its Python, ``strip``); an earlier build's tree is reused when nothing that
+decides it changed; the project's own files are installed apart, so a code change touches only
+them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from poetry_lambda_zip.builders import InstallResult
+from poetry_lambda_zip.fingerprint import tree_key
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from collections.abc import Iterable
+    from pathlib import Path
+
+    from poetry_lambda_zip.builders import Builder
+    from poetry_lambda_zip.builders import InstallJob
+    from poetry_lambda_zip.builders import Progress
+    from poetry_lambda_zip.fetch import Fetcher
+    from poetry_lambda_zip.tree_cache import TreeCache
+
+__all__ = ["install", "merged_reports"]
+
+_SHARED_LIBRARY = re.compile(r"\.so(\.|$)")
+
+
+def install(
+    builder: Builder,
+    job: InstallJob,
+    *,
+    fetcher: Fetcher,
+    identity: str,
+    cache: TreeCache | None,
+    force: bool,
+    workdir: Path,
+    progress: Progress,
+) -> list[InstallResult]:
+    """Install the dependencies (or reuse them from an earlier build) and the project's own
+    files: on this machine when nothing about them needs the image's toolchain, else in a
+    second container that runs while the dependencies install."""
+    from poetry_lambda_zip.builders.local import unpack
+
+    project = replace(
+        job,
+        requirements=(),
+        trees=(),
+        build_id=f"{job.build_id}-project",
+        what="the project's files",
+    )
+    install_project: Callable[[], InstallResult] | None = None
+    if project.project_wheel is not None or project.includes:
+        project_dir = _subdirectory(workdir, "project")
+        if builder.name == "local" or not _needs_image(project):
+
+            def install_project() -> InstallResult:
+                return unpack(project, project_dir / "target", progress)
+        else:
+
+            def install_project() -> InstallResult:
+                # Unpacked here; the image only precompiles (and strips) them.
+                bare = replace(project, slim=False, compile=None)
+                here = unpack(bare, project_dir / "unpacked", progress)
+                return builder.install(_unpacked_project(project, here.tree), project_dir, progress)
+
+    installed = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(install_project) if install_project is not None else None
+        dependencies = replace(job, project_wheel=None, includes=())
+        if dependencies.requirements or dependencies.trees:
+            key = tree_key(dependencies, f"{builder.name} {identity}")
+            started = time.monotonic()
+            reused = cache.get(key) if cache is not None and not force else None
+            if cache is not None and reused is not None:
+                progress.phase(
+                    "install",
+                    time.monotonic() - started,
+                    f"dependencies unchanged: reused from an earlier build ({cache.directory})",
+                )
+                installed.append(InstallResult(reused.tree, reused.report))
+            else:
+                directory = _subdirectory(workdir, "dependencies")
+                result = _install_dependencies(builder, dependencies, fetcher, directory, progress)
+                if cache is not None:
+                    cache.put(key, result)
+                installed.append(result)
+        if pending is not None:
+            installed.append(pending.result())
+    return installed
+
+
+def _install_dependencies(
+    builder: Builder, job: InstallJob, fetcher: Fetcher, workdir: Path, progress: Progress
+) -> InstallResult:
+    """Fetch and unpack the wheels here (in parallel, from the download cache when it has them);
+    the builder adds what must be built in the image (sdists, path and git dependencies), then
+    slims and precompiles. With none of that to do, no builder runs: wheels unpack the same
+    everywhere."""
+    from poetry_lambda_zip.builders.local import install_wheels
+
+    wheels = [r for r in job.requirements if r.artifact.kind == "wheel"]
+    files = fetcher.fetch_all(wheels, progress)
+    started = time.monotonic()
+    unpacked = workdir / "unpacked"
+    install_wheels(files, unpacked, job.target.python_version_text)
+    if files:
+        progress.phase(
+            "unpack", time.monotonic() - started, f"{len(files)} wheels for {job.target.runtime}"
+        )
+    rest = tuple(r for r in job.requirements if r.artifact.kind != "wheel")
+    job = replace(job, requirements=rest, unpacked=unpacked)
+    if rest or job.trees or job.compile is not None or job.slim:
+        return builder.install(job, workdir, progress)
+    return InstallResult(unpacked)
+
+
+def _unpacked_project(project: InstallJob, tree: Path) -> InstallJob:
+    """The project's job for the builder once its files are unpacked in ``tree``: every file
+    in it is the project's, so all its bytecode names the project's path on Lambda."""
+    compile_settings = project.compile
+    if compile_settings is not None:
+        compile_settings = replace(compile_settings, prefix=compile_settings.project_prefix)
+    return replace(
+        project, project_wheel=None, includes=(), unpacked=tree, compile=compile_settings
+    )
+
+
+def _needs_image(project: InstallJob) -> bool:
+    """Whether installing the project's wheel and include files needs the image: precompiling
+    (its Python's bytecode) or stripping shared libraries (its ``strip``)."""
+    if project.compile is not None:
+        return True
+    if not project.slim:
+        return False
+    names = [name for name, _ in project.includes]
+    if project.project_wheel is not None:
+        with zipfile.ZipFile(project.project_wheel) as wheel:
+            names += wheel.namelist()
+    return any(_SHARED_LIBRARY.search(name) for name in names)
+
+
+def _subdirectory(workdir: Path, name: str) -> Path:
+    path = workdir / name
+    path.mkdir()
+    return path
+
+
+def merged_reports(reports: Iterable[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    """The dependencies' and the project's slim and compile counts, added up."""
+    merged: dict[str, dict[str, int]] = {}
+    for report in reports:
+        for step, counts in report.items():
+            totals = merged.setdefault(step, {})
+            for name, count in counts.items():
+                if name == "strip_available":
+                    totals[name] = max(totals.get(name, 0), count)
+                else:
+                    totals[name] = totals.get(name, 0) + count
+    return merged
