@@ -52,6 +52,12 @@ class Row:
     seconds: list[float]
     zip_path: Path | None
     peak_kb: int
+    #: Zipped and unzipped MB, read when the row is made (later runs rewrite the same file).
+    sizes: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        if self.zip_path is not None and self.zip_path.exists():
+            self.sizes = (self.zip_path.stat().st_size / 1e6, unzipped_mb(self.zip_path))
 
     @property
     def median(self) -> float:
@@ -196,8 +202,7 @@ def print_table(rows: list[Row], runs: int, fixture: str) -> None:
         f"{'tool':<38} {'scenario':<16} {'median':>8} {'zip MB':>7} {'unzipped':>9} {'peak MB':>8}"
     )
     for row in rows:
-        size = row.zip_path.stat().st_size / 1e6 if row.zip_path and row.zip_path.exists() else 0
-        unzipped = unzipped_mb(row.zip_path) if row.zip_path and row.zip_path.exists() else 0
+        size, unzipped = row.sizes
         peak = f"{row.peak_kb / 1024:.0f}" if row.peak_kb else "-"
         print(f"{row.tool:<38} {row.scenario:<22} {row.median:>7.2f}s {size:>7.1f}"
               f" {unzipped:>9.1f} {peak:>8}")  # fmt: skip
