@@ -84,3 +84,13 @@ def test_a_cache_that_cannot_be_written_costs_only_time(tmp_path: Path) -> None:
     cache = TreeCache(blocker / "cache")
     cache.put("k", InstallResult(tar_tree(tmp_path / "tree.tar", {"x.py": b""})))
     assert cache.get("k") is None
+
+
+def test_the_newest_tree_is_kept_even_over_the_byte_limit(tmp_path: Path) -> None:
+    cache = TreeCache(tmp_path / "cache", keep_bytes=1)
+    small = tar_tree(tmp_path / "small.tar", {"x.py": b""})
+    cache.put("old", InstallResult(small))
+    os.utime(tmp_path / "cache" / "old.tar", (1, 1))
+    cache.put("new", InstallResult(small))
+    assert cache.get("old") is None
+    assert cache.get("new") is not None

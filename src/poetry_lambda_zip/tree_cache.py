@@ -31,6 +31,8 @@ __all__ = ["CachedTree", "TreeCache"]
 
 #: How many trees to keep: a few projects and branches' worth, each a few MB to a few 100 MB.
 KEEP = 8
+#: And how many bytes at most (the most recently used tree is always kept).
+KEEP_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,10 @@ class CachedTree:
 class TreeCache:
     """A directory of ``KEY.tar`` (+ ``KEY.json``, the builder's report) files."""
 
-    def __init__(self, directory: Path, keep: int = KEEP) -> None:
+    def __init__(self, directory: Path, keep: int = KEEP, keep_bytes: int = KEEP_BYTES) -> None:
         self.directory = directory
         self._keep = keep
+        self._keep_bytes = keep_bytes
 
     def get(self, key: str) -> CachedTree | None:
         tree, report = self._paths(key)
@@ -69,12 +72,18 @@ class TreeCache:
         return self.directory / f"{key}.tar", self.directory / f"{key}.json"
 
     def _prune(self) -> None:
+        """Drop the least recently used trees beyond ``keep`` entries or ``keep_bytes``."""
         trees = sorted(
-            self.directory.glob("*.tar"), key=lambda path: path.stat().st_mtime, reverse=True
+            ((path.stat(), path) for path in self.directory.glob("*.tar")),
+            key=lambda found: found[0].st_mtime,
+            reverse=True,
         )
-        for old in trees[self._keep :]:
-            old.unlink(missing_ok=True)
-            old.with_suffix(".json").unlink(missing_ok=True)
+        total = 0
+        for number, (status, path) in enumerate(trees):
+            total += status.st_size
+            if number >= self._keep or (number > 0 and total > self._keep_bytes):
+                path.unlink(missing_ok=True)
+                path.with_suffix(".json").unlink(missing_ok=True)
 
 
 def _write_atomically(destination: Path, write: Callable[[Path], None]) -> None:

@@ -1,4 +1,6 @@
-"""Builders install a requirement set for a Lambda target and hand back the installed tree."""
+"""Builders finish an installed tree for a Lambda target and hand it back: they add what must
+be built or installed with the target's toolchain (sdists, path and git dependencies, the
+project's wheel) to the wheels already unpacked on this machine, then slim and precompile."""
 
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ TREE_PREFIX = "target"
 
 @dataclass(frozen=True)
 class InstallJob:
-    """Everything a builder needs: no Poetry objects, no host paths but the project wheel."""
+    """Everything a builder needs: no Poetry objects; host paths only for files it sends along
+    (the project wheel, local files, source trees, include files, the unpacked tree)."""
 
     target: LambdaTarget
     image: str
@@ -73,7 +76,7 @@ class CompileSettings:
 
 @dataclass(frozen=True)
 class InstallResult:
-    #: A tar whose files sit below ``TREE_PREFIX/``.
+    #: A tar whose files sit below ``TREE_PREFIX/``, or a directory holding them.
     tree: Path
     #: What the builder did beyond installing: {"slim": {...}, "compile": {...}}.
     report: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -95,7 +98,8 @@ class Builder(Protocol):
     name: str
 
     def install(self, job: InstallJob, workdir: Path, progress: Progress) -> InstallResult:
-        """Install ``job``; the result's tar holds the package's files."""
+        """Install ``job`` (merged with ``job.unpacked``); the result holds the package's
+        files: a tar below ``TREE_PREFIX/``, or a directory."""
         ...
 
     def verify(self, check: VerifyJob, progress: Progress) -> float:
