@@ -141,7 +141,11 @@ def test_private_index_credentials_are_used_here_and_reach_nothing_else(
     path = project("private-index")
     outcome: list[Build] = []
     thread = threading.Thread(
-        target=lambda: outcome.append(build(path, "--network host", verbosity=Verbosity.DEBUG))
+        # --no-cache: the wheels are fetched from the index, with the credentials, not found
+        # by their sha256 among files an earlier test fetched.
+        target=lambda: outcome.append(
+            build(path, "--network host --no-cache", verbosity=Verbosity.DEBUG)
+        )
     )
     thread.start()
     inspected = []
