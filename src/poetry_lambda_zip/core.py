@@ -34,6 +34,7 @@ from poetry_lambda_zip.fetch import WheelFetcher
 from poetry_lambda_zip.fingerprint import comment
 from poetry_lambda_zip.fingerprint import fingerprint
 from poetry_lambda_zip.fingerprint import recorded
+from poetry_lambda_zip.fingerprint import tree_key
 from poetry_lambda_zip.install import install
 from poetry_lambda_zip.install import merged_reports
 from poetry_lambda_zip.layout import apply_excludes
@@ -237,7 +238,8 @@ def build(
             r.artifact.built_in_image for r in requirements
         )
         identity = "wheels only" if toolchain_free else builder.identity(job, progress)
-        current = fingerprint(job, identity, options, timestamp)
+        key = tree_key(job, identity)
+        current = fingerprint(job, key, options, timestamp)
         if not request.force and recorded(decided.outputs) == current:
             return BuildResult(
                 plan=decided,
@@ -258,7 +260,7 @@ def build(
                 scratch=workdir / "downloads",
                 ca_bundle=request.ca_bundle,
             ),
-            identity=identity,
+            key=key,
             cache=cache,
             force=request.force,
             workdir=workdir,

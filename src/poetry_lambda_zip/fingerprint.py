@@ -13,7 +13,6 @@ import hashlib
 import json
 import re
 import zipfile
-from dataclasses import replace
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -34,16 +33,14 @@ COMMENT_PREFIX = "poetry-lambda-zip fingerprint sha256:"
 _COMMENT = re.compile(re.escape(COMMENT_PREFIX) + r"([0-9a-f]{64})")
 
 
-def fingerprint(
-    job: InstallJob, builder_identity: str, options: dict[str, Any], timestamp: int
-) -> str:
-    """A sha256 over everything that decides the output's bytes."""
+def tree_key(job: InstallJob, builder_identity: str) -> str:
+    """A sha256 over everything that decides the installed tree of ``job``'s requirements and
+    source trees alone: what an earlier build's dependencies are reused by. The project's wheel
+    and include files are not part of it, nor are zip options (applied later)."""
     document = {
         "plugin": __version__,
         "builder": builder_identity,
         "target": [job.target.runtime, job.target.arch],
-        "options": options,
-        "timestamp": timestamp,
         "requirements": [
             [
                 r.name,
@@ -58,20 +55,30 @@ def fingerprint(
             ]
             for r in job.requirements
         ],
-        "project_wheel": file_sha256(job.project_wheel) if job.project_wheel else None,
-        "includes": [[name, file_sha256(path)] for name, path in job.includes],
         "trees": [[tree.name, str(tree.relative), _tree_hash(tree.path)] for tree in job.trees],
         "compile": None if job.compile is None else vars(job.compile),
         "slim": job.slim,
     }
+    return _digest(document)
+
+
+def fingerprint(
+    job: InstallJob, dependencies_key: str, options: dict[str, Any], timestamp: int
+) -> str:
+    """A sha256 over everything that decides the output's bytes: the dependencies' key
+    (``tree_key``), the project's own files, the zip options and the timestamp."""
+    document = {
+        "dependencies": dependencies_key,
+        "project_wheel": file_sha256(job.project_wheel) if job.project_wheel else None,
+        "includes": [[name, file_sha256(path)] for name, path in job.includes],
+        "options": options,
+        "timestamp": timestamp,
+    }
+    return _digest(document)
+
+
+def _digest(document: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
-
-
-def tree_key(job: InstallJob, builder_identity: str) -> str:
-    """The key of an installed tree of ``job``'s requirements and source trees alone (the
-    project's wheel and include files are not part of it; zip options are applied later)."""
-    dependencies = replace(job, project_wheel=None, includes=())
-    return fingerprint(dependencies, builder_identity, {}, 0)
 
 
 def comment(value: str) -> bytes:

@@ -17,7 +17,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from poetry_lambda_zip.builders import InstallResult
-from poetry_lambda_zip.fingerprint import tree_key
+from poetry_lambda_zip.builders.local import install_wheels
+from poetry_lambda_zip.builders.local import unpack
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -40,45 +41,45 @@ def install(
     job: InstallJob,
     *,
     fetcher: Fetcher,
-    identity: str,
+    key: str,
     cache: TreeCache | None,
     force: bool,
     workdir: Path,
     progress: Progress,
 ) -> list[InstallResult]:
-    """Install the dependencies (or reuse them from an earlier build) and the project's own
-    files: on this machine when nothing about them needs the image's toolchain, else in a
-    second container that runs while the dependencies install."""
-    from poetry_lambda_zip.builders.local import unpack
-
+    """Install the dependencies (or reuse the tree an earlier build kept under ``key``, their
+    ``tree_key``) and the project's own files: unpacked on this machine, and when they need the
+    image's toolchain finished by the builder while the dependencies install."""
+    # Every file of the project's job is the project's: its bytecode names the project's path.
+    compile_settings = job.compile
+    if compile_settings is not None:
+        compile_settings = replace(compile_settings, prefix=compile_settings.project_prefix)
     project = replace(
         job,
         requirements=(),
         trees=(),
         build_id=f"{job.build_id}-project",
         what="the project's files",
+        compile=compile_settings,
     )
     install_project: Callable[[], InstallResult] | None = None
     if project.project_wheel is not None or project.includes:
         project_dir = _subdirectory(workdir, "project")
-        if builder.name == "local" or not _needs_image(project):
 
-            def install_project() -> InstallResult:
+        def install_project() -> InstallResult:
+            if not _needs_toolchain(project):
                 return unpack(project, project_dir / "target", progress)
-        else:
-
-            def install_project() -> InstallResult:
-                # Unpacked here; the image only precompiles (and strips) them.
-                bare = replace(project, slim=False, compile=None)
-                here = unpack(bare, project_dir / "unpacked", progress)
-                return builder.install(_unpacked_project(project, here.tree), project_dir, progress)
+            # Unpacked here either way; the builder only precompiles (and strips) them.
+            bare = replace(project, slim=False, compile=None)
+            here = unpack(bare, project_dir / "unpacked", progress)
+            finish = replace(project, project_wheel=None, includes=(), unpacked=here.tree)
+            return builder.install(finish, project_dir, progress)
 
     installed = []
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(install_project) if install_project is not None else None
         dependencies = replace(job, project_wheel=None, includes=())
         if dependencies.requirements or dependencies.trees:
-            key = tree_key(dependencies, f"{builder.name} {identity}")
             started = time.monotonic()
             reused = cache.get(key) if cache is not None and not force else None
             if cache is not None and reused is not None:
@@ -106,8 +107,6 @@ def _install_dependencies(
     the builder adds what must be built in the image (sdists, path and git dependencies), then
     slims and precompiles. With none of that to do, no builder runs: wheels unpack the same
     everywhere."""
-    from poetry_lambda_zip.builders.local import install_wheels
-
     wheels = [r for r in job.requirements if r.artifact.kind == "wheel"]
     files = fetcher.fetch_all(wheels, progress)
     started = time.monotonic()
@@ -124,20 +123,9 @@ def _install_dependencies(
     return InstallResult(unpacked)
 
 
-def _unpacked_project(project: InstallJob, tree: Path) -> InstallJob:
-    """The project's job for the builder once its files are unpacked in ``tree``: every file
-    in it is the project's, so all its bytecode names the project's path on Lambda."""
-    compile_settings = project.compile
-    if compile_settings is not None:
-        compile_settings = replace(compile_settings, prefix=compile_settings.project_prefix)
-    return replace(
-        project, project_wheel=None, includes=(), unpacked=tree, compile=compile_settings
-    )
-
-
-def _needs_image(project: InstallJob) -> bool:
-    """Whether installing the project's wheel and include files needs the image: precompiling
-    (its Python's bytecode) or stripping shared libraries (its ``strip``)."""
+def _needs_toolchain(project: InstallJob) -> bool:
+    """Whether the project's files need the builder's toolchain (the image's, for the docker
+    builder): precompiling (its Python's bytecode) or stripping shared libraries (``strip``)."""
     if project.compile is not None:
         return True
     if not project.slim:

@@ -1,6 +1,6 @@
 """The local builder: no container. The requirement set's wheels are fetched and unpacked on
-this machine for every builder (``core``); this builder also installs the project's files and
-slims and precompiles the tree here, where the docker builder does that in the image."""
+this machine for every builder (``install``); this builder also slims and precompiles the tree
+here, where the docker builder does that in the image."""
 
 from __future__ import annotations
 
