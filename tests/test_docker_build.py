@@ -320,17 +320,22 @@ def test_proxy_settings_reach_the_installer_but_never_the_output(
 
 
 def test_noop_rebuild_starts_no_container_and_downloads_are_kept_per_target(
-    project: Callable[[str], Path], build: Callable[..., Build], docker_client: docker.DockerClient
+    project: Callable[[str], Path],
+    build: Callable[..., Build],
+    docker_client: docker.DockerClient,
+    stand_in_image: str,
 ) -> None:
     path = project("pure-python")
+    before = {v.name for v in docker_client.volumes.list()}
     first = build(path, "--builder docker")
     assert first.status == 0, first.error
-    volumes = [
-        v.name
-        for v in docker_client.volumes.list()
-        if v.name.startswith("poetry-lambda-zip-cache-python3.11-x86_64-")
-    ]
-    assert len(volumes) == 1  # keyed by runtime, arch and image: nothing mixes
+    # Keyed by runtime, arch and the image's id: nothing mixes. (Volumes of other images, e.g.
+    # of an earlier build of the stand-in, may be on the engine; this build uses only its own.)
+    image_id = docker_client.images.get(stand_in_image).id.removeprefix("sha256:")[:12]
+    expected = f"poetry-lambda-zip-cache-python3.11-x86_64-{image_id}"
+    volumes = {v.name for v in docker_client.volumes.list()}
+    assert expected in volumes
+    assert volumes - before <= {expected}
     again = build(path, "--builder docker")
     assert again.status == 0, again.error
     assert "Up to date" in again.output
