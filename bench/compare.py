@@ -3,11 +3,12 @@
     python bench/compare.py --peers VENV [--runs 3] [--fixture binary-wheel] [--image IMAGE]
                             [--big]
 
-This plugin (docker and local builders) is measured cold (empty download and tree caches: our
-cache volumes for the image are removed first), warm (``--force``: everything reinstalled from
-the download cache), code-changed (one line added to the project's code, caches warm) and no-op
-(nothing changed). The peers, run by the scripts in ``bench/peers/`` with the same image, index
-settings and CA bundle:
+This plugin (docker and local builders) is measured cold (a fresh Poetry cache directory: no
+downloads, no kept trees; the image's pip-cache volume is used as found, which matters only for
+sdists, and only the volumes this run created are removed at the end), warm (``--force``:
+everything downloaded and reinstalled), code-changed (one line added to the project's code,
+caches warm) and no-op (nothing changed). The peers, run by the scripts in ``bench/peers/``
+with the same image, index settings and CA bundle:
 
 - a hand-written script: ``poetry export`` + ``docker run IMAGE pip install --target`` (project
   bind-mounted, no cache, as such scripts are usually written) + ``zip -r``;
@@ -19,7 +20,7 @@ settings and CA bundle:
 ``VENV`` holds the peers (not dependencies of this project): ``python -m venv VENV &&
 VENV/bin/pip install poetry poetry-plugin-export poetry-plugin-lambda-build uv``. Every row is
 the median of ``--runs`` runs (cold rows: one run). "warm" is a fresh checkout with every cache
-kept (no zip yet); "warm --force" reinstalls everything from the download cache. Peak memory is
+kept (no zip yet); "warm --force" downloads and reinstalls everything. Peak memory is
 the largest resident set of the Poetry process that builds (shown for this plugin only).
 ``--big`` adds the memory check on a generated 250 MB package (a path dependency holding 240 MiB
 of random bytes).
@@ -35,9 +36,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from poetry_lambda_zip.builders.docker import OWNER_LABEL
+from poetry_lambda_zip.builders.docker import OWNER_VARIABLE
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_SCRIPTS = ROOT / "bench" / "peers"
@@ -90,7 +95,11 @@ class Ours:
         self.project = work / f"ours-{builder}" / fixture
         shutil.copytree(ROOT / "fixtures" / fixture, self.project)
         self.output = work / f"ours-{builder}.zip"
-        self.environment = {**os.environ, "POETRY_CACHE_DIR": str(work / f"cache-{builder}")}
+        self.environment = {
+            **os.environ,
+            "POETRY_CACHE_DIR": str(work / f"cache-{builder}"),
+            OWNER_VARIABLE: OWNER,
+        }
         poetry = str(Path(sys.executable).with_name("poetry"))
         self.command = [poetry, "lambda-zip", "-C", str(self.project), "--runtime", "python3.11",
                         "--builder", builder, "--image", image, "-o", str(self.output)]  # fmt: skip
@@ -144,13 +153,18 @@ def measure_peer(
     return rows
 
 
+#: Every container and volume this run creates carries this owner (the engine may be shared).
+OWNER = f"bench-{uuid.uuid4().hex[:12]}"
+
+
 def remove_our_volumes() -> None:
+    """The volumes this run created, and no other."""
     listed = subprocess.run(
-        ["docker", "volume", "ls", "-q", "--filter", "name=poetry-lambda-zip-cache-"],
+        ["docker", "volume", "ls", "-q", "--filter", f"label={OWNER_LABEL}={OWNER}"],
         check=True, capture_output=True, text=True,
     ).stdout.split()  # fmt: skip
     if listed:
-        subprocess.run(["docker", "volume", "rm", *listed], check=True, capture_output=True)
+        subprocess.run(["docker", "volume", "rm", *listed], check=False, capture_output=True)
 
 
 def big_package(work: Path, image: str) -> list[Row]:
@@ -175,7 +189,7 @@ def big_package(work: Path, image: str) -> list[Row]:
         '[tool.poetry-lambda-zip]\ninclude = ["app.py"]\n'
     )
     poetry = str(Path(sys.executable).with_name("poetry"))
-    environment = {**os.environ, "POETRY_CACHE_DIR": str(work / "cache-big")}
+    environment = {**os.environ, "POETRY_CACHE_DIR": str(work / "cache-big"), OWNER_VARIABLE: OWNER}
     run([poetry, "-C", str(project), "lock"], project, environment)
     rows = []
     for builder in ("local", "docker"):
@@ -238,40 +252,43 @@ def main() -> None:
     parser.add_argument("--big", action="store_true", help="also build a 250 MB package")
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lambda-zip-bench-") as tmp:
-        work = Path(tmp)
-        remove_our_volumes()
-        rows = measure_ours(
-            Ours("docker", arguments.fixture, arguments.image, work), arguments.runs
-        )
-        rows += measure_ours(
-            Ours("local", arguments.fixture, arguments.image, work),
-            arguments.runs,
-            no_compile_row=True,
-        )
-        environment = {
-            **os.environ,
-            "PEERS_VENV": str(arguments.peers.resolve()),
-            "LAMBDA_IMAGE": arguments.image,
-            "OUT_DIR": str(work / "peers-out"),
-            "PEERS_WORK": str(work / "peers"),
-            "UV_CACHE_DIR": str(work / "uv-cache"),
-            "POETRY": str(Path(sys.executable).with_name("poetry")),
-        }
-        for label, script, rerun in (
-            ("export + docker run pip --target + zip", "hand_written.sh", "rebuild"),
-            ("poetry-plugin-lambda-build (docker)", "lambda_build.sh", "rebuild"),
-            ("export + uv pip --target + zip", "uv_pipeline.sh", "warm"),
-            ("uv pip --target (pins only) + zip", "uv_pins_only.sh", "warm"),
-        ):
-            project = work / "peers-projects" / script / arguments.fixture
-            shutil.copytree(ROOT / "fixtures" / arguments.fixture, project)
-            rows += measure_peer(
-                label, script, project, environment, runs=arguments.runs, rerun=rerun
-            )
-        if arguments.big:
-            rows += big_package(work, arguments.image)
+        try:
+            rows = compare(Path(tmp), arguments)
+        finally:
+            remove_our_volumes()
         print_table(rows, arguments.runs, arguments.fixture)
         print_ratios(rows)
+
+
+def compare(work: Path, arguments: argparse.Namespace) -> list[Row]:
+    """Every row: ours with both builders, then the peers (and the big package)."""
+    rows = measure_ours(Ours("docker", arguments.fixture, arguments.image, work), arguments.runs)
+    rows += measure_ours(
+        Ours("local", arguments.fixture, arguments.image, work),
+        arguments.runs,
+        no_compile_row=True,
+    )
+    environment = {
+        **os.environ,
+        "PEERS_VENV": str(arguments.peers.resolve()),
+        "LAMBDA_IMAGE": arguments.image,
+        "OUT_DIR": str(work / "peers-out"),
+        "PEERS_WORK": str(work / "peers"),
+        "UV_CACHE_DIR": str(work / "uv-cache"),
+        "POETRY": str(Path(sys.executable).with_name("poetry")),
+    }
+    for label, script, rerun in (
+        ("export + docker run pip --target + zip", "hand_written.sh", "rebuild"),
+        ("poetry-plugin-lambda-build (docker)", "lambda_build.sh", "rebuild"),
+        ("export + uv pip --target + zip", "uv_pipeline.sh", "warm"),
+        ("uv pip --target (pins only) + zip", "uv_pins_only.sh", "warm"),
+    ):
+        project = work / "peers-projects" / script / arguments.fixture
+        shutil.copytree(ROOT / "fixtures" / arguments.fixture, project)
+        rows += measure_peer(label, script, project, environment, runs=arguments.runs, rerun=rerun)
+    if arguments.big:
+        rows += big_package(work, arguments.image)
+    return rows
 
 
 if __name__ == "__main__":

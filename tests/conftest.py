@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import NoReturn
@@ -20,6 +21,7 @@ from cleo.testers.command_tester import CommandTester
 from poetry.factory import Factory
 
 from poetry_lambda_zip import core
+from poetry_lambda_zip.builders.docker import OWNER_VARIABLE
 from poetry_lambda_zip.command import LambdaZipCommand
 from poetry_lambda_zip.tree_cache import TreeCache
 from tests.docker_helpers import RUNNER
@@ -50,6 +52,19 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+def mount_tmpfs(directory: Path, options: str) -> None:
+    """A tmpfs on ``directory`` (``size=1m`` for a full disk, ``ro`` for a read-only one); the
+    test unmounts it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)],
+        check=False,
+        capture_output=True,
+    )
+    if mounted.returncode:
+        unavailable(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+
+
 @pytest.fixture(autouse=True)
 def tree_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own cache of installed dependency trees (downloads stay shared):
@@ -57,6 +72,16 @@ def tree_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory = tmp_path / "tree-cache"
     monkeypatch.setattr(core, "_tree_cache", lambda poetry: TreeCache(directory))
     return directory
+
+
+@pytest.fixture(autouse=True)
+def build_owner(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test labels what its builds create with an owner of its own (subprocess builds
+    inherit it): the engine may be shared, so tests check only their own containers and
+    volumes, never count anyone else's."""
+    owner = f"poetry-lambda-zip-tests-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv(OWNER_VARIABLE, owner)
+    return owner
 
 
 @pytest.fixture
@@ -117,6 +142,21 @@ def stand_in_image(docker_client: docker.DockerClient) -> str:
     if result.returncode != 0:
         unavailable(f"building the stand-in image failed:\n{result.stderr[-2000:]}")
     return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def stand_in_tar(
+    docker_client: docker.DockerClient,
+    stand_in_image: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """The stand-in image as ``docker save`` writes it, once per session (for engines the
+    tests start themselves)."""
+    path = tmp_path_factory.mktemp("stand-in") / "stand-in.tar"
+    with path.open("wb") as handle:
+        for chunk in docker_client.images.get(stand_in_image).save(named=True):
+            handle.write(chunk)
+    return path
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from email.parser import Parser
 from pathlib import Path
@@ -16,6 +17,8 @@ from packaging.utils import canonicalize_name
 from poetry.console.application import Application
 
 from poetry_lambda_zip.builders.docker import CONTAINER_LABEL
+from poetry_lambda_zip.builders.docker import OWNER_LABEL
+from poetry_lambda_zip.builders.docker import OWNER_VARIABLE
 
 if TYPE_CHECKING:
     import docker
@@ -41,6 +44,11 @@ class Build:
         self.error = tester.io.fetch_error()
 
     @property
+    def warnings(self) -> list[str]:
+        """The warning lines the build printed (on stderr)."""
+        return [line for line in self.error.splitlines() if line.startswith("Warning: ")]
+
+    @property
     def zip_path(self) -> Path:
         line = next(line for line in self.output.splitlines() if line.startswith("Built "))
         return Path(line.removeprefix("Built "))
@@ -62,20 +70,35 @@ def distributions(zip_path: Path) -> set[str]:
         }
 
 
+def owner() -> str:
+    """This test's owner: conftest sets it per test, so its builds (in-process or not) label
+    what they create with it. The engine is shared: tests look at nothing else."""
+    value = os.environ.get(OWNER_VARIABLE)
+    assert value, f"{OWNER_VARIABLE} is not set: the autouse fixture in tests/conftest.py sets it"
+    return value
+
+
+def owner_filter() -> str:
+    """The label filter matching what this test's builds (and the test itself) created."""
+    return f"{OWNER_LABEL}={owner()}"
+
+
 def leftover_containers(client: docker.DockerClient) -> list[str]:
+    """Names of this test's containers still on the engine, running or not."""
     # ignore_removed: the SDK inspects each listed container; one may be gone by then.
     listed = client.containers.list(
-        all=True, filters={"label": CONTAINER_LABEL}, ignore_removed=True
+        all=True, filters={"label": owner_filter()}, ignore_removed=True
     )
     return [container.name for container in listed]
 
 
 def inspect_build_containers(client: docker.DockerClient) -> list[str]:
-    """``docker inspect`` of each build container running now, as JSON text (one that is gone
-    between listing and inspecting is skipped: builds run short containers side by side)."""
+    """``docker inspect`` of each of this test's build containers running now, as JSON text
+    (one that is gone between listing and inspecting is skipped: builds run short containers
+    side by side)."""
     found = []
     for container in client.containers.list(
-        filters={"label": CONTAINER_LABEL}, ignore_removed=True
+        filters={"label": [CONTAINER_LABEL, owner_filter()]}, ignore_removed=True
     ):
         try:
             found.append(json.dumps(client.api.inspect_container(container.id)))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 from poetry.factory import Factory
 
+from poetry_lambda_zip import core
 from poetry_lambda_zip.builders import TREE_PREFIX
 from poetry_lambda_zip.builders import InstallJob
 from poetry_lambda_zip.builders import InstallResult
@@ -19,7 +20,9 @@ from poetry_lambda_zip.core import BuildResult
 from poetry_lambda_zip.core import build
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import OutputError
+from poetry_lambda_zip.fingerprint import comment
 from poetry_lambda_zip.request import BuildRequest
+from poetry_lambda_zip.sources import index_credentials
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -160,7 +163,9 @@ def test_over_lambdas_unzipped_limit_fails_listing_the_largest_and_keeps_the_old
     path = project("pure-python")
     output = path / "dist" / "hello_pure-0.1.0-python3.11-x86_64.zip"
     output.parent.mkdir()
-    output.write_bytes(b"the good zip")
+    with zipfile.ZipFile(output, "w") as archive:  # an earlier build's
+        archive.comment = comment("0" * 64)
+    good = output.read_bytes()
     big = {**TREE}
     for number in range(12):
         big |= distribution(f"big{number:02}", {f"big{number:02}/blob": bytes(22_000_000 + number)})
@@ -170,7 +175,7 @@ def test_over_lambdas_unzipped_limit_fails_listing_the_largest_and_keeps_the_old
     assert "262,144,000" in message
     listed = [line.split()[-1] for line in message.splitlines() if " MB  " in line]
     assert listed == [f"big{number:02}" for number in range(11, 1, -1)]
-    assert output.read_bytes() == b"the good zip"
+    assert output.read_bytes() == good
     assert sorted(p.name for p in output.parent.iterdir()) == [output.name]
 
 
@@ -259,3 +264,25 @@ def test_a_file_both_the_project_and_a_dependency_install_must_agree(
     clashing = FakeBuilder({**six, **distribution("ns", {"hello_pure/handler.py": b"x"})}, "-")
     with pytest.raises(BuildFailedError, match=r"hello_pure/handler.py is installed by a dep"):
         fake_build(request, clashing, Recorder())
+
+
+def test_secrets_reach_no_job_that_downloads_nothing(
+    project: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The private source's credentials (Poetry's variables) and a proxy password: the wheels
+    # are fetched here, so the builder only compiles, for the dependencies and for the project.
+    monkeypatch.setenv("POETRY_HTTP_BASIC_PRIVATE_USERNAME", "reader")
+    monkeypatch.setenv("POETRY_HTTP_BASIC_PRIVATE_PASSWORD", "s3cret")
+    monkeypatch.setenv("HTTPS_PROXY", "http://builder:pr0xy@127.0.0.1:3128")
+    path = project("private-index")
+    builder = FakeBuilder(distribution("six", {"six.py": b""}), "internal_service")
+    request = BuildRequest.from_settings(path, {"runtime": "python3.11"}, {})
+    poetry = Factory().create_poetry(path)
+    assert index_credentials(
+        poetry, core.plan(request, poetry, Recorder()).requirements.requirements
+    )
+    fake_build(request, builder, Recorder())
+    assert sorted(job.what for job in builder.jobs) == ["the dependencies", "the project's files"]
+    for job in builder.jobs:
+        assert job.credentials == ()
+        assert dict(job.network.proxies) == {}

@@ -29,6 +29,7 @@ from tests.docker_helpers import break_lock_hashes
 from tests.docker_helpers import distributions
 from tests.docker_helpers import inspect_build_containers
 from tests.docker_helpers import leftover_containers
+from tests.docker_helpers import owner_filter
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -326,16 +327,16 @@ def test_noop_rebuild_starts_no_container_and_downloads_are_kept_per_target(
     stand_in_image: str,
 ) -> None:
     path = project("pure-python")
-    before = {v.name for v in docker_client.volumes.list()}
     first = build(path, "--builder docker")
     assert first.status == 0, first.error
-    # Keyed by runtime, arch and the image's id: nothing mixes. (Volumes of other images, e.g.
-    # of an earlier build of the stand-in, may be on the engine; this build uses only its own.)
+    # Keyed by runtime, arch and the image's id: nothing mixes. The volume may predate this
+    # test (an earlier build created it, with its own owner); any other this build created
+    # carries this test's owner label. Nobody else's volumes are looked at.
     image_id = docker_client.images.get(stand_in_image).id.removeprefix("sha256:")[:12]
     expected = f"poetry-lambda-zip-cache-python3.11-x86_64-{image_id}"
-    volumes = {v.name for v in docker_client.volumes.list()}
-    assert expected in volumes
-    assert volumes - before <= {expected}
+    assert docker_client.volumes.get(expected).name == expected
+    created = {v.name for v in docker_client.volumes.list(filters={"label": owner_filter()})}
+    assert created <= {expected}
     again = build(path, "--builder docker")
     assert again.status == 0, again.error
     assert "Up to date" in again.output

@@ -3,6 +3,7 @@ index with basic auth."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -15,12 +16,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 from cleo.io.outputs.output import Verbosity
+from docker.errors import NotFound
 
 from tests.conftest import FIXTURES
 from tests.docker_helpers import Build
 from tests.docker_helpers import distributions
 from tests.docker_helpers import inspect_build_containers
 from tests.docker_helpers import leftover_containers
+from tests.docker_helpers import owner_filter
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -177,12 +180,18 @@ def test_private_index_credentials_are_used_here_and_reach_nothing_else(
     assert PRIVATE_PASSWORD not in result.output + result.error
     assert inspected, "the build container was never seen"
     assert not [attrs for attrs in inspected if PRIVATE_PASSWORD in attrs]
-    images = docker_client.images.list()
+    # Only what this test's builds used or created: the stand-in image, images and volumes
+    # carrying this test's owner, the cache volume named for the stand-in's id.
+    image = docker_client.images.get(stand_in_image)
+    images = [image, *docker_client.images.list(filters={"label": owner_filter()})]
     assert not [i for i in images if PRIVATE_PASSWORD in json.dumps(i.attrs)]
     assert leftover_containers(docker_client) == []
-    for volume in docker_client.volumes.list():
-        if volume.name.startswith("poetry-lambda-zip-cache-"):
-            assert not grep_volume(docker_client, stand_in_image, volume.name, PRIVATE_PASSWORD)
+    volumes = {v.name for v in docker_client.volumes.list(filters={"label": owner_filter()})}
+    cache = f"poetry-lambda-zip-cache-python3.11-x86_64-{image.id.removeprefix('sha256:')[:12]}"
+    with contextlib.suppress(NotFound):
+        volumes.add(docker_client.volumes.get(cache).name)
+    for volume in sorted(volumes):
+        assert not grep_volume(docker_client, stand_in_image, volume, PRIVATE_PASSWORD)
 
     as_json = build(path, "--network host --json")
     assert as_json.status == 0, as_json.error

@@ -4,18 +4,18 @@ code, no container, no temporary directory, no partial output, an existing good 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 import tomlkit
 
+from poetry_lambda_zip.fingerprint import comment
 from tests.conftest import FIXTURES
 from tests.conftest import unavailable
 from tests.docker_helpers import Build
@@ -42,8 +42,12 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 
 
 def good_zip(path: Path) -> bytes:
+    """Yesterday's package at ``path``: a zip with this plugin's fingerprint (an earlier
+    build's), which a build may replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"PK a good zip from yesterday")
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("handler.py", "def handler(event, context):\n    return 'yesterday'\n")
+        archive.comment = comment("0" * 64)
     return path.read_bytes()
 
 
@@ -113,7 +117,6 @@ def test_include_link_inside_the_project_is_followed(project: Callable[[str], Pa
     (path / "handler.py").symlink_to("index.py")
     result = Build(path, "--runtime python3.11 --builder local --no-compile --include handler.py")
     assert result.status == 0, result.error
-    import zipfile
 
     with zipfile.ZipFile(result.zip_path) as archive:
         info = archive.getinfo("handler.py")
@@ -164,64 +167,6 @@ def test_disk_full_while_writing_keeps_the_good_zip(
         assert sorted(p.name for p in small.iterdir()) == ["function.zip"]
     finally:
         subprocess.run(["umount", str(small)], check=True)
-
-
-def engine_answers() -> bool:
-    return subprocess.run(["docker", "info"], check=False, capture_output=True).returncode == 0
-
-
-def restart_engine(log: Path) -> None:
-    """Start dockerd again once the stopped one has exited (it holds its pid file till then)."""
-    deadline = time.monotonic() + 90
-    while (
-        subprocess.run(["pgrep", "-x", "dockerd"], check=False, capture_output=True).returncode == 0
-    ):
-        assert time.monotonic() < deadline, "the stopped dockerd did not exit"
-        time.sleep(0.2)
-    # Through a shell that returns at once: the engine outlives this test, as CI started it.
-    subprocess.run(["bash", "-c", f"setsid nohup dockerd >'{log}' 2>&1 &"], check=True)
-    while not engine_answers():
-        assert time.monotonic() < deadline, f"dockerd did not come back: {log.read_text()[-2000:]}"
-        time.sleep(0.5)
-
-
-@pytest.mark.docker
-def test_engine_stopping_mid_build(
-    project: Callable[[str], Path],
-    stand_in_image: str,
-    docker_client: docker.DockerClient,
-    tmp_path: Path,
-) -> None:
-    if os.environ.get("DOCKER_HOST") or shutil.which("dockerd") is None or os.geteuid() != 0:
-        unavailable("stopping and starting the engine needs root and a local dockerd")
-    path = project("sdist-only")  # pip builds docopt in the image: the container runs for seconds
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    process = subprocess.Popen(
-        [POETRY, "lambda-zip", "-C", str(path), "--runtime", "python3.11", "--image",
-         stand_in_image, "--builder", "docker"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "TMPDIR": str(scratch)},
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while not leftover_containers(docker_client):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the build container never appeared"
-            time.sleep(0.1)
-        subprocess.run(["pkill", "-TERM", "-x", "dockerd"], check=True)
-        _, error = process.communicate(timeout=120)
-    finally:
-        restart_engine(tmp_path / "dockerd.log")
-    assert process.returncode == 4, error
-    assert "Lost the Docker engine" in error
-    assert "Traceback" not in error
-    assert not (path / "dist").exists()
-    assert list(scratch.iterdir()) == []
-    deadline = time.monotonic() + 30
-    while leftover_containers(docker_client):  # removed by the engine as it comes back
-        assert time.monotonic() < deadline, leftover_containers(docker_client)
-        time.sleep(0.5)
 
 
 # ---- concurrency ---------------------------------------------------------------------------

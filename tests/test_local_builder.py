@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import zipfile
 from typing import TYPE_CHECKING
 
@@ -151,29 +150,6 @@ def test_local_and_docker_builders_write_the_same_bytes(
     event = {"item": "a", "quantity": 5}
     answer = invoke(path / "compiled.zip", "fast_api_handler.app.handler", event)
     assert answer == {"item": "a", "total": 15}
-
-
-def test_wheel_data_directories_land_where_pip_puts_them(tmp_path: Path) -> None:
-    from poetry_lambda_zip.builders.local import install_wheel
-
-    wheel = tmp_path / "demo-1.0-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        archive.writestr("demo/__init__.py", "")
-        archive.writestr("demo-1.0.data/scripts/run", "#!python\nprint('hi')\n")
-        archive.writestr("demo-1.0.data/purelib/extra.py", "X = 1\n")
-        archive.writestr("demo-1.0.data/data/share/demo.txt", "data\n")
-        archive.writestr("demo-1.0.dist-info/RECORD", "demo-1.0.data/purelib/extra.py,,\n")
-    install_wheel(wheel, tmp_path / "target", "3.12")
-    target = tmp_path / "target"
-    assert (target / "bin" / "run").read_text() == "#!/var/lang/bin/python3\nprint('hi')\n"
-    assert (target / "extra.py").is_file()
-    assert (target / "share" / "demo.txt").is_file()
-    assert (target / "demo-1.0.dist-info" / "RECORD").read_text() == "extra.py,,\n"
-    with zipfile.ZipFile(wheel, "a") as archive:
-        archive.writestr("../escape.py", "")
-    shutil.rmtree(target)
-    with pytest.raises(Exception, match="outside the package"):
-        install_wheel(wheel, target, "3.12")
 
 
 def test_an_index_unreachable_through_the_proxy_says_what_to_check_and_no_secret(

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
+import tomlkit
 from poetry.factory import Factory
 
 from poetry_lambda_zip.errors import ConfigError
@@ -215,3 +216,89 @@ def test_wheel_newer_than_the_runtimes_glibc_is_not_planned() -> None:
     plan = requirement_set("python3.11", fixture=FIXTURES / "private-index")
     tagged = next(r for r in plan.requirements if r.name == "tagged-build")
     assert tagged.artifact.filename == "tagged_build-1.0.0-cp311-cp311-manylinux_2_17_x86_64.whl"
+
+
+# ---- names and hashes from the lock are input: validated before anything uses them ----------
+
+RANKS_311 = {
+    tag: rank for rank, tag in enumerate(LambdaTarget("python3.11", "x86_64").supported_tags())
+}
+
+
+def test_lock_file_entries_that_are_paths_or_have_malformed_hashes_are_all_named() -> None:
+    entries: list[PackageFile] = [
+        {"file": "../../../.ssh/pkg-1.0-py3-none-any.whl", "hash": f"sha256:{'a' * 64}"},
+        {"file": "sub\\pkg-1.0-py3-none-any.whl", "hash": f"sha256:{'b' * 64}"},
+        {"file": "..", "hash": f"sha256:{'c' * 64}"},
+        {"file": "pkg-1.0-py3-none-any.whl", "hash": "sha256:../../etc"},
+        {"file": "pkg-1.0.tar.gz", "hash": f"sha256:{'d' * 63}"},
+    ]
+    with pytest.raises(LockError) as caught:
+        choose_artifact(entries, RANKS_311)
+    assert caught.value.message == "; ".join([
+        "'../../../.ssh/pkg-1.0-py3-none-any.whl' is a path, not a file name",
+        "'sub\\\\pkg-1.0-py3-none-any.whl' is a path, not a file name",
+        "'..' is not a file name",
+        "'pkg-1.0-py3-none-any.whl' has sha256 '../../etc', not 64 hexadecimal digits",
+        f"'pkg-1.0.tar.gz' has sha256 '{'d' * 63}', not 64 hexadecimal digits",
+    ])  # fmt: skip
+
+
+def test_other_files_of_a_release_are_still_skipped_and_hashes_are_lowercased() -> None:
+    entries: list[PackageFile] = [
+        {"file": "pkg-1.0.win32.exe", "hash": f"sha256:{'e' * 64}"},
+        {"file": "pkg-1.0-py3.11.egg", "hash": f"sha256:{'f' * 64}"},
+        {"file": "pkg-1.0-py3-none-any.whl", "hash": "md5:0123"},
+        {"file": "pkg-1.0-py3-none-any.whl", "hash": f"sha256:{'AB' * 32}"},
+    ]
+    artifact = choose_artifact(entries, RANKS_311)
+    assert artifact is not None
+    assert (artifact.filename, artifact.sha256) == ("pkg-1.0-py3-none-any.whl", "ab" * 32)
+
+
+def test_a_tampered_lock_names_every_package_at_once_before_anything_runs(
+    project: Callable[[str], Path],
+) -> None:
+    path = project("local-files")
+    lock_path = path / "poetry.lock"
+    lock = tomlkit.parse(lock_path.read_text())
+    for package in lock["package"]:
+        entry = package["files"][0]
+        if package["name"] == "vendored-tool":
+            entry["file"] = "../../outside/vendored_tool-1.0.0-py3-none-any.whl"
+        else:
+            entry["hash"] = "sha256:not-a-hash"
+    lock_path.write_text(tomlkit.dumps(lock))
+    with pytest.raises(LockError) as caught:
+        requirement_set("python3.12", fixture=path)
+    message = caught.value.message
+    assert message.startswith("poetry.lock has file entries that cannot be used safely:")
+    assert "  - legacy-helper 0.2.0: 'legacy_helper-0.2.0.tar.gz' has sha256 'not-a-hash'" in (
+        message
+    )
+    assert "  - vendored-tool 1.0.0: '../../outside/vendored_tool-1.0.0-py3-none-any.whl' is a" in (
+        message
+    )
+    assert "poetry lock" in str(caught.value.fix)
+
+
+def test_a_url_or_file_dependencys_archive_may_be_a_source_snapshot_but_not_a_bad_wheel(
+    project: Callable[[str], Path],
+) -> None:
+    path = project("local-files")
+    lock_path = path / "poetry.lock"
+    lock = tomlkit.parse(lock_path.read_text())
+    names = {"legacy-helper": "main.zip", "vendored-tool": "vendored-tool.whl"}
+    for package in lock["package"]:
+        package["files"][0]["file"] = names[package["name"]]
+    lock_path.write_text(tomlkit.dumps(lock))
+    with pytest.raises(LockError, match=r"vendored-tool 1\.0\.0: 'vendored-tool\.whl' is not a"):
+        requirement_set("python3.12", fixture=path)
+    lock = tomlkit.parse(lock_path.read_text())
+    lock["package"][1]["files"][0]["file"] = "vendored_tool-1.0.0-py3-none-any.whl"
+    lock_path.write_text(tomlkit.dumps(lock))
+    by_name: dict[str, Requirement] = {
+        r.name: r for r in requirement_set("python3.12", fixture=path).requirements
+    }
+    snapshot = by_name["legacy-helper"].artifact
+    assert (snapshot.kind, snapshot.filename) == ("sdist", "main.zip")

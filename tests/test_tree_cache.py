@@ -1,16 +1,24 @@
-"""The cache of installed dependency trees: atomic entries, reports kept, oldest pruned."""
+"""The cache of installed dependency trees: atomic entries, reports kept, oldest pruned, each
+checked before it is reused, and a cache that cannot be written costs only time."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import tarfile
 from typing import TYPE_CHECKING
+
+import pytest
 
 from poetry_lambda_zip.builders import TREE_PREFIX
 from poetry_lambda_zip.builders import InstallResult
 from poetry_lambda_zip.tree_cache import TreeCache
+from tests.conftest import mount_tmpfs
+from tests.docker_helpers import Build
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from collections.abc import Iterator
     from pathlib import Path
 
 
@@ -78,12 +86,17 @@ def test_the_least_recently_used_entries_go_first(tmp_path: Path) -> None:
     ]
 
 
-def test_a_cache_that_cannot_be_written_costs_only_time(tmp_path: Path) -> None:
+def test_a_cache_that_cannot_be_written_costs_only_time_and_one_warning(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    cache = TreeCache(blocker / "cache")
+    warnings: list[str] = []
+    cache = TreeCache(blocker / "cache").reporting_to(warnings.append)
     cache.put("k", InstallResult(tar_tree(tmp_path / "tree.tar", {"x.py": b""})))
     assert cache.get("k") is None
+    assert warnings == [
+        f"Cannot keep the installed dependencies in {blocker / 'cache'} (Not a directory):"
+        " the next build installs them again."
+    ]
 
 
 def test_the_newest_tree_is_kept_even_over_the_byte_limit(tmp_path: Path) -> None:
@@ -94,3 +107,120 @@ def test_the_newest_tree_is_kept_even_over_the_byte_limit(tmp_path: Path) -> Non
     cache.put("new", InstallResult(small))
     assert cache.get("old") is None
     assert cache.get("new") is not None
+
+
+def truncate(tree: Path) -> None:
+    tree.write_bytes(tree.read_bytes()[: tree.stat().st_size // 2])
+
+
+def edit_a_byte_inside_a_member(tree: Path) -> None:
+    with tarfile.open(tree) as archive:
+        member = next(m for m in archive.getmembers() if m.isfile() and m.size > 0)
+    with tree.open("r+b") as handle:
+        handle.seek(member.offset_data)
+        first = handle.read(1)
+        handle.seek(member.offset_data)
+        handle.write(bytes([first[0] ^ 0xFF]))
+
+
+def replace_with_garbage(tree: Path) -> None:
+    tree.write_bytes(b"not a tar at all " * 64)
+
+
+DAMAGE = [truncate, edit_a_byte_inside_a_member, replace_with_garbage]
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_entry_is_discarded_with_a_warning(
+    tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    warnings: list[str] = []
+    cache = TreeCache(tmp_path / "cache").reporting_to(warnings.append)
+    cache.put("k", InstallResult(tar_tree(tmp_path / "tree.tar", {"six.py": b"six" * 100})))
+    damage(tmp_path / "cache" / "k.tar")
+    assert cache.get("k") is None
+    assert warnings == [
+        f"The kept dependency tree {tmp_path / 'cache' / 'k.tar'} is damaged (it no longer"
+        " matches the sha256 recorded with it): discarded, the dependencies are installed"
+        " again."
+    ]
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_an_unreadable_record_is_a_damaged_entry(tmp_path: Path) -> None:
+    warnings: list[str] = []
+    cache = TreeCache(tmp_path / "cache").reporting_to(warnings.append)
+    cache.put("k", InstallResult(tar_tree(tmp_path / "tree.tar", {"six.py": b"six"})))
+    (tmp_path / "cache" / "k.json").write_text("{not json")
+    assert cache.get("k") is None
+    assert len(warnings) == 1
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+# ---- through the command: the zip never carries a damaged tree ------------------------------
+
+
+def local_build(path: Path, output: str) -> Build:
+    return Build(path, f"--runtime python3.11 --builder local --no-compile -o {output}")
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_kept_tree_is_rebuilt_and_the_zip_is_the_same(
+    project: Callable[[str], Path], tree_cache: Path, damage: Callable[[Path], None]
+) -> None:
+    path = project("pure-python")
+    first = local_build(path, "first.zip")
+    assert first.status == 0, first.error
+    (kept,) = tree_cache.glob("*.tar")
+    damage(kept)
+
+    second = local_build(path, "second.zip")
+    assert second.status == 0, second.error
+    (warning,) = second.warnings
+    assert f"The kept dependency tree {kept} is damaged" in warning
+    assert "reused from an earlier build" not in second.output
+    assert (path / "second.zip").read_bytes() == (path / "first.zip").read_bytes()
+    third = local_build(path, "third.zip")  # the rebuilt tree was kept again, and is sound
+    assert third.status == 0, third.error
+    assert third.warnings == []
+    assert "reused from an earlier build" in third.output
+    assert (path / "third.zip").read_bytes() == (path / "first.zip").read_bytes()
+
+
+@pytest.fixture
+def unmount(tree_cache: Path) -> Iterator[None]:
+    yield
+    if os.path.ismount(tree_cache):
+        subprocess.run(["umount", str(tree_cache)], check=True)
+
+
+@pytest.mark.usefixtures("unmount")
+def test_a_read_only_tree_cache_still_serves_what_it_kept(
+    project: Callable[[str], Path], tree_cache: Path
+) -> None:
+    mount_tmpfs(tree_cache, "size=64m")
+    path = project("pure-python")
+    first = local_build(path, "first.zip")
+    assert first.status == 0, first.error
+    subprocess.run(["mount", "-o", "remount,ro", str(tree_cache)], check=True)
+
+    warm = local_build(path, "warm.zip")
+    assert warm.status == 0, warm.error
+    assert warm.warnings == []
+    assert "reused from an earlier build" in warm.output
+    assert (path / "warm.zip").read_bytes() == (path / "first.zip").read_bytes()
+
+
+@pytest.mark.usefixtures("unmount")
+def test_a_read_only_tree_cache_costs_one_warning_not_the_build(
+    project: Callable[[str], Path], tree_cache: Path
+) -> None:
+    mount_tmpfs(tree_cache, "ro")
+    path = project("pure-python")
+    result = local_build(path, "out.zip")
+    assert result.status == 0, result.error
+    assert result.warnings == [
+        f"Warning: Cannot keep the installed dependencies in {tree_cache} (Read-only file"
+        " system): the next build installs them again."
+    ]
+    assert list(tree_cache.iterdir()) == []

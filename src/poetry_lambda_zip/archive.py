@@ -18,6 +18,8 @@ from typing import IO
 from typing import TYPE_CHECKING
 
 from poetry_lambda_zip.errors import OutputError
+from poetry_lambda_zip.stale import owner_tag
+from poetry_lambda_zip.stale import remove_stale
 
 if TYPE_CHECKING:
     import tarfile
@@ -27,12 +29,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_EPOCH",
+    "UNZIPPED_LIMIT",
     "ArchiveStats",
     "Entry",
     "entries_from_files",
     "entries_from_tar",
     "existing_stats",
     "file_sha256",
+    "remove_stale_temporaries",
     "timestamp_from_environment",
     "write_zip_atomically",
     "write_zips_atomically",
@@ -40,6 +44,8 @@ __all__ = [
 
 #: 1980-01-01T00:00:00Z, the earliest time a zip entry can carry.
 DEFAULT_EPOCH = 315532800
+#: Lambda refuses a function whose code and layers unzip to more than this many bytes.
+UNZIPPED_LIMIT = 262_144_000
 _FILE_MODE = 0o644
 _EXECUTABLE_MODE = 0o755
 _UNIX = 3
@@ -185,11 +191,21 @@ def existing_stats(path: Path) -> ArchiveStats:
     )
 
 
+def _temporary_prefix(output: Path) -> str:
+    """How the temporary files of an output begin (``stale.owner_tag()`` follows)."""
+    return f".{output.name}."
+
+
+def remove_stale_temporaries(output: Path) -> None:
+    """Remove the temporary zips a killed run left next to ``output``."""
+    remove_stale(output.parent, _temporary_prefix(output), ".tmp")
+
+
 def _temporary_next_to(output: Path) -> Path:
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         descriptor, name = tempfile.mkstemp(
-            dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"
+            dir=output.parent, prefix=f"{_temporary_prefix(output)}{owner_tag()}.", suffix=".tmp"
         )
     except OSError as e:
         raise OutputError(

@@ -12,6 +12,7 @@ from typing import ClassVar
 from cleo.formatters.formatter import Formatter
 from cleo.helpers import option
 from cleo.io.outputs.output import Type as OutputType
+from cleo.io.outputs.output import Verbosity
 from poetry.console.commands.command import Command
 from poetry.core.pyproject.exceptions import PyProjectError
 from poetry.factory import Factory
@@ -20,6 +21,7 @@ from poetry_lambda_zip.core import build
 from poetry_lambda_zip.core import plan
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import LambdaZipError
+from poetry_lambda_zip.redact import redact
 from poetry_lambda_zip.report import plan_json
 from poetry_lambda_zip.report import plan_lines
 from poetry_lambda_zip.report import result_json
@@ -44,24 +46,24 @@ EXIT_INTERRUPTED = 130
 
 class ConsoleProgress:
     """Phase lines on stdout (stderr when stdout carries JSON), warnings on stderr, pip's
-    output only with -v."""
+    output only with -v. Credentials in URLs are removed from every line."""
 
     def __init__(self, io: IO, *, stdout_is_data: bool = False) -> None:
         self._io = io
         self._write = io.write_error_line if stdout_is_data else io.write_line
 
     def phase(self, name: str, seconds: float, detail: str) -> None:
-        self._write(f"<info>{name:<8}</info> {seconds:7.2f}s  {Formatter.escape(detail)}")
+        self._write(f"<info>{name:<8}</info> {seconds:7.2f}s  {_shown(detail)}")
 
     def info(self, message: str) -> None:
-        self._write(Formatter.escape(message))
+        self._write(_shown(message))
 
     def warning(self, message: str) -> None:
-        self._io.write_error_line(f"<fg=yellow>Warning: {Formatter.escape(message)}</>")
+        self._io.write_error_line(f"<fg=yellow>Warning: {_shown(message)}</>")
 
     def installer_output(self, line: str) -> None:
         if self._io.is_verbose():
-            self._write(f"<fg=default>  | {Formatter.escape(line)}</>")
+            self._write(f"<fg=default>  | {_shown(line)}</>")
 
 
 class LambdaZipCommand(Command):
@@ -146,6 +148,16 @@ the command line wins. Example:
         except LambdaZipError as e:
             self._show_error(e)
             return e.exit_code
+        except OSError as e:
+            # Every expected failure is a LambdaZipError; this is one we did not foresee.
+            error = LambdaZipError(
+                f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}",
+                "Check the path, free space and permissions; run again with -vvv for the"
+                " traceback, and report it if the cause is not yours.",
+            )
+            error.__cause__ = e
+            self._show_error(error)
+            return error.exit_code
         except KeyboardInterrupt:
             self.line_error(
                 "<error>Interrupted.</error> The build container and temporary files were removed."
@@ -158,6 +170,10 @@ the command line wins. Example:
         return 0
 
     def _project_poetry(self) -> Poetry:
+        # With -vvv Poetry prints each source's URL as it loads the project, credentials and
+        # all (a URL may carry them, as poetry.lock does): load it one verbosity lower.
+        shown = self.io.output.verbosity
+        self.io.set_verbosity(min(shown, Verbosity.VERY_VERBOSE, key=lambda v: v.value))
         try:
             poetry = self.poetry
             if poetry.pyproject_path.is_absolute():
@@ -173,22 +189,25 @@ the command line wins. Example:
                 "Run the command in the project's directory (or pass -C DIR); its"
                 " pyproject.toml needs [project] or [tool.poetry] with a name and version.",
             ) from e
+        finally:
+            self.io.set_verbosity(shown)
 
     def _show_error(self, error: LambdaZipError) -> None:
-        self.line_error(f"<error>{Formatter.escape(error.message)}</error>")
+        """The one place errors are shown: what went wrong, the fix, a traceback with -vvv."""
+        self.line_error(f"<error>{_shown(error.message)}</error>")
         if error.fix:
-            self.line_error(Formatter.escape(error.fix))
+            self.line_error(_shown(error.fix))
         if self.io.is_debug():
-            self.line_error("".join(traceback.format_exception(error)))
+            self.line_error(_shown("".join(traceback.format_exception(error))))
 
     def _show_plan(self, decided: BuildPlan, as_json: bool) -> None:
         if as_json:
             self._write_json(plan_json(decided))
         else:
-            self.io.write_line(plan_lines(decided), type=OutputType.RAW)
+            self.io.write_line([redact(line) for line in plan_lines(decided)], type=OutputType.RAW)
 
     def _write_json(self, document: dict[str, Any]) -> None:
-        self.io.write_line(json.dumps(document, indent=2), type=OutputType.RAW)
+        self.io.write_line(redact(json.dumps(document, indent=2)), type=OutputType.RAW)
 
     def _show_result(self, result: BuildResult) -> None:
         if result.up_to_date:
@@ -207,6 +226,11 @@ the command line wins. Example:
 def _given_options(options: dict[str, Any]) -> dict[str, Any]:
     """Options the user gave; cleo reports absent ones as None, False or []."""
     return {key: value for key, value in options.items() if value not in (None, False, [])}
+
+
+def _shown(text: str) -> str:
+    """Text for the console: credentials in URLs removed, cleo's tags escaped."""
+    return Formatter.escape(redact(text))
 
 
 def _megabytes(size: int) -> str:

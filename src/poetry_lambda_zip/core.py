@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING
 
 from packaging.utils import canonicalize_name
 
+from poetry_lambda_zip.archive import UNZIPPED_LIMIT
 from poetry_lambda_zip.archive import entries_from_files
 from poetry_lambda_zip.archive import entries_from_tar
 from poetry_lambda_zip.archive import existing_stats
+from poetry_lambda_zip.archive import remove_stale_temporaries
 from poetry_lambda_zip.archive import timestamp_from_environment
 from poetry_lambda_zip.archive import write_zips_atomically
 from poetry_lambda_zip.builders import TREE_PREFIX
@@ -31,6 +33,7 @@ from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import DockerUnavailableError
 from poetry_lambda_zip.errors import OutputError
 from poetry_lambda_zip.fetch import WheelFetcher
+from poetry_lambda_zip.fingerprint import carries_fingerprint
 from poetry_lambda_zip.fingerprint import comment
 from poetry_lambda_zip.fingerprint import fingerprint
 from poetry_lambda_zip.fingerprint import recorded
@@ -52,12 +55,15 @@ from poetry_lambda_zip.resolve import select_extras
 from poetry_lambda_zip.resolve import select_groups
 from poetry_lambda_zip.sources import index_credentials
 from poetry_lambda_zip.sources import source_trees
+from poetry_lambda_zip.stale import owner_tag
+from poetry_lambda_zip.stale import remove_stale
 from poetry_lambda_zip.target import LambdaTarget
 from poetry_lambda_zip.target import newest_runtime_for
 from poetry_lambda_zip.tree_cache import TreeCache
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from collections.abc import Sequence
     from types import FrameType
 
     from poetry.poetry import Poetry
@@ -79,10 +85,10 @@ __all__ = [
     "plan",
 ]
 
-#: Lambda refuses a function whose code and layers unzip to more than this many bytes.
-UNZIPPED_LIMIT = 262_144_000
 #: A larger zip cannot be uploaded directly; it has to go through S3.
 ZIPPED_DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
+#: A build's scratch directory in the temporary directory: PREFIX + stale.owner_tag() + ".…".
+_TEMPORARY_PREFIX = "lambda-zip-"
 #: The name poetry-core gives a package-mode = false project that has none.
 _UNNAMED = "non-package-mode"
 
@@ -156,9 +162,9 @@ def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan
     output = request.output or _default_output(request.project_dir, poetry, target)
     if request.layout == "layer" and request.output is None:
         output = layer_output(output)
-    if output.is_dir():
-        raise OutputError(f"The output path {output} is a directory.", "Pass a file name to -o.")
-    includes, include_warnings = collect_includes(request.project_dir, request.include)
+    outputs = (output, layer_output(output)) if request.layout == "split" else (output,)
+    _check_outputs(outputs)
+    includes, include_warnings = collect_includes(request.project_dir, request.include, outputs)
     for warning in include_warnings:
         progress.warning(warning)
     if request.layout == "layer" and includes:
@@ -199,7 +205,9 @@ def build(
         progress.warning(warning)
     builder = builder or _choose_builder(request, decided, poetry, progress)
     requirements = decided.requirements.requirements
-    with _terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix="lambda-zip-") as tmp:
+    _remove_what_killed_runs_left(decided.outputs)
+    scratch = tempfile.TemporaryDirectory(prefix=f"{_TEMPORARY_PREFIX}{owner_tag()}.")
+    with _terminate_as_interrupt(), scratch as tmp:
         workdir = Path(tmp)
         ships_project = decided.layout != "layer"
         wheel = build_project_wheel(poetry, workdir / "wheel") if ships_project else None
@@ -249,7 +257,7 @@ def build(
                 report={},
                 up_to_date=True,
             )
-        cache = _tree_cache(poetry) if request.cache else None
+        cache = _tree_cache(poetry).reporting_to(progress.warning) if request.cache else None
         installed = install(
             builder,
             job,
@@ -259,6 +267,7 @@ def build(
                 cache=request.cache,
                 scratch=workdir / "downloads",
                 ca_bundle=request.ca_bundle,
+                force=request.force,
             ),
             key=key,
             cache=cache,
@@ -350,6 +359,22 @@ def _choose_builder(
     return LocalBuilder()
 
 
+def _check_outputs(outputs: Sequence[Path]) -> None:
+    """Outputs replace only what this plugin wrote: a file without its fingerprint (a
+    pyproject.toml, a source file, a vendored wheel, someone's zip) is never overwritten."""
+    for output in outputs:
+        if output.is_dir():
+            raise OutputError(
+                f"The output path {output} is a directory.", "Pass a file name to -o."
+            )
+        if output.exists() and not carries_fingerprint(output):
+            raise OutputError(
+                f"{output} exists and was not written by poetry-lambda-zip; it is not replaced.",
+                "Pass another path to -o, or move that file away if it is an old package to"
+                " replace.",
+            )
+
+
 def _tree_cache(poetry: Poetry) -> TreeCache:
     cache_dir = Path(poetry.config.artifacts_cache_directory).parent
     return TreeCache(cache_dir / "lambda-zip-trees")
@@ -368,6 +393,12 @@ def _tree_entries(trees: list[Path]) -> Iterator[list[Entry]]:
                 archive = stack.enter_context(tarfile.open(tree))
                 parts.append(entries_from_tar(archive, TREE_PREFIX))
         yield merge_entries(parts)
+
+
+def _remove_what_killed_runs_left(outputs: Sequence[Path]) -> None:
+    remove_stale(Path(tempfile.gettempdir()), _TEMPORARY_PREFIX)
+    for output in outputs:
+        remove_stale_temporaries(output)
 
 
 def _compile_settings(decided: BuildPlan, poetry: Poetry) -> CompileSettings:
@@ -475,18 +506,24 @@ def _check_size(written: list[ArchiveStats], sizes: dict[str, int], progress: Pr
 
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM (CI cancelling the job) into an exception so cleanup code runs."""
+    """Turn SIGTERM (CI cancelling the job) and SIGINT (Ctrl-C) into BuildInterrupted (exit
+    130) in the main thread, so cleanup code runs. The main thread never waits on a stalled
+    download (those run in daemon threads), so the build ends at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise BuildInterrupted(
-            "The build was terminated (SIGTERM); its container and files were removed."
+            f"The build was interrupted ({signal.Signals(signum).name}); its container and"
+            " temporary files were removed."
         )
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {number: signal.signal(number, interrupt) for number in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            # None: a handler not installed from Python; the default is the nearest we can do.
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)

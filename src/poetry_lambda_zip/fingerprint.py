@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import zipfile
+from typing import IO
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -27,10 +29,21 @@ if TYPE_CHECKING:
 
     from poetry_lambda_zip.builders import InstallJob
 
-__all__ = ["COMMENT_PREFIX", "comment", "fingerprint", "recorded", "tree_key"]
+__all__ = [
+    "COMMENT_PREFIX",
+    "carries_fingerprint",
+    "comment",
+    "ends_with_fingerprint",
+    "fingerprint",
+    "recorded",
+    "tree_key",
+]
 
 COMMENT_PREFIX = "poetry-lambda-zip fingerprint sha256:"
 _COMMENT = re.compile(re.escape(COMMENT_PREFIX) + r"([0-9a-f]{64})")
+_COMMENT_AT_END = re.compile(re.escape(COMMENT_PREFIX.encode()) + rb"[0-9a-f]{64}\Z")
+#: Bytes read from a file's end to find the comment.
+_TAIL = 128
 
 
 def tree_key(job: InstallJob, builder_identity: str) -> str:
@@ -83,6 +96,27 @@ def _digest(document: dict[str, Any]) -> str:
 
 def comment(value: str) -> bytes:
     return f"{COMMENT_PREFIX}{value}".encode()
+
+
+def carries_fingerprint(path: Path) -> bool:
+    """Whether the file ends with a fingerprint comment: a zip this plugin wrote (a zip's
+    comment is its last bytes). A missing or unreadable file carries none."""
+    try:
+        with path.open("rb") as handle:
+            return ends_with_fingerprint(_tail(handle))
+    except OSError:
+        return False
+
+
+def ends_with_fingerprint(tail: bytes) -> bool:
+    """Whether ``tail`` (the last bytes of a file) is a fingerprint comment's ending."""
+    return _COMMENT_AT_END.search(tail) is not None
+
+
+def _tail(handle: IO[bytes]) -> bytes:
+    handle.seek(0, os.SEEK_END)
+    handle.seek(max(0, handle.tell() - _TAIL))
+    return handle.read()
 
 
 def recorded(outputs: Sequence[Path]) -> str | None:

@@ -15,20 +15,24 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from poetry_lambda_zip.builders import InstallResult
+from poetry_lambda_zip.builders.local import PinnedWheel
 from poetry_lambda_zip.builders.local import install_wheels
 from poetry_lambda_zip.builders.local import unpack
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from collections.abc import Iterable
+    from collections.abc import Sequence
     from pathlib import Path
 
     from poetry_lambda_zip.builders import Builder
     from poetry_lambda_zip.builders import InstallJob
     from poetry_lambda_zip.builders import Progress
     from poetry_lambda_zip.fetch import Fetcher
+    from poetry_lambda_zip.resolve import Requirement
     from poetry_lambda_zip.tree_cache import TreeCache
 
 __all__ = ["install", "merged_reports"]
@@ -55,7 +59,7 @@ def install(
     if compile_settings is not None:
         compile_settings = replace(compile_settings, prefix=compile_settings.project_prefix)
     project = replace(
-        job,
+        _downloading_from(job, ()),
         requirements=(),
         trees=(),
         build_id=f"{job.build_id}-project",
@@ -111,16 +115,30 @@ def _install_dependencies(
     files = fetcher.fetch_all(wheels, progress)
     started = time.monotonic()
     unpacked = workdir / "unpacked"
-    install_wheels(files, unpacked, job.target.python_version_text)
+    # Each file is checked against the requirement it was fetched for (fetch_all keeps their
+    # order), and all of them against Lambda's size limit before any is unpacked.
+    pinned = [PinnedWheel.of_requirement(r, path) for r, path in zip(wheels, files)]
+    install_wheels(pinned, unpacked, job.target.python_version_text)
     if files:
         progress.phase(
             "unpack", time.monotonic() - started, f"{len(files)} wheels for {job.target.runtime}"
         )
     rest = tuple(r for r in job.requirements if r.artifact.kind != "wheel")
-    job = replace(job, requirements=rest, unpacked=unpacked)
+    job = replace(_downloading_from(job, rest), requirements=rest, unpacked=unpacked)
     if rest or job.trees or job.compile is not None or job.slim:
         return builder.install(job, workdir, progress)
     return InstallResult(unpacked)
+
+
+def _downloading_from(job: InstallJob, built: Sequence[Requirement]) -> InstallJob:
+    """``job`` with only the secrets the builder needs to build ``built`` (and the source
+    trees): credentials for the indexes they and their build dependencies come from, and the
+    proxy settings; none at all for a job that downloads nothing."""
+    if not built and not job.trees:
+        return replace(job, credentials=(), network=replace(job.network, proxies={}))
+    urls = [r.origin.url for r in built if r.origin.type == "index" and r.origin.url]
+    hosts = {urlsplit(url).hostname for url in [*urls, job.default_index] if url}
+    return replace(job, credentials=tuple(c for c in job.credentials if c.host in hosts))
 
 
 def _needs_toolchain(project: InstallJob) -> bool:

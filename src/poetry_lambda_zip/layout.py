@@ -132,12 +132,12 @@ def normalize_installed(entries: Sequence[Entry]) -> list[Entry]:
     normalized = [entry for entry in entries if entry.name not in drop]
     present = {entry.name: entry for entry in normalized}
     for record_name, listed in records.items():
-        lines = [
-            _record_line(present[path])
+        rows = [
+            _record_row(present[path])
             for path in sorted(set(listed))
             if path in present and path != record_name
         ]
-        content = "".join(f"{line}\n" for line in [*lines, f"{record_name},,"]).encode()
+        content = _record_text([*rows, (record_name, "", "")]).encode()
         present[record_name] = replace(
             present[record_name], size=len(content), open=functools.partial(io.BytesIO, content)
         )
@@ -157,13 +157,21 @@ def _launchers(entry_points: Entry) -> list[str]:
     ]
 
 
-def _record_line(entry: Entry) -> str:
+def _record_row(entry: Entry) -> tuple[str, str, str]:
     digest = hashlib.sha256()
     with entry.open() as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     encoded = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
-    return f"{entry.name},sha256={encoded},{entry.size}"
+    return entry.name, f"sha256={encoded}", str(entry.size)
+
+
+def _record_text(rows: Iterable[tuple[str, str, str]]) -> str:
+    """RECORD as CSV, the way installers write it: a path holding a comma or a quote is quoted,
+    so ``importlib.metadata`` and ``record_paths`` read it back whole."""
+    text = io.StringIO(newline="")
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    return text.getvalue()
 
 
 def distribution_sizes(

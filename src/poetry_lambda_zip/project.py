@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+import zipfile
 from pathlib import Path
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from poetry_lambda_zip.errors import ConfigError
+from poetry_lambda_zip.errors import OutputError
+from poetry_lambda_zip.fingerprint import COMMENT_PREFIX
+from poetry_lambda_zip.fingerprint import carries_fingerprint
+from poetry_lambda_zip.fingerprint import ends_with_fingerprint
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from collections.abc import Sequence
 
     from poetry.core.poetry import Poetry
@@ -16,6 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["build_project_wheel", "collect_includes"]
 
 _NEVER_INCLUDED = ("__pycache__", ".git", ".venv")
+#: A fingerprint comment: the prefix and a sha256 in hex.
+_COMMENT_LENGTH = len(COMMENT_PREFIX) + 64
 
 
 def build_project_wheel(poetry: Poetry, directory: Path) -> Path | None:
@@ -31,21 +41,63 @@ def build_project_wheel(poetry: Poetry, directory: Path) -> Path | None:
             "Package the compiled part as a separate dependency, or build the wheel yourself.",
         )
     try:
-        filename = WheelBuilder.make_in(poetry, directory)
+        with _temporary_files_in(directory):
+            filename = WheelBuilder.make_in(poetry, directory)
     except (OSError, ValueError, RuntimeError) as e:
         raise ConfigError(
             f"poetry-core could not build the project's wheel: {e}",
             "Run `poetry build -f wheel` to see the problem in full.",
         ) from e
-    return directory / filename
+    wheel = directory / filename
+    _refuse_packaged_outputs(wheel)
+    return wheel
 
 
-def collect_includes(root: Path, patterns: Sequence[str]) -> tuple[list[Path], list[str]]:
+@contextlib.contextmanager
+def _temporary_files_in(directory: Path) -> Iterator[None]:
+    """poetry-core writes the wheel to a temporary file first: let it be in the build's own
+    scratch directory, which a killed build's successor removes (see ``stale``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(directory)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+
+
+def _refuse_packaged_outputs(wheel: Path) -> None:
+    """A zip this plugin wrote inside the project's package would ship in the next one (and
+    grow it on every build): refuse it by name."""
+    with zipfile.ZipFile(wheel) as archive:
+        for info in archive.infolist():
+            if info.file_size < _COMMENT_LENGTH:
+                continue
+            with archive.open(info) as member:
+                tail = b""
+                for block in iter(lambda: member.read(1 << 20), b""):
+                    tail = (tail + block)[-_COMMENT_LENGTH:]
+            if ends_with_fingerprint(tail):
+                raise OutputError(
+                    f"{info.filename} is a package poetry-lambda-zip wrote, inside the project's"
+                    " own package: poetry-core put it into the project's wheel.",
+                    "Write packages outside the package's directory (the default is dist/) and"
+                    " delete this one.",
+                )
+
+
+def collect_includes(
+    root: Path, patterns: Sequence[str], outputs: Sequence[Path] = ()
+) -> tuple[list[Path], list[str]]:
     """Files matched by ``include`` globs (relative to the project), and a warning per pattern
-    that matched nothing. Patterns and symlinks that leave the project are refused."""
+    that matched nothing. Patterns and symlinks that leave the project are refused. The
+    ``outputs`` and any zip this plugin wrote are never included (each build would nest the
+    previous one)."""
     root = root.resolve()
     files: dict[Path, None] = {}
     warnings: list[str] = []
+    packages = {output.resolve() for output in outputs}
+    left_out: dict[str, None] = {}
     for pattern in patterns:
         pure = PurePosixPath(pattern)
         if not pattern or pure.is_absolute() or ".." in pure.parts:
@@ -56,10 +108,16 @@ def collect_includes(root: Path, patterns: Sequence[str]) -> tuple[list[Path], l
         matched = False
         for match in sorted(root.glob(pattern)):
             for path in _files_below(match):
-                files[_inside(root, path, pattern)] = None
                 matched = True
+                if path.resolve() in packages or carries_fingerprint(path):
+                    left_out[path.relative_to(root).as_posix()] = None
+                    continue
+                files[_inside(root, path, pattern)] = None
         if not matched:
             warnings.append(f"The include pattern {pattern!r} matches no file.")
+    warnings += [
+        f"Left {name} out of include: it is a package poetry-lambda-zip wrote." for name in left_out
+    ]
     return sorted(files), warnings
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from typing import Any
 
+from poetry_lambda_zip.redact import redact
+
 if TYPE_CHECKING:
     from poetry_lambda_zip.core import BuildPlan
     from poetry_lambda_zip.core import BuildResult
@@ -47,7 +49,7 @@ def plan_json(plan: BuildPlan) -> dict[str, Any]:
                 },
                 "source": {
                     "type": r.origin.type,
-                    "url": r.origin.url,
+                    "url": None if r.origin.url is None else redact(r.origin.url),
                     "name": r.origin.source_name,
                     "reference": r.origin.reference,
                     "subdirectory": r.origin.subdirectory,

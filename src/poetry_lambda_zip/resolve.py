@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from typing import Literal
@@ -16,6 +17,7 @@ from packaging.utils import parse_wheel_filename
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import LockError
 from poetry_lambda_zip.errors import ResolveError
+from poetry_lambda_zip.redact import redact
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -47,6 +49,7 @@ __all__ = [
 ]
 
 MAIN_GROUP = canonicalize_name("main")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 @dataclass(frozen=True)
@@ -91,12 +94,14 @@ class Origin:
     subdirectory: str | None = None
 
     def describe(self) -> str:
+        """Where it comes from, for people: credentials in the URL are left out."""
+        url = None if self.url is None else redact(self.url)
         if self.type == "index":
-            return f"source {self.source_name} ({self.url})" if self.source_name else "PyPI"
+            return f"source {self.source_name} ({url})" if self.source_name else "PyPI"
         if self.type == "git":
             where = f" subdirectory {self.subdirectory}" if self.subdirectory else ""
-            return f"git {self.url} at {self.reference}{where}"
-        return f"{self.type} {self.url}"
+            return f"git {url} at {self.reference}{where}"
+        return f"{self.type} {url}"
 
 
 @dataclass(frozen=True)
@@ -247,11 +252,21 @@ def resolve(
     tag_ranks = {tag: rank for rank, tag in enumerate(target.supported_tags())}
     requirements: list[Requirement] = []
     problems: list[str] = []
+    untrusted: list[str] = []
     for package in selected:
         try:
             requirements.append(_requirement(package, tag_ranks))
         except ResolveError as e:
             problems.append(e.message)
+        except LockError as e:
+            untrusted.append(e.message)
+    if untrusted:
+        raise LockError(
+            "poetry.lock has file entries that cannot be used safely:\n"
+            + "\n".join(f"  - {p}" for p in untrusted),
+            "Nothing was downloaded. Regenerate poetry.lock (`poetry lock`) and review where"
+            " these entries came from before building.",
+        )
     if problems:
         raise ResolveError(
             "Some locked packages cannot be installed for "
@@ -378,14 +393,14 @@ def _locked_for(dependency: Dependency, candidates: Sequence[Package]) -> Packag
 
 
 def choose_artifact(files: Iterable[PackageFile], tag_ranks: Mapping[Tag, int]) -> Artifact | None:
-    """The best-ranked wheel for the target, else the sdist, else None."""
+    """The best-ranked wheel for the target, else the sdist, else None.
+
+    Raises LockError naming every entry that is not safe to use (see ``_hashed_files``); entries
+    whose names are neither a wheel's nor an sdist's (an old ``.exe``, an ``.egg``) are skipped.
+    """
     best: tuple[int, str, str] | None = None
     sdist: tuple[str, str] | None = None
-    for entry in files:
-        filename, digest = entry["file"], entry.get("hash", "")
-        algorithm, _, value = digest.partition(":")
-        if algorithm != "sha256" or not value:
-            continue
+    for filename, value in _hashed_files(files):
         try:
             _, _, _, tags = parse_wheel_filename(filename)
         except InvalidWheelFilename:
@@ -402,6 +417,45 @@ def choose_artifact(files: Iterable[PackageFile], tag_ranks: Mapping[Tag, int]) 
         return Artifact("wheel", filename=best[1], sha256=best[2])
     if sdist is not None:
         return Artifact("sdist", filename=sdist[0], sha256=sdist[1])
+    return None
+
+
+def _hashed_files(files: Iterable[PackageFile]) -> list[tuple[str, str]]:
+    """(file name, lowercase sha256) of each sha256-hashed entry of a locked file list.
+
+    A lock file is input, not trusted code: the names end up in paths (the download cache, the
+    build container) and the hashes in paths and pip's arguments. So every entry's name must be
+    one plain path component and every sha256 64 hexadecimal digits; LockError names each entry
+    that is not, all at once. Entries hashed otherwise (or not at all) are left out."""
+    hashed: list[tuple[str, str]] = []
+    problems: list[str] = []
+    for entry in files:
+        filename = entry.get("file", "")
+        algorithm, _, value = entry.get("hash", "").partition(":")
+        unsafe = _unsafe_file_name(filename)
+        if unsafe is not None:
+            problems.append(f"{filename!r} {unsafe}")
+        if algorithm != "sha256":
+            continue
+        if not _SHA256.fullmatch(value):
+            problems.append(f"{filename!r} has sha256 {value!r}, not 64 hexadecimal digits")
+        elif unsafe is None:
+            hashed.append((filename, value.lower()))
+    if problems:
+        raise LockError("; ".join(problems))
+    return hashed
+
+
+def _unsafe_file_name(filename: str) -> str | None:
+    """Why ``filename`` is not one plain path component (None when it is). Wheel and sdist
+    names start with a letter or digit; a leading dot would also collide with our partial
+    downloads' names."""
+    if "/" in filename or "\\" in filename:
+        return "is a path, not a file name"
+    if not filename or filename.startswith("."):
+        return "is not a file name"
+    if any(ord(character) < 32 or ord(character) == 127 for character in filename):
+        return "contains control characters"
     return None
 
 
@@ -423,16 +477,19 @@ def _requirement(package: Package, tag_ranks: Mapping[Tag, int]) -> Requirement:
     if source_type not in (None, "legacy", "file", "url"):
         raise ResolveError(f"{label}: {source_type} dependencies are not supported.")
 
-    if source_type in {"file", "url"}:
-        origin = Origin("file" if source_type == "file" else "url", url=package.source_url)
-        artifact = _single_file(package)
-    else:
-        origin = Origin(
-            "index",
-            url=package.source_url if source_type == "legacy" else None,
-            source_name=package.source_reference if source_type == "legacy" else None,
-        )
-        artifact = choose_artifact(package.files, tag_ranks)
+    try:
+        if source_type in {"file", "url"}:
+            origin = Origin("file" if source_type == "file" else "url", url=package.source_url)
+            artifact = _single_file(package)
+        else:
+            origin = Origin(
+                "index",
+                url=package.source_url if source_type == "legacy" else None,
+                source_name=package.source_reference if source_type == "legacy" else None,
+            )
+            artifact = choose_artifact(package.files, tag_ranks)
+    except LockError as e:
+        raise LockError(f"{label}: {e.message}") from e
     if artifact is None:
         raise ResolveError(
             f"{label}: poetry.lock lists no sha256-hashed wheel for this target and no sdist"
@@ -442,14 +499,19 @@ def _requirement(package: Package, tag_ranks: Mapping[Tag, int]) -> Requirement:
 
 
 def _single_file(package: Package) -> Artifact | None:
-    """The one locked file of a file or URL dependency, wheel or sdist."""
-    for entry in package.files:
-        algorithm, _, value = entry.get("hash", "").partition(":")
-        if algorithm == "sha256" and value:
-            filename = entry["file"]
-            kind: ArtifactKind = "wheel" if filename.endswith(".whl") else "sdist"
-            return Artifact(kind, filename=filename, sha256=value)
-    return None
+    """The one locked file of a file or URL dependency: a wheel, an sdist, or another source
+    archive pip builds (a repository snapshot such as ``main.zip``)."""
+    hashed = _hashed_files(package.files)
+    if not hashed:
+        return None
+    filename, value = hashed[0]
+    try:
+        parse_wheel_filename(filename)
+    except InvalidWheelFilename as e:
+        if filename.endswith(".whl"):
+            raise LockError(f"{filename!r} is not a valid wheel file name ({e})") from e
+        return Artifact("sdist", filename=filename, sha256=value)
+    return Artifact("wheel", filename=filename, sha256=value)
 
 
 def _runtime_constraint(target: LambdaTarget) -> VersionConstraint:

@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from poetry_lambda_zip.errors import BuildInterrupted
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import ResolveError
 
@@ -33,6 +34,10 @@ IGNORED_IN_TREES = frozenset(
     {".git", ".hg", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache",
      ".tox", ".nox", "node_modules", ".DS_Store"}
 )  # fmt: skip
+
+
+#: What makes a directory a project pip can build.
+_PROJECT_FILES = ("pyproject.toml", "setup.py")
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,15 @@ def source_trees(requirements: Iterable[Requirement], checkouts: Path) -> list[S
                 raise ResolveError(
                     f"{requirement.name}: the path dependency {path} does not exist.",
                     "Check the path in pyproject.toml, then run `poetry lock`.",
+                )
+            if path.resolve() == Path(path.anchor) or not any(
+                (path / marker).is_file() for marker in _PROJECT_FILES
+            ):
+                raise ResolveError(
+                    f"{requirement.name}: the path dependency {path} is not a Python project"
+                    f" (it has no {' or '.join(_PROJECT_FILES)}); it is not sent to the build.",
+                    "Point the dependency at the directory holding the package's pyproject.toml,"
+                    " then run `poetry lock`.",
                 )
             directories.append((requirement, path))
         elif origin.type == "git" and origin.url:
@@ -123,6 +137,8 @@ def _checkout(requirement: Requirement, checkouts: Path) -> Path:
             source_root=checkouts,
             clean=True,
         )
+    except BuildInterrupted:
+        raise
     except Exception as e:  # dulwich and Poetry raise a variety of errors
         raise ConfigError(
             f"{requirement.name}: cannot check out {origin.url} at {origin.reference}: {e}",

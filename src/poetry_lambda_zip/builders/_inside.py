@@ -72,8 +72,11 @@ def _build() -> int:
     try:
         return _install(job, environment)
     finally:
-        if os.path.exists(netrc):
-            os.remove(netrc)
+        # Requirement files may name URLs with credentials in them.
+        secrets = [netrc] + [os.path.join(WORK, i["requirements"]) for i in job["installs"]]
+        for path in secrets:
+            if os.path.exists(path):
+                os.remove(path)
 
 
 def _install(job: dict[str, Any], environment: dict[str, str]) -> int:

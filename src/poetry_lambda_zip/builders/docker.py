@@ -47,9 +47,20 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.builders import Progress
     from poetry_lambda_zip.builders import VerifyJob
 
-__all__ = ["CONTAINER_LABEL", "DockerBuilder", "engine_answers", "engine_location"]
+__all__ = [
+    "CONTAINER_LABEL",
+    "OWNER_LABEL",
+    "OWNER_VARIABLE",
+    "DockerBuilder",
+    "engine_answers",
+    "engine_location",
+]
 
 CONTAINER_LABEL = "io.github.poetry-lambda-zip.build"
+#: Its value (e.g. a CI job's id) goes into OWNER_LABEL on every container and volume the
+#: builder creates, so a cleanup step can find exactly its own on a shared engine.
+OWNER_VARIABLE = "POETRY_LAMBDA_ZIP_OWNER"
+OWNER_LABEL = "io.github.poetry-lambda-zip.owner"
 _WORK = "/tmp/lambda-zip"
 _PYTHON = "/var/lang/bin/python3"
 _PYTHON_MISMATCH = 86
@@ -116,11 +127,14 @@ class DockerBuilder:
         started = time.monotonic()
         container = self._create(client, job, image)
         try:
-            with _inputs(job, workdir / "inputs.tar").open("rb") as inputs:
+            small, files = _job_files(job)
+            container.put_archive("/tmp", small)
+            with _inputs(job, files, workdir / "inputs.tar").open("rb") as inputs:
                 container.put_archive("/tmp", inputs)
             container.start()
             tail, report, exit_code = _follow(container, progress)
             if exit_code is None:
+                client.ping()  # the engine itself gone: DockerUnavailableError below
                 raise BuildFailedError(
                     "The build container ended without a result. Its last lines:\n"
                     + "\n".join(f"  {line}" for line in tail),
@@ -184,7 +198,7 @@ class DockerBuilder:
                 entrypoint=[_PYTHON],
                 command=["-c", _VERIFY_SCRIPT, check.handler],
                 name=f"poetry-lambda-zip-verify-{check.build_id}",
-                labels={CONTAINER_LABEL: check.build_id},
+                labels={CONTAINER_LABEL: check.build_id, **_owner_labels()},
                 platform=check.target.docker_platform,
                 # Lambda's /var/task is read-only: as nobody, nothing below it is writable,
                 # so Python cannot write bytecode it did not find in the zip.
@@ -271,6 +285,7 @@ class DockerBuilder:
             # nothing built for one is ever installed for another.
             volume = f"poetry-lambda-zip-cache-{job.target.runtime}-{job.target.arch}-"
             volume += image.id.removeprefix("sha256:")[:12]
+            _cache_volume(client, volume)
             network["volumes"] = {volume: {"bind": _CACHE, "mode": "rw"}}
         if job.docker_network in _NETWORK_MODES:
             network["network_mode"] = job.docker_network
@@ -282,7 +297,7 @@ class DockerBuilder:
                 entrypoint=[_PYTHON],
                 command=[f"{_WORK}/inside.py"],
                 name=f"poetry-lambda-zip-{job.build_id}",
-                labels={CONTAINER_LABEL: job.build_id},
+                labels={CONTAINER_LABEL: job.build_id, **_owner_labels()},
                 platform=job.target.docker_platform,
                 environment={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
                 working_dir="/tmp",
@@ -296,6 +311,32 @@ class DockerBuilder:
                 f"Cannot create a container from {job.image}: {e.explanation or e}",
                 "Check that the image is a Lambda Python image for the target architecture.",
             ) from e
+
+
+def _owner_labels() -> dict[str, str]:
+    owner = os.environ.get(OWNER_VARIABLE, "").strip()
+    return {OWNER_LABEL: owner} if owner else {}
+
+
+def _cache_volume(client: docker.DockerClient, name: str) -> None:
+    """Create the download-cache volume, with the owner label, unless it exists (one that
+    exists keeps its labels: it serves every build for its runtime, arch and image)."""
+    try:
+        try:
+            client.volumes.get(name)
+        except NotFound:
+            try:
+                client.volumes.create(name, labels=_owner_labels())
+            except APIError:
+                # Docker returns an existing volume here, other engines refuse it: a concurrent
+                # build may have created it since. Still missing: the engine's error stands.
+                client.volumes.get(name)
+    except APIError as e:
+        raise BuildFailedError(
+            f"Cannot create the download-cache volume {name}: {e.explanation or e}",
+            "Check `docker info` and the engine's free space, or build with --no-cache"
+            " (no volume).",
+        ) from e
 
 
 def _describe(job: InstallJob) -> str:
@@ -312,10 +353,11 @@ def _describe(job: InstallJob) -> str:
     return f"{job.what}: {', '.join(done) or 'merged'} in the {job.target.runtime} image"
 
 
-def _inputs(job: InstallJob, destination: Path) -> Path:
-    """Write the tar put into the container: the script, the job, the requirement files, the
-    project wheel, local file dependencies, source trees and the wheels unpacked on this
-    machine. Returns its path."""
+def _job_files(job: InstallJob) -> tuple[bytes, dict[str, Path]]:
+    """The small files of the job as an in-memory tar: the script, the job (proxy URLs, index
+    credentials), the requirement files (URLs may carry credentials) and the CA bundle. Kept
+    off this machine's disk: a killed build leaves no secret behind. Also returns the local
+    files (project wheel, file dependencies) the requirement files name."""
     installs, files = _installs(job)
     config: dict[str, Any] = {
         "python": job.target.python_version_text,
@@ -351,11 +393,20 @@ def _inputs(job: InstallJob, destination: Path) -> Path:
     for install in installs:
         data[install["requirements"]] = install.pop("lines").encode()
 
-    with tarfile.open(destination, mode="w") as archive:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
         archive.addfile(_tar_info("lambda-zip", tarfile.DIRTYPE, 0o700, 0))
         for name, content in data.items():
             info = _tar_info(f"lambda-zip/{name}", tarfile.REGTYPE, 0o600, len(content))
             archive.addfile(info, io.BytesIO(content))
+    return buffer.getvalue(), files
+
+
+def _inputs(job: InstallJob, files: dict[str, Path], destination: Path) -> Path:
+    """Write the tar of the job's large inputs (no secrets): the project wheel, local file
+    dependencies, source trees, include files and the wheels unpacked on this machine.
+    Returns its path."""
+    with tarfile.open(destination, mode="w") as archive:
         for name, path in files.items():
             archive.add(path, f"lambda-zip/files/{name}", filter=_owned_by_root)
         for tree in job.trees:
@@ -393,7 +444,7 @@ def _installs(job: InstallJob) -> tuple[list[dict[str, Any]], dict[str, Path]]:
                 f"{requirement.name}=={requirement.version} {pin}"
             )
             if origin.url:
-                labels[origin.url] = f"source {origin.source_name} ({origin.url})"
+                labels[origin.url] = origin.describe()
     if job.project_wheel is not None:
         digest = hashlib.sha256(job.project_wheel.read_bytes()).hexdigest()
         files[job.project_wheel.name] = job.project_wheel

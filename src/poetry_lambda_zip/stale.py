@@ -1,0 +1,72 @@
+"""What a killed run left behind, recognised by name and a dead owner, removed by the next run.
+
+Temporary files and directories are named ``PREFIX + owner_tag() + ["." + anything] + SUFFIX``:
+the owner is this process's pid and a tag of this host's name, so that a run never takes a live
+run's file for a stale one, here or on another machine sharing the directory (a CI cache).
+Partial files in caches are ``.OWNER.NAME.part``: ``remove_stale(directory, ".", ".part")``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import socket
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ["owner_tag", "partial_name", "remove_stale"]
+
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def owner_tag() -> str:
+    """The owner part of this process's temporary names: ``PID-HOSTTAG``."""
+    return f"{os.getpid()}-{_HOST}"
+
+
+def partial_name(name: str) -> str:
+    """The name a file being written takes until it is complete: ``.OWNER.NAME.part``."""
+    return f".{owner_tag()}.{name}.part"
+
+
+def remove_stale(directory: Path, prefix: str, suffix: str = "") -> list[Path]:
+    """Remove the entries of ``directory`` named ``PREFIX<pid>-<this host's tag>[.…]SUFFIX`` whose
+    process is gone; return them. Anything else, and anything that cannot be removed, is left
+    alone: this is cleanup, never a reason to fail."""
+    pattern = re.compile(
+        rf"{re.escape(prefix)}(\d+)-{_HOST}(?:\..*)?{re.escape(suffix)}", flags=re.DOTALL
+    )
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        path = directory / name
+        with contextlib.suppress(OSError):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process (or a number no process has): not ours to judge
+    return True
