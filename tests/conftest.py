@@ -20,7 +20,7 @@ from cleo.io.outputs.output import Verbosity
 from cleo.testers.command_tester import CommandTester
 from poetry.factory import Factory
 
-from poetry_lambda_zip import core
+from poetry_lambda_zip import pipeline
 from poetry_lambda_zip.builders.docker import OWNER_VARIABLE
 from poetry_lambda_zip.command import LambdaZipCommand
 from poetry_lambda_zip.tree_cache import TreeCache
@@ -70,7 +70,7 @@ def tree_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own cache of installed dependency trees (downloads stay shared):
     a test that needs an install to happen must not find one left by another test."""
     directory = tmp_path / "tree-cache"
-    monkeypatch.setattr(core, "_tree_cache", lambda poetry: TreeCache(directory))
+    monkeypatch.setattr(pipeline, "_tree_cache", lambda poetry: TreeCache(directory))
     return directory
 
 

@@ -15,12 +15,28 @@ from poetry_lambda_zip.archive import Entry
 from poetry_lambda_zip.archive import entries_from_files
 from poetry_lambda_zip.archive import entries_from_tar
 from poetry_lambda_zip.archive import timestamp_from_environment
-from poetry_lambda_zip.archive import write_zip_atomically
+from poetry_lambda_zip.archive import write_zips_atomically
+from poetry_lambda_zip.contents import distribution_sizes
 from poetry_lambda_zip.errors import OutputError
-from poetry_lambda_zip.layout import distribution_sizes
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
+
+
+def write_zip_atomically(
+    entries: list[Entry],
+    output: Path,
+    timestamp: int,
+    check: Callable[[ArchiveStats], None] | None = None,
+) -> ArchiveStats:
+    """One zip through the writer of several."""
+    (stats,) = write_zips_atomically(
+        [(output, entries)],
+        timestamp,
+        check=None if check is None else lambda written: check(written[0]),
+    )
+    return stats
 
 
 def entry(name: str, data: bytes = b"x", executable: bool = False) -> Entry:

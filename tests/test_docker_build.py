@@ -21,7 +21,7 @@ from cleo.io.outputs.output import Verbosity
 from cleo.testers.application_tester import ApplicationTester
 from poetry.console.application import Application
 
-from poetry_lambda_zip.network import CA_BUNDLE_VARIABLES
+from poetry_lambda_zip.index_access import CA_BUNDLE_VARIABLES
 from tests.conftest import FIXTURES
 from tests.docker_helpers import BINARY_WHEEL_DISTRIBUTIONS
 from tests.docker_helpers import Build

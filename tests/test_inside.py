@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from poetry_lambda_zip.builders._inside import merge_trees
+from poetry_lambda_zip.tree_steps import merge_trees
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING
 import pytest
 from packaging.utils import canonicalize_name
 
-from poetry_lambda_zip import core
+from poetry_lambda_zip import pipeline
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
 from poetry_lambda_zip.archive import entries_from_files
 from poetry_lambda_zip.builders.local import PinnedWheel
 from poetry_lambda_zip.builders.local import install_wheels
+from poetry_lambda_zip.contents import normalize_installed
+from poetry_lambda_zip.contents import owners
+from poetry_lambda_zip.contents import record_paths
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import OutputError
-from poetry_lambda_zip.layout import normalize_installed
-from poetry_lambda_zip.layout import owners
-from poetry_lambda_zip.layout import record_paths
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -269,7 +269,7 @@ def fetched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
         "python-dateutil": make_wheel(directory, *DATEUTIL, {"dateutil/__init__.py": b""}),
         "six": make_wheel(directory, *SIX, {"six.py": b"# six\n"}),
     }
-    monkeypatch.setattr(core, "WheelFetcher", lambda *args, **kwargs: FakeFetcher(wheels))
+    monkeypatch.setattr(pipeline, "WheelFetcher", lambda *args, **kwargs: FakeFetcher(wheels))
     return wheels
 
 

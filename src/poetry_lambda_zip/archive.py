@@ -38,7 +38,6 @@ __all__ = [
     "file_sha256",
     "remove_stale_temporaries",
     "timestamp_from_environment",
-    "write_zip_atomically",
     "write_zips_atomically",
 ]
 
@@ -119,21 +118,6 @@ def entries_from_files(root: Path, files: Iterable[Path]) -> list[Entry]:
             )
         )
     return entries
-
-
-def write_zip_atomically(
-    entries: Iterable[Entry],
-    output: Path,
-    timestamp: int,
-    check: Callable[[ArchiveStats], None] | None = None,
-) -> ArchiveStats:
-    """Write one zip next to ``output``, run ``check`` on it, then move it into place."""
-    (stats,) = write_zips_atomically(
-        [(output, entries)],
-        timestamp,
-        check=None if check is None else lambda written: check(written[0]),
-    )
-    return stats
 
 
 def write_zips_atomically(

@@ -1,4 +1,4 @@
-"""``poetry lambda-zip``: options -> BuildRequest -> ``core.build()`` -> exit code."""
+"""``poetry lambda-zip``: options -> BuildRequest -> ``pipeline.build()`` -> exit code."""
 
 from __future__ import annotations
 
@@ -17,14 +17,15 @@ from poetry.console.commands.command import Command
 from poetry.core.pyproject.exceptions import PyProjectError
 from poetry.factory import Factory
 
-from poetry_lambda_zip.core import build
-from poetry_lambda_zip.core import plan
+from poetry_lambda_zip.errors import BuildInterrupted
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import LambdaZipError
+from poetry_lambda_zip.pipeline import build
+from poetry_lambda_zip.plan import plan
 from poetry_lambda_zip.redact import redact
-from poetry_lambda_zip.report import plan_json
-from poetry_lambda_zip.report import plan_lines
-from poetry_lambda_zip.report import result_json
+from poetry_lambda_zip.render import plan_json
+from poetry_lambda_zip.render import plan_lines
+from poetry_lambda_zip.render import result_json
 from poetry_lambda_zip.request import CONFIG_KEYS
 from poetry_lambda_zip.request import CONFIG_TABLE
 from poetry_lambda_zip.request import BuildRequest
@@ -36,12 +37,10 @@ if TYPE_CHECKING:
     from cleo.io.io import IO
     from poetry.poetry import Poetry
 
-    from poetry_lambda_zip.core import BuildPlan
-    from poetry_lambda_zip.core import BuildResult
+    from poetry_lambda_zip.pipeline import BuildResult
+    from poetry_lambda_zip.plan import BuildPlan
 
 __all__ = ["LambdaZipCommand"]
-
-EXIT_INTERRUPTED = 130
 
 
 class ConsoleProgress:
@@ -162,7 +161,7 @@ the command line wins. Example:
             self.line_error(
                 "<error>Interrupted.</error> The build container and temporary files were removed."
             )
-            return EXIT_INTERRUPTED
+            return BuildInterrupted.exit_code
         if as_json:
             self._write_json(result_json(result))
         else:

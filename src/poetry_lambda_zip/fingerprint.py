@@ -20,7 +20,7 @@ from typing import Any
 
 from poetry_lambda_zip import __version__
 from poetry_lambda_zip.archive import file_sha256
-from poetry_lambda_zip.sources import IGNORED_IN_TREES
+from poetry_lambda_zip.source_trees import IGNORED_IN_TREES
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

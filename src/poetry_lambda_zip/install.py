@@ -9,7 +9,6 @@ them.
 
 from __future__ import annotations
 
-import re
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from poetry_lambda_zip.builders import InstallResult
 from poetry_lambda_zip.builders.local import PinnedWheel
 from poetry_lambda_zip.builders.local import install_wheels
 from poetry_lambda_zip.builders.local import unpack
+from poetry_lambda_zip.tree_steps import SHARED_LIBRARY
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.tree_cache import TreeCache
 
 __all__ = ["install", "merged_reports"]
-
-_SHARED_LIBRARY = re.compile(r"\.so(\.|$)")
 
 
 def install(
@@ -92,7 +90,7 @@ def install(
                     time.monotonic() - started,
                     f"dependencies unchanged: reused from an earlier build ({cache.directory})",
                 )
-                installed.append(InstallResult(reused.tree, reused.report))
+                installed.append(reused)
             else:
                 directory = _subdirectory(workdir, "dependencies")
                 result = _install_dependencies(builder, dependencies, fetcher, directory, progress)
@@ -152,7 +150,7 @@ def _needs_toolchain(project: InstallJob) -> bool:
     if project.project_wheel is not None:
         with zipfile.ZipFile(project.project_wheel) as wheel:
             names += wheel.namelist()
-    return any(_SHARED_LIBRARY.search(name) for name in names)
+    return any(SHARED_LIBRARY.search(name) for name in names)
 
 
 def _subdirectory(workdir: Path, name: str) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
+from poetry_lambda_zip.contents import Layout
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.resolve import GroupSelection
 from poetry_lambda_zip.target import ARCHITECTURES
@@ -45,7 +46,7 @@ CONFIG_KEYS: dict[str, type] = {
     "builder": str,
 }
 BUILDERS = ("auto", "docker", "local")
-LAYOUTS = ("function", "layer", "split")
+LAYOUTS = tuple(layout.value for layout in Layout)
 _HANDLER = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 
 
@@ -65,7 +66,7 @@ class BuildRequest:
     ca_bundle: Path | None = None
     #: Docker network of the build container, e.g. "host" to reach an index on loopback.
     docker_network: str | None = None
-    layout: str = "function"
+    layout: Layout = Layout.FUNCTION
     #: Globs pruned from what is installed (matched against paths in the package).
     exclude: tuple[str, ...] = ()
     #: Distributions the runtime provides (e.g. boto3): left out with what only they need.
@@ -122,7 +123,7 @@ class BuildRequest:
         all_extras = bool(merged.get("all-extras", False))
         if extras and all_extras:
             problems.append("--extras cannot be combined with --all-extras.")
-        layout = merged.get("layout", "function")
+        layout = merged.get("layout", Layout.FUNCTION.value)
         handler = merged.get("handler")
         if handler is not None and not _HANDLER.match(handler):
             problems.append(
@@ -150,7 +151,7 @@ class BuildRequest:
             include=tuple(merged.get("include", ())),
             ca_bundle=merged.get("ca-bundle"),
             docker_network=merged.get("network"),
-            layout=layout,
+            layout=Layout(layout),
             exclude=tuple(merged.get("exclude", ())),
             exclude_packages=_split(merged.get("exclude-package", ())),
             compile=bool(merged.get("compile", True)),

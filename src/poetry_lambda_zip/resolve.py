@@ -135,7 +135,6 @@ class Excluded:
 
 @dataclass(frozen=True)
 class RequirementSet:
-    target: LambdaTarget
     groups: frozenset[NormalizedName]
     extras: frozenset[NormalizedName]
     requirements: tuple[Requirement, ...]
@@ -274,7 +273,6 @@ def resolve(
             "Check the package versions in poetry.lock, or choose another runtime/arch.",
         )
     return RequirementSet(
-        target=target,
         groups=groups,
         extras=extras,
         requirements=tuple(requirements),

@@ -17,33 +17,26 @@ import json
 import os
 import shutil
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path  # noqa: TC003 - dataclass field types are evaluated at runtime
 from typing import TYPE_CHECKING
 from typing import Any
 
 from poetry_lambda_zip.archive import file_sha256
 from poetry_lambda_zip.builders import TREE_PREFIX
+from poetry_lambda_zip.builders import InstallResult
 from poetry_lambda_zip.stale import partial_name
 from poetry_lambda_zip.stale import remove_stale
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from poetry_lambda_zip.builders import InstallResult
 
-__all__ = ["CachedTree", "TreeCache"]
+__all__ = ["TreeCache"]
 
 #: How many trees to keep: a few projects and branches' worth, each a few MB to a few 100 MB.
 KEEP = 8
 #: And how many bytes at most (the most recently used tree is always kept).
 KEEP_BYTES = 1 << 30
-
-
-@dataclass(frozen=True)
-class CachedTree:
-    tree: Path
-    report: dict[str, dict[str, int]]
 
 
 class TreeCache:
@@ -67,7 +60,7 @@ class TreeCache:
         keep."""
         return TreeCache(self.directory, self._keep, self._keep_bytes, warn)
 
-    def get(self, key: str) -> CachedTree | None:
+    def get(self, key: str) -> InstallResult | None:
         """The entry kept under ``key``, its tar checked against the recorded sha256."""
         tree, record = self._paths(key)
         try:
@@ -96,7 +89,7 @@ class TreeCache:
             return None
         with contextlib.suppress(OSError):  # a read-only cache is still a cache
             os.utime(tree)  # most recently used: kept longest
-        return CachedTree(tree, report)
+        return InstallResult(tree, report)
 
     def put(self, key: str, installed: InstallResult) -> None:
         """Store a builder's result (a tar, or the local builder's directory). Best effort: a

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING
 from typing import Protocol
 
 if TYPE_CHECKING:
-    from poetry_lambda_zip.network import NetworkSettings
+    from collections.abc import Sequence
+
+    from poetry_lambda_zip.index_access import Credential
+    from poetry_lambda_zip.index_access import NetworkSettings
     from poetry_lambda_zip.resolve import Requirement
-    from poetry_lambda_zip.sources import Credential
-    from poetry_lambda_zip.sources import SourceTree
+    from poetry_lambda_zip.source_trees import SourceTree
     from poetry_lambda_zip.target import LambdaTarget
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "InstallResult",
     "Progress",
     "VerifyJob",
+    "choose_builder",
 ]
 
 #: Top directory of the tar a builder returns; the package's files are below it.
@@ -110,6 +113,10 @@ class Builder(Protocol):
         """What, besides the job, decides the output: e.g. the image's id."""
         ...
 
+    def cannot_compile(self, target: LambdaTarget) -> str | None:
+        """Why this builder cannot precompile for ``target``, if it cannot."""
+        ...
+
 
 @dataclass(frozen=True)
 class VerifyJob:
@@ -121,3 +128,41 @@ class VerifyJob:
     #: Unpacked into a read-only /opt (its python/ directory is on sys.path).
     layer_zip: Path | None
     build_id: str
+
+
+def choose_builder(
+    kind: str, requirements: Sequence[Requirement], target: LambdaTarget, progress: Progress
+) -> Builder:
+    """The builder ``kind`` (--builder) names; for "auto" Docker when an engine answers, else
+    the local builder when every requirement has a wheel for the target."""
+    from poetry_lambda_zip.builders.docker import DockerBuilder
+    from poetry_lambda_zip.builders.docker import engine_answers
+    from poetry_lambda_zip.builders.docker import engine_location
+    from poetry_lambda_zip.builders.local import LocalBuilder
+    from poetry_lambda_zip.builders.local import no_wheel_error
+    from poetry_lambda_zip.builders.local import not_installable_locally
+    from poetry_lambda_zip.errors import DockerUnavailableError
+
+    missing = not_installable_locally(requirements)
+    runtime = target.runtime
+    if kind == "docker":
+        return DockerBuilder()
+    if kind == "local":
+        if missing:
+            raise no_wheel_error(missing, runtime)
+        progress.info("Builder: local (--builder local)")
+        return LocalBuilder()
+    if engine_answers():
+        progress.info(f"Builder: docker (an engine answers at {engine_location()})")
+        return DockerBuilder()
+    if missing:
+        error = no_wheel_error(missing, runtime)
+        raise DockerUnavailableError(
+            f"{error.message}\nNo Docker engine is reachable at {engine_location()} either.",
+            f"Start Docker or set DOCKER_HOST. {error.fix}",
+        )
+    progress.info(
+        f"Builder: local (no Docker engine answers at {engine_location()}; every package has a"
+        f" wheel for {runtime})"
+    )
+    return LocalBuilder()

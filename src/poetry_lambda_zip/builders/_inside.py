@@ -1,32 +1,25 @@
-"""Runs inside the build container with the image's Python: check it, pip-install what the job
-lists (sdists, path and git dependencies, the project), merge it with the wheels the host
-unpacked, then slim and precompile.
+"""The build container's entry script, run with the image's Python: check it, pip-install what
+the job lists (sdists, path and git dependencies), merge it with the tree the host unpacked, then
+slim and precompile with ``tree_steps`` (shipped next to it).
 
-Kept free of third-party imports and compatible with every Lambda Python (3.9+). The tree
-steps (``slim_tree``, ``compile_tree``, ``merge_trees``) are also what the local builder runs.
+Kept free of third-party imports and compatible with every Lambda Python (3.9+).
 """
 
-import filecmp
-import importlib.util
 import json
 import os
-import py_compile
-import re
 import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING
 from typing import Any
-from typing import Optional
 
-WORK = "/tmp/lambda-zip"
-TARGET = os.path.join(WORK, "target")
-PYTHON_MISMATCH = 86
-CONFLICT = 87
-EXIT_MARK = "lambda-zip: exit "
-#: How long a finished build waits for the host to fetch its result before it goes away.
-COLLECT_TIMEOUT = 300
+if TYPE_CHECKING:
+    from poetry_lambda_zip import tree_steps
+else:  # run in the container, where tree_steps.py lies next to this script
+    import tree_steps
+
+WORK, TARGET = tree_steps.WORK, tree_steps.TARGET
 
 
 def main() -> int:
@@ -36,8 +29,8 @@ def main() -> int:
     host collected the result (and killed it), or went away (the wait times out).
     """
     code = _build()
-    print(f"{EXIT_MARK}{code}", flush=True)
-    deadline = time.monotonic() + COLLECT_TIMEOUT
+    print(f"{tree_steps.EXIT_MARK}{code}", flush=True)
+    deadline = time.monotonic() + tree_steps.COLLECT_TIMEOUT
     while time.monotonic() < deadline:
         time.sleep(0.1)
     return code
@@ -52,7 +45,7 @@ def _build() -> int:
     found = "{}.{}".format(*sys.version_info[:2])
     if found != job["python"]:
         print(f"lambda-zip: python-mismatch {found} {sys.executable}", flush=True)
-        return PYTHON_MISMATCH
+        return tree_steps.PYTHON_MISMATCH
 
     environment = dict(os.environ)
     environment.update(job["proxies"])
@@ -102,7 +95,12 @@ def _install(job: dict[str, Any], environment: dict[str, str]) -> int:
         targets.append(os.path.join(WORK, "include"))
     if job["trees"]:
         target = f"{TARGET}.trees"
-        command = [*pip, "--target", target, *[os.path.join(WORK, t) for t in job["trees"]]]
+        command = [
+            *pip,
+            "--target",
+            target,
+            *[os.path.join(WORK, t) for t in job["trees"]],
+        ]
         if job["default_index"]:
             command += ["--index-url", job["default_index"]]
         print("lambda-zip: building path and git dependencies", flush=True)
@@ -110,117 +108,17 @@ def _install(job: dict[str, Any], environment: dict[str, str]) -> int:
         if code:
             return code
         targets.append(target)
-    conflict = merge_trees(targets, TARGET)
+    conflict = tree_steps.merge_trees(targets, TARGET)
     if conflict:
         print(f"lambda-zip: conflict {conflict} is installed twice, differently", flush=True)
-        return CONFLICT
+        return tree_steps.CONFLICT
     report: dict[str, Any] = {}
     if job["slim"]:
-        report["slim"] = slim_tree(TARGET, strip=shutil.which("strip"))
+        report["slim"] = tree_steps.slim_tree(TARGET, strip=shutil.which("strip"))
     if job["compile"]:
-        report["compile"] = compile_tree(TARGET, job["compile"], job["includes"])
-    print("lambda-zip: report " + json.dumps(report), flush=True)
+        report["compile"] = tree_steps.compile_tree(TARGET, job["compile"], job["includes"])
+    print(tree_steps.REPORT_MARK + json.dumps(report), flush=True)
     return 0
-
-
-def slim_tree(target: str, strip: Optional[str]) -> dict[str, int]:
-    """Remove what never runs on Lambda; never a dist-info directory (importlib.metadata).
-    ``strip`` is the strip program for the target's libraries, if there is one."""
-    removed = saved = stripped = 0
-    for directory, subdirectories, files in os.walk(target, topdown=True):
-        relative = os.path.relpath(directory, target)
-        depth = 0 if relative == "." else relative.count(os.sep) + 1
-        for name in list(subdirectories):
-            doomed = name == "__pycache__" or (name in ("tests", "test") and depth >= 1)
-            if doomed and not relative.endswith(".dist-info"):
-                path = os.path.join(directory, name)
-                for root, _, names in os.walk(path):
-                    for file in names:
-                        saved += os.lstat(os.path.join(root, file)).st_size
-                        removed += 1
-                shutil.rmtree(path)
-                subdirectories.remove(name)
-        for name in files:
-            path = os.path.join(directory, name)
-            if name.endswith(".pyi"):
-                saved += os.lstat(path).st_size
-                removed += 1
-                os.remove(path)
-            elif strip and re.search(r"\.so(\.|$)", name) and not os.path.islink(path):
-                before = os.path.getsize(path)
-                if subprocess.call([strip, "--strip-debug", path]) == 0:
-                    saved += before - os.path.getsize(path)
-                    stripped += 1
-    return {"files_removed": removed, "bytes_saved": saved, "libraries_stripped": stripped,
-            "strip_available": int(bool(strip))}  # fmt: skip
-
-
-def compile_tree(target: str, settings: dict[str, Any], includes: list[str]) -> dict[str, int]:
-    """PEP 552 unchecked-hash .pyc for this interpreter: valid whatever the mtimes after unzip,
-    identical across builds. Tracebacks name the path the file has on Lambda."""
-    project_files = set(includes) | _project_files(target, settings["project"])
-    jobs = []
-    for directory, subdirectories, files in os.walk(target):
-        subdirectories.sort()
-        for name in sorted(files):
-            if not name.endswith(".py"):
-                continue
-            source = os.path.join(directory, name)
-            relative = os.path.relpath(source, target).replace(os.sep, "/")
-            prefix = settings["project_prefix" if relative in project_files else "prefix"]
-            jobs.append((source, f"{prefix}/{relative}"))
-    with ProcessPoolExecutor() as pool:
-        results = list(pool.map(_compile_one, jobs, chunksize=64))
-    return {"compiled": results.count(True), "failed": results.count(False)}
-
-
-def _compile_one(job: tuple[str, str]) -> bool:
-    source, shown = job
-    try:
-        py_compile.compile(
-            source,
-            cfile=importlib.util.cache_from_source(source),
-            dfile=shown,
-            doraise=True,
-            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-        )
-    except (py_compile.PyCompileError, SyntaxError, UnicodeDecodeError, ValueError):
-        return False  # e.g. Python 2 test data shipped in a wheel: pip skips these too
-    return True
-
-
-def _project_files(target: str, project: str) -> set[str]:
-    """Files of the project's own distribution, from its RECORD."""
-    if not project:
-        return set()
-    wanted = re.sub(r"[-_.]+", "-", project).lower()
-    for name in os.listdir(target):
-        if name.endswith(".dist-info"):
-            distribution = name[: -len(".dist-info")].rsplit("-", 1)[0]
-            if re.sub(r"[-_.]+", "-", distribution).lower() == wanted:
-                with open(os.path.join(target, name, "RECORD"), encoding="utf-8") as handle:
-                    return {line.split(",", 1)[0] for line in handle if line.strip()}
-    return set()
-
-
-def merge_trees(sources: list[str], target: str) -> Optional[str]:
-    """Copy the trees into one (pip --target skips directories that exist); return the first
-    path two trees hold with different content, or None. The first tree is moved, not copied,
-    when there is no target yet."""
-    if sources and not os.path.exists(target):
-        os.rename(sources[0], target)
-        sources = sources[1:]
-    os.makedirs(target, exist_ok=True)
-    for source in sources:
-        for directory, _, files in os.walk(source):
-            destination = os.path.join(target, os.path.relpath(directory, source))
-            os.makedirs(destination, exist_ok=True)
-            for name in files:
-                origin, final = os.path.join(directory, name), os.path.join(destination, name)
-                if os.path.lexists(final) and not filecmp.cmp(origin, final, shallow=False):
-                    return os.path.relpath(final, target)
-                shutil.copy2(origin, final, follow_symlinks=False)
-    return None
 
 
 def _combined_ca_bundle(extra: str) -> str:

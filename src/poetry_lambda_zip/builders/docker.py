@@ -34,7 +34,13 @@ from poetry_lambda_zip.builders import InstallResult
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import DockerUnavailableError
 from poetry_lambda_zip.errors import ImageError
-from poetry_lambda_zip.sources import IGNORED_IN_TREES
+from poetry_lambda_zip.source_trees import IGNORED_IN_TREES
+from poetry_lambda_zip.tree_steps import CONFLICT
+from poetry_lambda_zip.tree_steps import EXIT_MARK
+from poetry_lambda_zip.tree_steps import LAMBDA_PYTHON
+from poetry_lambda_zip.tree_steps import PYTHON_MISMATCH
+from poetry_lambda_zip.tree_steps import REPORT_MARK
+from poetry_lambda_zip.tree_steps import WORK
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,6 +52,7 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.builders import InstallJob
     from poetry_lambda_zip.builders import Progress
     from poetry_lambda_zip.builders import VerifyJob
+    from poetry_lambda_zip.target import LambdaTarget
 
 __all__ = [
     "CONTAINER_LABEL",
@@ -61,12 +68,6 @@ CONTAINER_LABEL = "io.github.poetry-lambda-zip.build"
 #: builder creates, so a cleanup step can find exactly its own on a shared engine.
 OWNER_VARIABLE = "POETRY_LAMBDA_ZIP_OWNER"
 OWNER_LABEL = "io.github.poetry-lambda-zip.owner"
-_WORK = "/tmp/lambda-zip"
-_PYTHON = "/var/lang/bin/python3"
-_PYTHON_MISMATCH = 86
-_CONFLICT = 87
-_REPORT = "lambda-zip: report "
-_EXIT = "lambda-zip: exit "
 _VERIFIED = "lambda-zip: verify "
 _VERIFY_SCRIPT = f"""
 import importlib, json, sys, time, traceback
@@ -140,14 +141,14 @@ class DockerBuilder:
                     + "\n".join(f"  {line}" for line in tail),
                     "Check `docker info` and the engine's free space, then build again.",
                 )
-            if exit_code == _PYTHON_MISMATCH:
+            if exit_code == PYTHON_MISMATCH:
                 found = next((t.split()[2] for t in tail if "python-mismatch" in t), "another")
                 raise ImageError(
-                    f"The image {job.image} has Python {found} at {_PYTHON}, but"
+                    f"The image {job.image} has Python {found} at {LAMBDA_PYTHON}, but"
                     f" {job.target.runtime} needs Python {job.target.python_version_text}.",
                     "Pass an --image built for that runtime, or the --runtime the image has.",
                 )
-            if exit_code == _CONFLICT:
+            if exit_code == CONFLICT:
                 found = next((t.split()[2] for t in tail if "lambda-zip: conflict" in t), "?")
                 raise BuildFailedError(
                     f"Two files want the same place in the zip: {found} is installed by two"
@@ -162,7 +163,7 @@ class DockerBuilder:
                     "Run again with -v for the installer's full output.",
                 )
             tree = workdir / "tree.tar"
-            stream, _ = container.get_archive(f"{_WORK}/{TREE_PREFIX}")
+            stream, _ = container.get_archive(f"{WORK}/{TREE_PREFIX}")
             with tree.open("wb") as handle:
                 for chunk in stream:
                     handle.write(chunk)
@@ -186,6 +187,9 @@ class DockerBuilder:
         with contextlib.closing(self._client()) as client:
             return f"docker {self._image(client, job, progress).id}"
 
+    def cannot_compile(self, target: LambdaTarget) -> str | None:
+        return None  # the image's Python is the runtime's (checked when the container starts)
+
     def verify(self, check: VerifyJob, progress: Progress) -> float:
         with contextlib.closing(self._client()) as client:
             return self._verify(client, check, progress)
@@ -195,7 +199,7 @@ class DockerBuilder:
         try:
             container = client.containers.create(
                 check.image,
-                entrypoint=[_PYTHON],
+                entrypoint=[LAMBDA_PYTHON],
                 command=["-c", _VERIFY_SCRIPT, check.handler],
                 name=f"poetry-lambda-zip-verify-{check.build_id}",
                 labels={CONTAINER_LABEL: check.build_id, **_owner_labels()},
@@ -294,8 +298,8 @@ class DockerBuilder:
         try:
             return client.containers.create(
                 job.image,
-                entrypoint=[_PYTHON],
-                command=[f"{_WORK}/inside.py"],
+                entrypoint=[LAMBDA_PYTHON],
+                command=[f"{WORK}/inside.py"],
                 name=f"poetry-lambda-zip-{job.build_id}",
                 labels={CONTAINER_LABEL: job.build_id, **_owner_labels()},
                 platform=job.target.docker_platform,
@@ -386,6 +390,9 @@ def _job_files(job: InstallJob) -> tuple[bytes, dict[str, Path]]:
         "inside.py": resources.files("poetry_lambda_zip.builders")
         .joinpath("_inside.py")
         .read_bytes(),
+        "tree_steps.py": resources.files("poetry_lambda_zip")
+        .joinpath("tree_steps.py")
+        .read_bytes(),
         "job.json": json.dumps(config, sort_keys=True).encode(),
     }
     if job.network.ca_bundle:
@@ -436,7 +443,7 @@ def _installs(job: InstallJob) -> tuple[list[dict[str, Any]], dict[str, Path]]:
         pin = f"--hash=sha256:{artifact.sha256}"
         if origin.type == "file" and origin.url and artifact.filename:
             files[artifact.filename] = Path(origin.url)
-            groups[None].append(f"{_WORK}/files/{artifact.filename} {pin}")
+            groups[None].append(f"{WORK}/files/{artifact.filename} {pin}")
         elif origin.type == "url" and origin.url:
             groups[None].append(f"{requirement.name} @ {origin.url} {pin}")
         else:
@@ -448,7 +455,7 @@ def _installs(job: InstallJob) -> tuple[list[dict[str, Any]], dict[str, Path]]:
     if job.project_wheel is not None:
         digest = hashlib.sha256(job.project_wheel.read_bytes()).hexdigest()
         files[job.project_wheel.name] = job.project_wheel
-        groups[None].append(f"{_WORK}/files/{job.project_wheel.name} --hash=sha256:{digest}")
+        groups[None].append(f"{WORK}/files/{job.project_wheel.name} --hash=sha256:{digest}")
     installs = [
         {
             "label": labels[url],
@@ -516,10 +523,10 @@ def _follow(
     stream = container.logs(stream=True, follow=True)
     try:
         for line in _lines(stream):
-            if line.startswith(_EXIT):
-                return tail, report, int(line.removeprefix(_EXIT))
-            if line.startswith(_REPORT):
-                report = json.loads(line.removeprefix(_REPORT))
+            if line.startswith(EXIT_MARK):
+                return tail, report, int(line.removeprefix(EXIT_MARK))
+            if line.startswith(REPORT_MARK):
+                report = json.loads(line.removeprefix(REPORT_MARK))
                 continue
             tail.append(line)
             progress.installer_output(line)

@@ -33,13 +33,14 @@ from packaging.version import Version
 
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
 from poetry_lambda_zip.builders import InstallResult
-from poetry_lambda_zip.builders._inside import compile_tree
-from poetry_lambda_zip.builders._inside import merge_trees
-from poetry_lambda_zip.builders._inside import slim_tree
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import LambdaZipError
 from poetry_lambda_zip.errors import OutputError
+from poetry_lambda_zip.tree_steps import LAMBDA_PYTHON
+from poetry_lambda_zip.tree_steps import compile_tree
+from poetry_lambda_zip.tree_steps import merge_trees
+from poetry_lambda_zip.tree_steps import slim_tree
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -53,19 +54,17 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.builders import Progress
     from poetry_lambda_zip.builders import VerifyJob
     from poetry_lambda_zip.resolve import Requirement
+    from poetry_lambda_zip.target import LambdaTarget
 
 __all__ = [
     "LocalBuilder",
     "PinnedWheel",
-    "cannot_compile_here",
     "install_wheels",
     "no_wheel_error",
     "not_installable_locally",
     "unpack",
 ]
 
-#: The interpreter Lambda's images run: what pip writes into rewritten script shebangs.
-_LAMBDA_PYTHON = "/var/lang/bin/python3"
 #: Where ``pip install --target`` puts each scheme of a wheel, below the target;
 #: ``{python}`` is the runtime's X.Y, ``{name}`` the distribution's canonical name.
 _PLACES = {
@@ -103,22 +102,21 @@ class LocalBuilder:
         # Bytecode is compiled by this interpreter when its version is the runtime's.
         return f"local {sys.version.split()[0]}" if job.compile else "local"
 
+    def cannot_compile(self, target: LambdaTarget) -> str | None:
+        """This interpreter compiles bytecode only for its own Python version."""
+        host = "{}.{}".format(*sys.version_info[:2])
+        version = target.python_version_text
+        if host == version:
+            return None
+        return (
+            f"Not precompiling: this Python is {host}, {target.runtime} needs {version}"
+            f" bytecode (use --builder docker, or run Poetry with {version})."
+        )
+
     def verify(self, check: VerifyJob, progress: Progress) -> float:
         from poetry_lambda_zip.builders.docker import DockerBuilder
 
         return DockerBuilder().verify(check, progress)
-
-
-def cannot_compile_here(job: InstallJob) -> str | None:
-    """Why this interpreter cannot precompile for the job's runtime, if it cannot."""
-    host = "{}.{}".format(*sys.version_info[:2])
-    version = job.target.python_version_text
-    if host == version:
-        return None
-    return (
-        f"Not precompiling: this Python is {host}, {job.target.runtime} needs {version} bytecode"
-        f" (use --builder docker, or run Poetry with {version})."
-    )
 
 
 @dataclass(frozen=True)
@@ -298,7 +296,7 @@ class _TreeDestination(SchemeDictionaryDestination):
         }
         super().__init__(
             scheme_dict={scheme: str(root / place) for scheme, place in self._places.items()},
-            interpreter=_LAMBDA_PYTHON,
+            interpreter=LAMBDA_PYTHON,
             script_kind="posix",
         )
         self._root = root

@@ -11,18 +11,18 @@ from typing import TYPE_CHECKING
 import pytest
 from poetry.factory import Factory
 
-from poetry_lambda_zip import core
 from poetry_lambda_zip.builders import TREE_PREFIX
 from poetry_lambda_zip.builders import InstallJob
 from poetry_lambda_zip.builders import InstallResult
 from poetry_lambda_zip.builders import VerifyJob
-from poetry_lambda_zip.core import BuildResult
-from poetry_lambda_zip.core import build
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import OutputError
 from poetry_lambda_zip.fingerprint import comment
+from poetry_lambda_zip.index_access import index_credentials
+from poetry_lambda_zip.pipeline import BuildResult
+from poetry_lambda_zip.pipeline import build
+from poetry_lambda_zip.plan import plan
 from poetry_lambda_zip.request import BuildRequest
-from poetry_lambda_zip.sources import index_credentials
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from poetry_lambda_zip.builders import Progress
     from poetry_lambda_zip.resolve import Requirement
+    from poetry_lambda_zip.target import LambdaTarget
 
 RECORD = "{name}-1.0.dist-info/RECORD"
 
@@ -90,6 +91,9 @@ class FakeBuilder:
 
     def identity(self, job: InstallJob, progress: Progress) -> str:
         return "fake"
+
+    def cannot_compile(self, target: LambdaTarget) -> str | None:
+        return None
 
 
 def distribution(name: str, files: dict[str, bytes]) -> dict[str, bytes]:
@@ -278,9 +282,7 @@ def test_secrets_reach_no_job_that_downloads_nothing(
     builder = FakeBuilder(distribution("six", {"six.py": b""}), "internal_service")
     request = BuildRequest.from_settings(path, {"runtime": "python3.11"}, {})
     poetry = Factory().create_poetry(path)
-    assert index_credentials(
-        poetry, core.plan(request, poetry, Recorder()).requirements.requirements
-    )
+    assert index_credentials(poetry, plan(request, poetry, Recorder()).requirements.requirements)
     fake_build(request, builder, Recorder())
     assert sorted(job.what for job in builder.jobs) == ["the dependencies", "the project's files"]
     for job in builder.jobs:

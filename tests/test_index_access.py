@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from poetry_lambda_zip.errors import ConfigError
-from poetry_lambda_zip.network import network_settings
+from poetry_lambda_zip.index_access import network_settings
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -22,7 +22,6 @@ def test_environment_bundles_and_source_certificates_are_combined_once(tmp_path:
         {"REQUESTS_CA_BUNDLE": str(a), "SSL_CERT_FILE": str(a)}, source_certificates=[b]
     )
     assert settings.ca_bundle == PEM_A + PEM_B
-    assert len(settings.ca_sources) == 2
 
 
 def test_explicit_bundle_replaces_the_environment(tmp_path: Path) -> None:

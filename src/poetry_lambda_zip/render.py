@@ -8,14 +8,13 @@ from typing import Any
 from poetry_lambda_zip.redact import redact
 
 if TYPE_CHECKING:
-    from poetry_lambda_zip.core import BuildPlan
-    from poetry_lambda_zip.core import BuildResult
+    from poetry_lambda_zip.pipeline import BuildResult
+    from poetry_lambda_zip.plan import BuildPlan
 
 __all__ = ["SCHEMA_VERSION", "plan_json", "plan_lines", "result_json"]
 
 #: Bumped when a key is renamed or removed; new keys may appear at any time.
 SCHEMA_VERSION = 1
-_KINDS = {"function": ("function",), "layer": ("layer",), "split": ("function", "layer")}
 
 
 def plan_json(plan: BuildPlan) -> dict[str, Any]:
@@ -36,7 +35,7 @@ def plan_json(plan: BuildPlan) -> dict[str, Any]:
             "name": plan.project_name,
             "version": plan.project_version,
             "package_mode": plan.package_mode,
-            "includes": [p.relative_to(plan.project_dir).as_posix() for p in plan.includes],
+            "includes": [name for name, _ in plan.includes],
         },
         "distributions": [
             {
@@ -90,7 +89,7 @@ def plan_lines(plan: BuildPlan) -> list[str]:
     )
     lines += ["", f"Project  {plan.project_name}{version}: {code}"]
     if plan.includes:
-        included = ", ".join(p.relative_to(plan.project_dir).as_posix() for p in plan.includes)
+        included = ", ".join(name for name, _ in plan.includes)
         lines.append(f"Include  {included}")
     if requirements.excluded:
         lines += ["", f"Left out ({len(requirements.excluded)}):"]
@@ -103,7 +102,7 @@ def result_json(result: BuildResult) -> dict[str, Any]:
     versions: dict[str, str] = {r.name: r.version for r in result.plan.requirements.requirements}
     return {
         "schema": SCHEMA_VERSION,
-        "layout": result.plan.layout,
+        "layout": result.plan.layout.value,
         "outputs": [
             {
                 "kind": kind,
@@ -113,7 +112,7 @@ def result_json(result: BuildResult) -> dict[str, Any]:
                 "unzipped_size": archive.unzipped_size,
                 "files": archive.files,
             }
-            for kind, archive in zip(_KINDS[result.plan.layout], result.archives)
+            for kind, archive in zip(result.plan.layout.kinds, result.archives)
         ],
         "up_to_date": result.up_to_date,
         "import_seconds": result.import_seconds,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import configparser
 import csv
+import enum
 import fnmatch
 import functools
 import hashlib
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LAYER_PREFIX",
+    "Layout",
     "apply_excludes",
     "distribution_sizes",
     "layer_output",
@@ -37,6 +39,26 @@ __all__ = [
     "owners",
     "record_paths",
 ]
+
+
+class Layout(str, enum.Enum):
+    """Which zips a build writes: one function zip, one layer zip (dependencies under
+    python/), or both (the project's files in the function zip, the rest in the layer)."""
+
+    FUNCTION = "function"
+    LAYER = "layer"
+    SPLIT = "split"
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The zips written, in order: "function" and/or "layer"."""
+        return ("function", "layer") if self is Layout.SPLIT else (self.value,)
+
+    @property
+    def ships_project(self) -> bool:
+        """Whether the project's own files go into a zip (not into a layer alone)."""
+        return self is not Layout.LAYER
+
 
 #: Lambda adds /opt/python of each layer to sys.path; a layer zip unpacks into /opt.
 LAYER_PREFIX = "python/"
@@ -211,7 +233,7 @@ def layer_output(function_output: Path) -> Path:
 
 
 def outputs_for_layout(
-    layout: str,
+    layout: Layout,
     output: Path,
     entries: Sequence[Entry],
     project_files: set[str],
@@ -222,14 +244,14 @@ def outputs_for_layout(
     function: everything at the root; layer: dependencies under python/; split: the layer,
     plus a function zip holding only the project's files.
     """
-    if layout == "function":
+    if layout is Layout.FUNCTION:
         return [(output, list(entries))]
     dependencies = [
         replace(entry, name=LAYER_PREFIX + entry.name)
         for entry in entries
         if entry.name not in project_files
     ]
-    if layout == "layer":
+    if layout is Layout.LAYER:
         return [(output, dependencies)]
     project = [entry for entry in entries if entry.name in project_files]
     return [(output, project), (layer_output(output), dependencies)]

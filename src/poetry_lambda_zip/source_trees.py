@@ -1,4 +1,4 @@
-"""Host-side inputs for requirements the lock cannot pin to a file: source trees and credentials.
+"""Source trees: the requirements the lock cannot pin to a file, built in the image.
 
 Directory dependencies keep their layout relative to each other (a path dependency may name
 another one as ``../lib``); git dependencies are checked out at the locked commit with Poetry's
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from poetry_lambda_zip.errors import BuildInterrupted
 from poetry_lambda_zip.errors import ConfigError
@@ -21,13 +20,10 @@ from poetry_lambda_zip.errors import ResolveError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-    from collections.abc import Sequence
-
-    from poetry.poetry import Poetry
 
     from poetry_lambda_zip.resolve import Requirement
 
-__all__ = ["Credential", "SourceTree", "index_credentials", "source_trees"]
+__all__ = ["IGNORED_IN_TREES", "SourceTree", "source_trees"]
 
 #: Never sent into the container with a source tree.
 IGNORED_IN_TREES = frozenset(
@@ -48,16 +44,6 @@ class SourceTree:
     path: Path
     #: Path below the builder's source root, keeping sibling path dependencies side by side.
     relative: PurePosixPath
-
-
-@dataclass(frozen=True)
-class Credential:
-    host: str
-    username: str
-    password: str
-
-    def __repr__(self) -> str:
-        return f"Credential(host={self.host!r}, username={self.username!r}, password=***)"
 
 
 def source_trees(requirements: Iterable[Requirement], checkouts: Path) -> list[SourceTree]:
@@ -104,24 +90,6 @@ def source_trees(requirements: Iterable[Requirement], checkouts: Path) -> list[S
             for r, path in directories
         ]
     return sorted(trees, key=lambda tree: tree.name)
-
-
-def index_credentials(poetry: Poetry, requirements: Sequence[Requirement]) -> list[Credential]:
-    """Basic-auth credentials Poetry has for the indexes the requirements come from."""
-    wanted = {r.origin.source_name for r in requirements if r.origin.source_name}
-    credentials: dict[str, Credential] = {}
-    for repository in poetry.pool.all_repositories:
-        if repository.name not in wanted:
-            continue
-        session = getattr(repository, "session", None)
-        url = getattr(repository, "url", None)
-        if session is None or url is None:
-            continue
-        found = session.get_credentials_for_url(url)
-        host = urlsplit(url).hostname
-        if found.username and host:
-            credentials[host] = Credential(host, found.username, found.password or "")
-    return [credentials[host] for host in sorted(credentials)]
 
 
 def _checkout(requirement: Requirement, checkouts: Path) -> Path:

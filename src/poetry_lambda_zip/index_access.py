@@ -1,4 +1,5 @@
-"""What the installer in the container needs to reach the index from a corporate network."""
+"""What it takes to reach an index: the CA bundles and proxy settings of a corporate network, and
+the credentials Poetry has for each source (config, keyring, ``POETRY_HTTP_BASIC_<SOURCE>_*``)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,27 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from poetry_lambda_zip.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from collections.abc import Mapping
+    from collections.abc import Sequence
 
-__all__ = ["CA_BUNDLE_VARIABLES", "PROXY_VARIABLES", "NetworkSettings", "network_settings"]
+    from poetry.poetry import Poetry
+
+    from poetry_lambda_zip.resolve import Requirement
+
+__all__ = [
+    "CA_BUNDLE_VARIABLES",
+    "PROXY_VARIABLES",
+    "Credential",
+    "NetworkSettings",
+    "index_credentials",
+    "network_settings",
+]
 
 #: Where users and their tools name a CA bundle, in the order we read them.
 CA_BUNDLE_VARIABLES = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
@@ -29,7 +43,6 @@ class NetworkSettings:
     """
 
     ca_bundle: bytes | None = None
-    ca_sources: tuple[str, ...] = ()
     proxies: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
@@ -62,7 +75,6 @@ def network_settings(
     named += [("Poetry source certificate", path) for path in source_certificates]
 
     bundles: list[bytes] = []
-    sources: list[str] = []
     seen: set[Path] = set()
     for origin, path in named:
         resolved = path.resolve()
@@ -76,7 +88,6 @@ def network_settings(
                 f"Cannot read the CA bundle {path} ({origin}): {e.strerror}.",
                 "Make it readable or point the setting elsewhere.",
             ) from e
-        sources.append(f"{path} ({origin})")
 
     proxies: dict[str, str] = {}
     for variable in PROXY_VARIABLES:
@@ -85,7 +96,34 @@ def network_settings(
             proxies[variable] = proxy
     return NetworkSettings(
         ca_bundle=b"".join(bundles) if bundles else None,
-        ca_sources=tuple(sources),
         proxies=proxies,
         warnings=tuple(warnings),
     )
+
+
+@dataclass(frozen=True)
+class Credential:
+    host: str
+    username: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"Credential(host={self.host!r}, username={self.username!r}, password=***)"
+
+
+def index_credentials(poetry: Poetry, requirements: Sequence[Requirement]) -> list[Credential]:
+    """Basic-auth credentials Poetry has for the indexes the requirements come from."""
+    wanted = {r.origin.source_name for r in requirements if r.origin.source_name}
+    credentials: dict[str, Credential] = {}
+    for repository in poetry.pool.all_repositories:
+        if repository.name not in wanted:
+            continue
+        session = getattr(repository, "session", None)
+        url = getattr(repository, "url", None)
+        if session is None or url is None:
+            continue
+        found = session.get_credentials_for_url(url)
+        host = urlsplit(url).hostname
+        if found.username and host:
+            credentials[host] = Credential(host, found.username, found.password or "")
+    return [credentials[host] for host in sorted(credentials)]

@@ -1,0 +1,232 @@
+"""Everything decided from the request, once, before anything is built: the target, the
+requirement set, outputs, layout, include files and their names in the zip, the index, credentials
+and network settings, compile and slim settings. What ``--dry-run`` shows."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from packaging.utils import canonicalize_name
+
+from poetry_lambda_zip.builders import CompileSettings
+from poetry_lambda_zip.contents import Layout
+from poetry_lambda_zip.contents import layer_output
+from poetry_lambda_zip.errors import ConfigError
+from poetry_lambda_zip.errors import OutputError
+from poetry_lambda_zip.fingerprint import carries_fingerprint
+from poetry_lambda_zip.index_access import Credential
+from poetry_lambda_zip.index_access import NetworkSettings
+from poetry_lambda_zip.index_access import index_credentials
+from poetry_lambda_zip.index_access import network_settings
+from poetry_lambda_zip.project import collect_includes
+from poetry_lambda_zip.resolve import resolve
+from poetry_lambda_zip.resolve import select_extras
+from poetry_lambda_zip.resolve import select_groups
+from poetry_lambda_zip.target import LambdaTarget
+from poetry_lambda_zip.target import newest_runtime_for
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from poetry.poetry import Poetry
+
+    from poetry_lambda_zip.builders import Progress
+    from poetry_lambda_zip.request import BuildRequest
+    from poetry_lambda_zip.resolve import RequirementSet
+
+__all__ = ["BuildPlan", "plan"]
+
+#: The name poetry-core gives a package-mode = false project that has none.
+_UNNAMED = "non-package-mode"
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything decided before anything is built; what ``--dry-run`` shows."""
+
+    request: BuildRequest
+    target: LambdaTarget
+    image: str
+    requirements: RequirementSet
+    output: Path
+    project_name: str
+    project_version: str | None
+    package_mode: bool
+    #: Project files for the zip root: (name in the zip, file here).
+    includes: tuple[tuple[str, Path], ...]
+    project_dir: Path
+    #: Where build dependencies of sdists and source trees come from (None: PyPI).
+    default_index: str | None
+    network: NetworkSettings
+    credentials: tuple[Credential, ...]
+    #: How to precompile (None: no bytecode).
+    compile: CompileSettings | None
+    layout: Layout = Layout.FUNCTION
+
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        """The zips written, in the order of ``layout.kinds``."""
+        return _outputs(self.output, self.layout)
+
+
+def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan:
+    """Resolve the request against the lock for its target and settle every setting, writing
+    nothing."""
+    for warning in request.warnings:
+        progress.warning(warning)
+    target = _target(request, poetry, progress)
+
+    started = time.monotonic()
+    groups = select_groups(poetry.package, request.groups)
+    extras = select_extras(poetry.package, request.extras, request.all_extras)
+    excluded_names = frozenset(canonicalize_name(n) for n in request.exclude_packages)
+    requirements = resolve(
+        poetry.locker, poetry.package, target, groups, extras, exclude_packages=excluded_names
+    )
+    for warning in requirements.warnings:
+        progress.warning(warning)
+    for excluded in requirements.excluded:
+        if excluded.name in excluded_names or excluded.reason.startswith("only needed by"):
+            progress.info(f"  left out {excluded.name} {excluded.version}: {excluded.reason}")
+    progress.phase(
+        "resolve",
+        time.monotonic() - started,
+        f"{len(requirements.requirements)} distributions for {target.description},"
+        f" {len(requirements.excluded)} other locked ones left out",
+    )
+    for requirement in requirements.built_from_source:
+        progress.info(f"  {requirement.name} {requirement.version}: {requirement.describe()}")
+
+    output = request.output or _default_output(request.project_dir, poetry, target)
+    if request.layout is Layout.LAYER and request.output is None:
+        output = layer_output(output)
+    outputs = _outputs(output, request.layout)
+    _check_outputs(outputs)
+    includes, include_warnings = collect_includes(request.project_dir, request.include, outputs)
+    for warning in include_warnings:
+        progress.warning(warning)
+    if not request.layout.ships_project and includes:
+        progress.warning("A layer holds dependencies only: the include files are left out.")
+        includes = []
+    if request.layout.ships_project and not poetry.is_package_mode and not request.include:
+        progress.warning(
+            "package-mode = false and no include: the zip holds only the dependencies."
+            ' Add e.g. include = ["index.py"] to [tool.poetry-lambda-zip].'
+        )
+    name, version = _project_identity(request.project_dir, poetry)
+    project_dir = request.project_dir.resolve()
+    network = network_settings(os.environ, request.ca_bundle, _source_certificates(poetry))
+    for warning in network.warnings:
+        progress.warning(warning)
+    compile_settings = None
+    if request.compile:
+        compile_settings = _compile_settings(
+            request.layout, name if poetry.is_package_mode else None
+        )
+    return BuildPlan(
+        request=request,
+        target=target,
+        image=request.image or target.default_image,
+        requirements=requirements,
+        output=output,
+        project_name=name,
+        project_version=version,
+        package_mode=poetry.is_package_mode,
+        includes=tuple((path.relative_to(project_dir).as_posix(), path) for path in includes),
+        project_dir=project_dir,
+        default_index=_default_index(poetry),
+        network=network,
+        credentials=tuple(index_credentials(poetry, requirements.requirements)),
+        compile=compile_settings,
+        layout=request.layout,
+    )
+
+
+def _outputs(output: Path, layout: Layout) -> tuple[Path, ...]:
+    return (output, layer_output(output)) if layout is Layout.SPLIT else (output,)
+
+
+def _check_outputs(outputs: Sequence[Path]) -> None:
+    """Outputs replace only what this plugin wrote: a file without its fingerprint (a
+    pyproject.toml, a source file, a vendored wheel, someone's zip) is never overwritten."""
+    for output in outputs:
+        if output.is_dir():
+            raise OutputError(
+                f"The output path {output} is a directory.", "Pass a file name to -o."
+            )
+        if output.exists() and not carries_fingerprint(output):
+            raise OutputError(
+                f"{output} exists and was not written by poetry-lambda-zip; it is not replaced.",
+                "Pass another path to -o, or move that file away if it is an old package to"
+                " replace.",
+            )
+
+
+def _compile_settings(layout: Layout, project: str | None) -> CompileSettings:
+    """Tracebacks name the path a file has on Lambda: /var/task for the function, /opt/python
+    for a layer; the project's own files are in the function zip unless there is none."""
+    function, layer = "/var/task", "/opt/python"
+    return CompileSettings(
+        prefix=function if layout is Layout.FUNCTION else layer,
+        project_prefix=function if layout.ships_project else layer,
+        project=project,
+    )
+
+
+def _target(request: BuildRequest, poetry: Poetry, progress: Progress) -> LambdaTarget:
+    runtime = request.runtime
+    if runtime is None:
+        runtime = newest_runtime_for(poetry.package.python_constraint)
+        if runtime is None:
+            raise ConfigError(
+                f"No Lambda Python runtime satisfies the project's Python requirement"
+                f" ({poetry.package.python_versions}).",
+                "Widen requires-python to include a Lambda runtime (python3.9 to python3.14).",
+            )
+        progress.info(
+            f"Runtime {runtime}: the newest Lambda runtime allowed by the project's Python"
+            f" requirement ({poetry.package.python_versions}). Pass --runtime to choose another."
+        )
+    return LambdaTarget(runtime=runtime, arch=request.arch)
+
+
+def _project_identity(project_dir: Path, poetry: Poetry) -> tuple[str, str | None]:
+    """Name and version; a package-mode = false project may have neither (named after its
+    directory then, with no version)."""
+    package = poetry.package
+    name = package.name if package.name != _UNNAMED else project_dir.resolve().name
+    versioned = poetry.is_package_mode or "version" in poetry.pyproject.data.get("project", {})
+    return name, package.version.text if versioned else None
+
+
+def _default_output(project_dir: Path, poetry: Poetry, target: LambdaTarget) -> Path:
+    """dist/NAME-VERSION-RUNTIME-ARCH.zip"""
+    name, version = _project_identity(project_dir, poetry)
+    stem = name.replace("-", "_").replace(".", "_")
+    suffix = f"-{version}" if version else ""
+    return project_dir / "dist" / f"{stem}{suffix}-{target.runtime}-{target.arch}.zip"
+
+
+def _default_index(poetry: Poetry) -> str | None:
+    """The first primary source (Poetry then does not use PyPI), else None for PyPI."""
+    from poetry.repositories.repository_pool import Priority
+
+    for repository in poetry.pool.all_repositories:
+        if poetry.pool.get_priority(repository.name) is not Priority.PRIMARY:
+            continue
+        url = getattr(repository, "url", None)
+        return None if repository.name == "PyPI" or not url else str(url)
+    return None
+
+
+def _source_certificates(poetry: Poetry) -> list[Path]:
+    paths = []
+    for repository in poetry.pool.all_repositories:
+        certificates = getattr(repository, "certificates", None)
+        if certificates is not None and certificates.cert is not None:
+            paths.append(Path(certificates.cert))
+    return paths
