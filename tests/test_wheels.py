@@ -18,13 +18,13 @@ from packaging.utils import canonicalize_name
 from poetry_lambda_zip import pipeline
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
 from poetry_lambda_zip.archive import entries_from_files
-from poetry_lambda_zip.builders.local import PinnedWheel
-from poetry_lambda_zip.builders.local import install_wheels
 from poetry_lambda_zip.contents import normalize_installed
 from poetry_lambda_zip.contents import owners
 from poetry_lambda_zip.contents import record_paths
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import OutputError
+from poetry_lambda_zip.wheels import PinnedWheel
+from poetry_lambda_zip.wheels import install_wheels
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from poetry_lambda_zip.builders import InstallResult
-from poetry_lambda_zip.builders.local import PinnedWheel
-from poetry_lambda_zip.builders.local import install_wheels
-from poetry_lambda_zip.builders.local import unpack
+from poetry_lambda_zip.builders.local import finish_here
 from poetry_lambda_zip.tree_steps import SHARED_LIBRARY
+from poetry_lambda_zip.wheels import PinnedWheel
+from poetry_lambda_zip.wheels import install_wheels
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -70,10 +70,10 @@ def install(
 
         def install_project() -> InstallResult:
             if not _needs_toolchain(project):
-                return unpack(project, project_dir / "target", progress)
+                return finish_here(project, project_dir / "target", progress)
             # Unpacked here either way; the builder only precompiles (and strips) them.
             bare = replace(project, slim=False, compile=None)
-            here = unpack(bare, project_dir / "unpacked", progress)
+            here = finish_here(bare, project_dir / "unpacked", progress)
             finish = replace(project, project_wheel=None, includes=(), unpacked=here.tree)
             return builder.install(finish, project_dir, progress)
 

@@ -1,0 +1,368 @@
+"""The target's wheels installed on this machine, for every builder, with pypa/installer and
+every check it makes: each wheel must be the distribution the lock pins, match its RECORD and
+stay inside the tree; files land where ``pip install --target`` puts them; the declared sizes
+are checked against Lambda's limit before anything is unpacked."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
+from typing import BinaryIO
+
+import installer
+from installer.destinations import SchemeDictionaryDestination
+from installer.exceptions import InstallerError
+from installer.exceptions import InvalidWheelSource
+from installer.records import Hash
+from installer.records import RecordEntry
+from installer.sources import WheelFile
+from installer.utils import copyfileobj_with_hashing
+from installer.utils import parse_metadata_file
+from packaging.utils import canonicalize_name
+from packaging.utils import parse_wheel_filename
+from packaging.version import InvalidVersion
+from packaging.version import Version
+
+from poetry_lambda_zip.archive import UNZIPPED_LIMIT
+from poetry_lambda_zip.errors import BuildFailedError
+from poetry_lambda_zip.errors import LambdaZipError
+from poetry_lambda_zip.errors import OutputError
+from poetry_lambda_zip.tree_steps import LAMBDA_PYTHON
+from poetry_lambda_zip.tree_steps import merge_trees
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from collections.abc import Sequence
+
+    from installer.scripts import ScriptSection
+    from installer.utils import Scheme
+    from packaging.utils import NormalizedName
+
+    from poetry_lambda_zip.resolve import Requirement
+
+__all__ = ["PinnedWheel", "add_project_files", "install_wheels"]
+
+#: Where ``pip install --target`` puts each scheme of a wheel, below the target;
+#: ``{python}`` is the runtime's X.Y, ``{name}`` the distribution's canonical name.
+_PLACES = {
+    "purelib": "",
+    "platlib": "",
+    "data": "",
+    "scripts": "bin",
+    "headers": "include/site/python{python}/{name}",
+}
+#: What to do when the wheels alone would not fit: --exclude and --slim prune the unpacked
+#: tree, too late for this check.
+_SIZE_FIX = (
+    "Leave out distributions the runtime provides (--exclude-package), or ship a container"
+    " image instead (--exclude and --slim prune only after unpacking, too late for this)."
+)
+
+
+@dataclass(frozen=True)
+class PinnedWheel:
+    """A wheel file and the distribution it must hold: the lock's name and version for a
+    dependency (a fetched file's name proves nothing), the project's for its own wheel."""
+
+    path: Path
+    name: NormalizedName
+    version: str
+    #: Built here from the project by poetry-core, not fetched.
+    built_here: bool = False
+
+    @classmethod
+    def of_requirement(cls, requirement: Requirement, path: Path) -> PinnedWheel:
+        return cls(path, requirement.name, requirement.version)
+
+    @classmethod
+    def of_project(cls, path: Path) -> PinnedWheel:
+        """The project's wheel, just built: its file name is poetry-core's, not an index's."""
+        name, version, _, _ = parse_wheel_filename(path.name)
+        return cls(path, name, str(version), built_here=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version} ({self.path.name})"
+
+
+def install_wheels(wheels: Sequence[PinnedWheel], target: Path, python_version: str) -> None:
+    """Install wheels into one tree, where ``pip install --target`` puts their files, with
+    every check pypa/installer makes: each must be the distribution it is pinned to, match its
+    RECORD and stay inside ``target``; a path two of them install must hold the same bytes.
+    Nothing is written when their declared sizes already exceed Lambda's limit."""
+    _check_declared_size(wheels)
+    target.mkdir(parents=True, exist_ok=True)
+    written: dict[str, PinnedWheel] = {}
+    for wheel in wheels:
+        _install_wheel(wheel, target, python_version, written)
+
+
+def _check_declared_size(wheels: Sequence[PinnedWheel]) -> None:
+    """Refuse wheels whose files add up to more than Lambda allows unzipped, from the sizes
+    their zip directories declare (no member is read): a small wheel may unpack to gigabytes.
+    Unpacking never yields more than a member declares, so nothing larger gets written."""
+    sizes: list[tuple[PinnedWheel, int]] = []
+    for wheel in wheels:
+        try:
+            with zipfile.ZipFile(wheel.path) as archive:
+                sizes.append((wheel, sum(info.file_size for info in archive.infolist())))
+        except (zipfile.BadZipFile, OSError) as e:
+            raise _wheel_error(wheel, e) from e
+    total = sum(size for _, size in sizes)
+    if total > UNZIPPED_LIMIT:
+        largest = sorted(sizes, key=lambda item: (-item[1], item[0].path.name))[:10]
+        table = "\n".join(f"  {size / 1e6:8.1f} MB  {wheel.path.name}" for wheel, size in largest)
+        raise OutputError(
+            f"The wheels unpack to {total:,} bytes; Lambda allows at most {UNZIPPED_LIMIT:,}"
+            f" for a function and its layers. Nothing was unpacked. The largest wheels:\n{table}",
+            _SIZE_FIX,
+        )
+
+
+def add_project_files(
+    wheel: Path | None, includes: Sequence[tuple[str, Path]], target: Path, python_version: str
+) -> None:
+    """Install the project's own wheel and copy its include files into ``target`` (which may
+    hold the unpacked dependencies already); a file both install must be the same."""
+    install_wheels([PinnedWheel.of_project(wheel)] if wheel else [], target, python_version)
+    if includes:
+        staged = target.parent / "include"
+        for name, path in includes:
+            (staged / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, staged / name)
+        conflict = merge_trees([str(staged)], str(target))
+        if conflict:
+            raise BuildFailedError(f"Two files want the same place in the zip: {conflict}.")
+
+
+def _install_wheel(
+    wheel: PinnedWheel, target: Path, python_version: str, written: dict[str, PinnedWheel]
+) -> None:
+    """Check one wheel against its pin and its RECORD, then install it with pypa/installer."""
+    destination = _TreeDestination(target, python_version, wheel, written)
+    try:
+        with zipfile.ZipFile(wheel.path) as archive:
+            _check_members(archive, wheel)
+            _check_identity(archive, wheel)
+            source = WheelFile(archive)
+            source.validate_record()
+            installer.install(source, destination, additional_metadata={})
+    except LambdaZipError:
+        raise
+    except (
+        InstallerError,
+        ValueError,
+        KeyError,
+        EOFError,
+        OSError,
+        RuntimeError,
+        NotImplementedError,
+        zipfile.BadZipFile,
+        zlib.error,
+    ) as e:
+        # Reading the wheel failed (writing raises its own errors, in _TreeDestination).
+        raise _wheel_error(wheel, e) from e
+
+
+def _check_members(archive: zipfile.ZipFile, wheel: PinnedWheel) -> None:
+    for member in archive.namelist():
+        path = PurePosixPath(member)
+        if path.is_absolute() or ".." in path.parts:
+            raise _wheel_error(wheel, f"its member {member!r} would land outside the package")
+
+
+def _check_identity(archive: zipfile.ZipFile, wheel: PinnedWheel) -> None:
+    """The wheel's .dist-info directory and METADATA name the pinned distribution: pip's check
+    that a wheel is the requirement it was fetched for."""
+    tops = {member.split("/", 1)[0] for member in archive.namelist()}
+    dist_infos = sorted(top for top in tops if top.endswith(".dist-info"))
+    if len(dist_infos) != 1:
+        found = ": " + ", ".join(dist_infos) if dist_infos else ""
+        raise _wheel_error(wheel, f"it holds {len(dist_infos)} .dist-info directories{found}")
+    (dist_info,) = dist_infos
+    name, _, version = dist_info[: -len(".dist-info")].rpartition("-")
+    metadata = parse_metadata_file(archive.read(f"{dist_info}/METADATA").decode("utf-8"))
+    claims = [(name, version), (metadata["Name"] or "", metadata["Version"] or "")]
+    if not all(_is_pinned(wheel, *claim) for claim in claims):
+        raise _wheel_error(
+            wheel,
+            f"it holds {dist_info} (METADATA: {metadata['Name']} {metadata['Version']}),"
+            f" not {wheel.name} {wheel.version}",
+        )
+
+
+def _is_pinned(wheel: PinnedWheel, name: str, version: str) -> bool:
+    try:
+        return canonicalize_name(name) == wheel.name and Version(version) == Version(wheel.version)
+    except InvalidVersion:
+        return False
+
+
+class _TreeDestination(SchemeDictionaryDestination):
+    """One wheel's files where ``pip install --target`` puts them, files mode 644 or 755.
+
+    ``written`` (installed path -> wheel) is shared by the wheels of one tree: a path another
+    wheel installed already is accepted only with the same bytes (a namespace package's shared
+    ``__init__.py``), as merging trees does. No console-script launchers are written: Lambda
+    never runs them, and ``normalize_installed`` would drop them.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        python_version: str,
+        wheel: PinnedWheel,
+        written: dict[str, PinnedWheel],
+    ) -> None:
+        self._places = {
+            scheme: place.format(python=python_version, name=wheel.name)
+            for scheme, place in _PLACES.items()
+        }
+        super().__init__(
+            scheme_dict={scheme: str(root / place) for scheme, place in self._places.items()},
+            interpreter=LAMBDA_PYTHON,
+            script_kind="posix",
+        )
+        self._root = root
+        self._wheel = wheel
+        self._written = written
+        self._launchers: set[int] = set()
+
+    def write_script(
+        self, name: str, module: str, attr: str, section: ScriptSection
+    ) -> RecordEntry:
+        launcher = RecordEntry(name, None, None)
+        self._launchers.add(id(launcher))
+        return launcher
+
+    def finalize_installation(
+        self,
+        scheme: Scheme,
+        record_file_path: str,
+        records: Iterable[tuple[Scheme, RecordEntry]],
+    ) -> None:
+        kept = [(kind, record) for kind, record in records if id(record) not in self._launchers]
+        super().finalize_installation(scheme, record_file_path, kept)
+
+    def write_to_fs(
+        self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool
+    ) -> RecordEntry:
+        installed = posixpath.normpath(posixpath.join(self._places[scheme], path))
+        if installed in (".", "..") or installed.startswith(("/", "../")):
+            raise _wheel_error(self._wheel, f"its file {path!r} would land outside the package")
+        file = self._root.joinpath(installed)
+        try:
+            try:
+                file.parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError) as e:
+                raise self._clash(*self._file_above(installed), "a directory") from e
+            try:
+                with file.open("xb") as sink:
+                    digest, size = copyfileobj_with_hashing(stream, sink, "sha256")
+            except FileExistsError:
+                return self._same_as_installed(installed, path, stream)
+            file.chmod(0o755 if is_executable else 0o644)
+        except OSError as e:
+            raise BuildFailedError(
+                f"Unpacking {self._wheel} failed writing {file}: {e.strerror or e}.",
+                "Check free space and permissions of the temporary directory (TMPDIR).",
+            ) from e
+        self._written[installed] = self._wheel
+        return RecordEntry(path, Hash("sha256", digest), size)
+
+    def _same_as_installed(self, installed: str, path: str, stream: BinaryIO) -> RecordEntry:
+        file = self._root.joinpath(installed)
+        if file.is_dir():
+            prefix = f"{installed}/"
+            below = (owner for name, owner in self._written.items() if name.startswith(prefix))
+            raise self._clash(installed, next(below, None), "a file")
+        digest, size = _digest(stream)
+        with file.open("rb") as handle:
+            if _digest(handle) != (digest, size):
+                raise self._clash(installed, self._written.get(installed), "")
+        return RecordEntry(path, Hash("sha256", digest), size)
+
+    def _file_above(self, installed: str) -> tuple[str, PinnedWheel | None]:
+        """The file standing where ``installed`` needs a directory, and who installed it."""
+        for parent in PurePosixPath(installed).parents:
+            if self._root.joinpath(parent).is_file():
+                return parent.as_posix(), self._written.get(parent.as_posix())
+        return installed, None
+
+    def _clash(self, path: str, earlier: PinnedWheel | None, wanted: str) -> BuildFailedError:
+        """This wheel needs ``path`` to be ``wanted`` ("a file", "a directory") where
+        ``earlier`` made it the other kind, or ("") holds other bytes at it."""
+        other = {"a file": "a directory", "a directory": "a file"}.get(wanted, "")
+        if earlier is self._wheel:
+            twice = "both as a file and as a directory" if wanted else "twice, differently"
+            return _wheel_error(self._wheel, f"it installs {path} {twice}")
+        if earlier is None:
+            return BuildFailedError(
+                f"{self._wheel} installs {path}, which {self._root} already holds"
+                f" {f'as {other}' if wanted else 'with other contents'}.",
+                "Rename the project's module, or leave the distribution that installs it too"
+                " out with --exclude-package.",
+            )
+        clash = (
+            f"{earlier} installs {path} as {other}, {self._wheel} as {wanted}"
+            if wanted
+            else f"{earlier} and {self._wheel} both install {path}, with different contents"
+        )
+        return BuildFailedError(
+            f"Two distributions want the same path: {clash}.",
+            f"Leave one of them out with --exclude-package ({earlier.name} or"
+            f" {self._wheel.name}), or lock versions of them that agree.",
+        )
+
+
+def _digest(stream: BinaryIO) -> tuple[str, int]:
+    with open(os.devnull, "wb") as sink:
+        return copyfileobj_with_hashing(stream, sink, "sha256")
+
+
+def _wheel_error(wheel: PinnedWheel, problem: str | BaseException) -> BuildFailedError:
+    """What to say about a wheel that is not what it should be, and what to do."""
+    detail = (problem if isinstance(problem, str) else _describe(problem, wheel)).rstrip(".")
+    if wheel.built_here:
+        fix = (
+            "poetry-core built this wheel from the project: check its packages and includes"
+            " (`poetry build -f wheel` builds the same wheel), or report it."
+        )
+    else:
+        fix = (
+            "The file is damaged or not what the lock promised: delete it"
+            f" ({wheel.path}) so the next build fetches it again; if that fails the same way,"
+            f" run `poetry lock` to lock another file, or report it to {wheel.name}'s authors."
+        )
+    return BuildFailedError(
+        f"The wheel {wheel.path.name} for {wheel.name} {wheel.version} cannot be installed:"
+        f" {detail}.",
+        fix,
+    )
+
+
+def _describe(error: BaseException, wheel: PinnedWheel) -> str:
+    issues = getattr(error, "issues", None)
+    if isinstance(issues, list):
+        if isinstance(error.__cause__, UnicodeDecodeError):
+            return "its RECORD is not UTF-8 text"
+        where = f"In {wheel.path}, "
+        listed = "".join(f"\n  - {str(issue).removeprefix(where)}" for issue in issues)
+        return f"it does not match its RECORD:{listed}"
+    if isinstance(error, UnicodeDecodeError):
+        return "its metadata is not UTF-8 text"
+    if isinstance(error, (zipfile.BadZipFile, zlib.error, EOFError)):
+        return f"it is damaged ({error or type(error).__name__})"
+    if isinstance(error, KeyError):
+        return f"it is incomplete ({error.args[0] if error.args else error})"
+    if isinstance(error, OSError):
+        return f"it cannot be read ({error.strerror or error})"
+    if isinstance(error, InvalidWheelSource) and len(error.args) == 2:
+        return str(error.args[1])  # (source, message)
+    return str(error) or type(error).__name__
