@@ -126,8 +126,11 @@ class DockerBuilder:
         progress.phase("image", time.monotonic() - started, f"{job.image} ({image.short_id})")
 
         started = time.monotonic()
-        container = self._create(client, job, image)
+        name = f"poetry-lambda-zip-{job.build_id}"
         try:
+            # Created inside the try: an interrupt that lands while the engine creates it still
+            # removes it (by its name) below.
+            container = self._create(client, job, image, name)
             small, files = _job_files(job)
             container.put_archive("/tmp", small)
             with _inputs(job, files, workdir / "inputs.tar").open("rb") as inputs:
@@ -179,7 +182,7 @@ class DockerBuilder:
                 " container removes itself when the engine is back.",
             ) from e
         finally:
-            _remove(container, progress)
+            _remove(client, name, progress)
         progress.phase("install", time.monotonic() - started, _describe(job))
         return InstallResult(tree, report)
 
@@ -196,12 +199,13 @@ class DockerBuilder:
 
     def _verify(self, client: docker.DockerClient, check: VerifyJob, progress: Progress) -> float:
         started = time.monotonic()
+        name = f"poetry-lambda-zip-verify-{check.build_id}"
         try:
             container = client.containers.create(
                 check.image,
                 entrypoint=[LAMBDA_PYTHON],
                 command=["-c", _VERIFY_SCRIPT, check.handler],
-                name=f"poetry-lambda-zip-verify-{check.build_id}",
+                name=name,
                 labels={CONTAINER_LABEL: check.build_id, **_owner_labels()},
                 platform=check.target.docker_platform,
                 # Lambda's /var/task is read-only: as nobody, nothing below it is writable,
@@ -210,7 +214,11 @@ class DockerBuilder:
                 working_dir="/var/task",
             )
         except APIError as e:
+            _remove(client, name, progress)
             raise ImageError(f"Cannot create a container from {check.image}: {e}") from e
+        except BaseException:
+            _remove(client, name, progress)  # interrupted while the engine created it
+            raise
         try:
             if check.function_zip is not None:
                 container.put_archive("/var/task", _read_only_tar(check.function_zip))
@@ -222,7 +230,7 @@ class DockerBuilder:
         except APIError as e:
             raise BuildFailedError(f"The Docker engine failed while verifying: {e}") from e
         finally:
-            _remove(container, progress)
+            _remove(client, name, progress)
         outcome: dict[str, Any] = next(
             (
                 json.loads(line.removeprefix(_VERIFIED))
@@ -282,7 +290,9 @@ class DockerBuilder:
             )
         return image
 
-    def _create(self, client: docker.DockerClient, job: InstallJob, image: Image) -> Container:
+    def _create(
+        self, client: docker.DockerClient, job: InstallJob, image: Image, name: str
+    ) -> Container:
         network: dict[str, Any] = {}
         if job.cache:
             # Downloads and wheels built from sdists, kept per runtime, arch and image so that
@@ -300,7 +310,7 @@ class DockerBuilder:
                 job.image,
                 entrypoint=[LAMBDA_PYTHON],
                 command=[f"{WORK}/inside.py"],
-                name=f"poetry-lambda-zip-{job.build_id}",
+                name=name,
                 labels={CONTAINER_LABEL: job.build_id, **_owner_labels()},
                 platform=job.target.docker_platform,
                 environment={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
@@ -550,20 +560,21 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
         yield pending.decode("utf-8", "replace")
 
 
-def _remove(container: Container, progress: Progress) -> None:
+def _remove(client: docker.DockerClient, name: str, progress: Progress) -> None:
+    """Remove the container ``name`` if it is there (by name: an interrupted create may not
+    have told us its id)."""
     try:
-        container.remove(force=True)
+        client.api.remove_container(name, force=True)
     except (NotFound, RequestException):
-        pass  # already gone, or the engine is: it auto-removes the container when back
+        pass  # never created, already gone, or the engine is: it auto-removes it when back
     except APIError as e:
         if e.status_code != 409:  # 409: the engine is already removing it (auto-remove)
             progress.warning(
-                f"Could not remove the build container {container.name}: {e.explanation}."
-                f" Remove it with: docker rm -f {container.name}"
+                f"Could not remove the build container {name}: {e.explanation}."
+                f" Remove it with: docker rm -f {name}"
             )
     except DockerException as e:
         # The engine went away mid-build: say what is left; the build's own error comes next.
         progress.warning(
-            f"Could not remove the build container {container.name}: {e}."
-            f" Remove it with: docker rm -f {container.name}"
+            f"Could not remove the build container {name}: {e}. Remove it with: docker rm -f {name}"
         )
