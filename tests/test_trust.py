@@ -73,6 +73,18 @@ def test_a_zip_the_plugin_did_not_write_is_not_replaced(project: Callable[[str],
     assert theirs.read_bytes() == before
 
 
+def test_an_output_that_is_not_a_regular_file_is_refused_without_reading_it(
+    project: Callable[[str], Path],
+) -> None:
+    path = project("pure-python")
+    fifo = path / "function.zip"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    result = Build(path, f"{LOCAL} -o function.zip --dry-run")
+    assert result.status == 6
+    assert "exists and was not written by poetry-lambda-zip" in result.error
+    assert fifo.is_fifo()
+
+
 def test_an_earlier_package_is_replaced(project: Callable[[str], Path]) -> None:
     path = project("pure-python")
     output = path / "function.zip"

@@ -100,7 +100,10 @@ def comment(value: str) -> bytes:
 
 def carries_fingerprint(path: Path) -> bool:
     """Whether the file ends with a fingerprint comment: a zip this plugin wrote (a zip's
-    comment is its last bytes). A missing or unreadable file carries none."""
+    comment is its last bytes). A missing or unreadable file carries none, nor does anything
+    but a regular file (a FIFO would block the read; a device has no end)."""
+    if not path.is_file():
+        return False
     try:
         with path.open("rb") as handle:
             return ends_with_fingerprint(_tail(handle))
