@@ -17,6 +17,7 @@ from poetry_lambda_zip.archive import entries_from_tar
 from poetry_lambda_zip.archive import timestamp_from_environment
 from poetry_lambda_zip.archive import write_zips_atomically
 from poetry_lambda_zip.contents import distribution_sizes
+from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import OutputError
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ def test_a_failed_check_keeps_the_old_zip_and_leaves_no_temporary_file(tmp_path:
 
 
 def test_two_entries_for_one_name_are_an_error(tmp_path: Path) -> None:
-    with pytest.raises(OutputError, match=r"same place.*index\.py"):
+    with pytest.raises(ConflictError, match=r"same place.*index\.py"):
         write_zip_atomically(
             [entry("index.py"), entry("index.py")], tmp_path / "out.zip", DEFAULT_EPOCH
         )

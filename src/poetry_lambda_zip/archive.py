@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 from typing import IO
 from typing import TYPE_CHECKING
 
+from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import OutputError
 from poetry_lambda_zip.stale import owner_tag
 from poetry_lambda_zip.stale import remove_stale
@@ -239,9 +240,8 @@ def _sorted_unique(entries: Iterable[Entry]) -> list[Entry]:
     for entry in entries:
         _check_name(entry.name)
         if entry.name in by_name:
-            raise OutputError(
-                f"Two files want the same place in the zip: {entry.name}.",
-                "Rename the included file or exclude one of them.",
+            raise ConflictError(
+                entry.name, "two entries", "Rename the included file or exclude one of them."
             )
         by_name[entry.name] = entry
     return [by_name[name] for name in sorted(by_name)]

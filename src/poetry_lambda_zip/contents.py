@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from packaging.utils import canonicalize_name
 
-from poetry_lambda_zip.errors import BuildFailedError
+from poetry_lambda_zip.errors import ConflictError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -91,9 +91,9 @@ def merge_entries(parts: Iterable[Sequence[Entry]]) -> list[Entry]:
         for entry in part:
             earlier = merged.setdefault(entry.name, entry)
             if earlier is not entry and _content(earlier) != _content(entry):
-                raise BuildFailedError(
-                    f"Two files want the same place in the zip: {entry.name} is installed by a"
-                    " dependency and by the project, differently.",
+                raise ConflictError(
+                    entry.name,
+                    "a dependency and by the project",
                     "Rename the project's module, or leave the dependency out with"
                     " --exclude-package.",
                 )

@@ -6,6 +6,7 @@ __all__ = [
     "BuildFailedError",
     "BuildInterrupted",
     "ConfigError",
+    "ConflictError",
     "DockerUnavailableError",
     "ImageError",
     "LambdaZipError",
@@ -69,6 +70,17 @@ class BuildFailedError(LambdaZipError):
     """Installing the requirement set inside the build container failed."""
 
     exit_code = 5
+
+
+class ConflictError(BuildFailedError):
+    """Two installed files want one path in the package, with different contents: the one
+    place this is said, wherever it is found (unpacking here, merging trees, the image)."""
+
+    def __init__(self, path: str, holders: str, fix: str, how: str = "differently") -> None:
+        super().__init__(
+            f"Two files want the same place in the zip: {path} is installed by {holders}, {how}.",
+            fix,
+        )
 
 
 class OutputError(LambdaZipError):

@@ -172,12 +172,10 @@ class WheelFetcher:
     def _fetch(self, requirement: Requirement) -> Path:
         """The locked wheel as a local file, checked against the lock's sha256: a file
         dependency as it is, else a cached copy that still matches, else a fresh download."""
-        artifact, origin = requirement.artifact, requirement.origin
-        assert artifact.filename is not None
-        assert artifact.sha256 is not None
+        origin = requirement.origin
+        _, sha256 = requirement.locked_file
         if origin.type == "file":
-            assert origin.url is not None
-            path = Path(origin.url)
+            path = Path(origin.location())
             try:
                 found = file_sha256(path)
             except OSError as e:
@@ -186,7 +184,7 @@ class WheelFetcher:
                     f" cannot be read ({e.strerror}).",
                     "Check the path in pyproject.toml, then run `poetry lock`.",
                 ) from e
-            if found != artifact.sha256:
+            if found != sha256:
                 raise _mismatch(requirement, found, "found")
             return path
         if self._cache and not self._force:
@@ -196,7 +194,7 @@ class WheelFetcher:
         link, session = self._link(requirement)
         cached = self._cached(requirement, link) if self._cache else None
         if cached is not None:
-            self._remember(artifact.sha256, cached)
+            self._remember(sha256, cached)
             return cached
         downloaded: Path | None = None
         if self._cache_writable:
@@ -204,26 +202,24 @@ class WheelFetcher:
             with contextlib.suppress(_CacheNotWritable):
                 downloaded = self._download(requirement, link.url, session, directory)
         if downloaded is None:
-            scratch = self._scratch / artifact.sha256
+            scratch = self._scratch / sha256
             downloaded = self._download(requirement, link.url, session, scratch, in_cache=False)
         if self._cache_writable:
-            self._remember(artifact.sha256, downloaded)
+            self._remember(sha256, downloaded)
         return downloaded
 
     def _known(self, requirement: Requirement) -> Path | None:
         """A file fetched before with this sha256 (the lock pins it, so no index is asked)."""
-        artifact = requirement.artifact
-        assert artifact.filename is not None
-        assert artifact.sha256 is not None
-        entry = self._by_hash(artifact.sha256)
+        filename, sha256 = requirement.locked_file
+        entry = self._by_hash(sha256)
         try:
             path = entry.resolve(strict=True)
         except OSError:
             return None  # none, or a link left dangling by `poetry cache clear`
-        if path.name != artifact.filename:
+        if path.name != filename:
             self._run.events.put(
                 f"The download cache's entry {entry} for {requirement.name}"
-                f" {requirement.version} leads to {path}, not to {artifact.filename}: discarded."
+                f" {requirement.version} leads to {path}, not to {filename}: discarded."
             )
         elif self._matches(requirement, path):
             return path
@@ -233,8 +229,7 @@ class WheelFetcher:
 
     def _cached(self, requirement: Requirement, link: Link) -> Path | None:
         """The copy in Poetry's artifact cache, if it still matches the lock."""
-        filename = requirement.artifact.filename
-        assert filename is not None
+        filename, _ = requirement.locked_file
         path = self._artifact_cache().get_cache_directory_for_link(link) / filename
         if self._force or not path.is_file():
             return None
@@ -274,8 +269,7 @@ class WheelFetcher:
 
         artifact, origin = requirement.artifact, requirement.origin
         if origin.type == "url":
-            assert origin.url is not None
-            return Link(origin.url), self._url_session()
+            return Link(origin.location()), self._url_session()
         repository = self._repository(origin.source_name, origin.url)
         try:
             links = repository.find_links_for_package(
@@ -300,8 +294,7 @@ class WheelFetcher:
         """Download ``url`` into ``directory``: the file appears under its name only once
         complete and matching the lock. With ``in_cache``, a failure to write is reported once
         and raised as _CacheNotWritable (download elsewhere), otherwise it is an error."""
-        filename = requirement.artifact.filename
-        assert filename is not None
+        filename, _ = requirement.locked_file
         final = directory / filename
         partial = directory / partial_name(filename)
         remove_stale(directory, ".", ".part")  # what a killed download left here

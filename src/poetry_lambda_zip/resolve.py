@@ -93,6 +93,12 @@ class Origin:
     reference: str | None = None
     subdirectory: str | None = None
 
+    def location(self) -> str:
+        """The URL or path, for origins that have one (all but the default index)."""
+        if self.url is None:
+            raise ResolveError(f"poetry.lock names no URL or path for this {self.type} source.")
+        return self.url
+
     def describe(self) -> str:
         """Where it comes from, for people: credentials in the URL are left out."""
         url = None if self.url is None else redact(self.url)
@@ -112,6 +118,14 @@ class Requirement:
     version: str
     artifact: Artifact
     origin: Origin = Origin("index")
+
+    @property
+    def locked_file(self) -> tuple[str, str]:
+        """The locked file's name and sha256 (every wheel and sdist has both)."""
+        filename, sha256 = self.artifact.filename, self.artifact.sha256
+        if filename is None or sha256 is None:
+            raise ResolveError(f"{self.name} {self.version}: poetry.lock pins no file for it.")
+        return filename, sha256
 
     def describe(self) -> str:
         """The plan's line for this distribution."""

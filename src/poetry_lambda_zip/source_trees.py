@@ -96,10 +96,9 @@ def _checkout(requirement: Requirement, checkouts: Path) -> Path:
     from poetry.vcs.git import Git
 
     origin = requirement.origin
-    assert origin.url is not None
     try:
         repository = Git.clone(
-            url=origin.url,
+            url=origin.location(),
             name=str(requirement.name),
             revision=origin.reference,
             source_root=checkouts,

@@ -32,6 +32,7 @@ from packaging.version import Version
 
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
 from poetry_lambda_zip.errors import BuildFailedError
+from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import LambdaZipError
 from poetry_lambda_zip.errors import OutputError
 from poetry_lambda_zip.tree_steps import LAMBDA_PYTHON
@@ -138,7 +139,11 @@ def add_project_files(
             shutil.copyfile(path, staged / name)
         conflict = merge_trees([str(staged)], str(target))
         if conflict:
-            raise BuildFailedError(f"Two files want the same place in the zip: {conflict}.")
+            raise ConflictError(
+                conflict,
+                "the project's wheel and an include file",
+                "Drop the file from include, or rename it.",
+            )
 
 
 def _install_wheel(
@@ -309,15 +314,12 @@ class _TreeDestination(SchemeDictionaryDestination):
                 "Rename the project's module, or leave the distribution that installs it too"
                 " out with --exclude-package.",
             )
-        clash = (
-            f"{earlier} installs {path} as {other}, {self._wheel} as {wanted}"
-            if wanted
-            else f"{earlier} and {self._wheel} both install {path}, with different contents"
-        )
-        return BuildFailedError(
-            f"Two distributions want the same path: {clash}.",
+        return ConflictError(
+            path,
+            f"{earlier} and {self._wheel}",
             f"Leave one of them out with --exclude-package ({earlier.name} or"
             f" {self._wheel.name}), or lock versions of them that agree.",
+            how=f"the first as {other}, the second as {wanted}" if wanted else "differently",
         )
 
 

@@ -32,6 +32,7 @@ from requests.exceptions import RequestException
 from poetry_lambda_zip.builders import TREE_PREFIX
 from poetry_lambda_zip.builders import InstallResult
 from poetry_lambda_zip.errors import BuildFailedError
+from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import DockerUnavailableError
 from poetry_lambda_zip.errors import ImageError
 from poetry_lambda_zip.source_trees import IGNORED_IN_TREES
@@ -153,10 +154,8 @@ class DockerBuilder:
                 )
             if exit_code == CONFLICT:
                 found = next((t.split()[2] for t in tail if "lambda-zip: conflict" in t), "?")
-                raise BuildFailedError(
-                    f"Two files want the same place in the zip: {found} is installed by two"
-                    " dependencies, differently.",
-                    "Leave one of them out with --exclude-package.",
+                raise ConflictError(
+                    found, "two dependencies", "Leave one of them out with --exclude-package."
                 )
             if exit_code != 0:
                 output = "\n".join(f"  {line}" for line in tail)
