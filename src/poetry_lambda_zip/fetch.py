@@ -33,6 +33,7 @@ from poetry_lambda_zip.errors import ResolveError
 from poetry_lambda_zip.redact import redact
 from poetry_lambda_zip.stale import partial_name
 from poetry_lambda_zip.stale import remove_stale
+from poetry_lambda_zip.tree_steps import join_pem
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -157,7 +158,7 @@ class WheelFetcher:
         combined = self._scratch / "ca-bundle.pem"
         combined.parent.mkdir(parents=True, exist_ok=True)
         combined.write_bytes(
-            Path(certifi.where()).read_bytes().rstrip(b"\n") + b"\n" + self._ca_bundle.read_bytes()
+            join_pem([Path(certifi.where()).read_bytes(), self._ca_bundle.read_bytes()])
         )
         previous = os.environ.get(_REQUESTS_CA_BUNDLE)
         os.environ[_REQUESTS_CA_BUNDLE] = str(combined)

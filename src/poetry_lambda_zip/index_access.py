@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from poetry_lambda_zip.errors import ConfigError
+from poetry_lambda_zip.tree_steps import join_pem
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -82,7 +83,7 @@ def network_settings(
             continue
         seen.add(resolved)
         try:
-            bundles.append(resolved.read_bytes().rstrip(b"\n") + b"\n")
+            bundles.append(resolved.read_bytes())
         except OSError as e:
             raise ConfigError(
                 f"Cannot read the CA bundle {path} ({origin}): {e.strerror}.",
@@ -95,7 +96,7 @@ def network_settings(
         if proxy:
             proxies[variable] = proxy
     return NetworkSettings(
-        ca_bundle=b"".join(bundles) if bundles else None,
+        ca_bundle=join_pem(bundles) if bundles else None,
         proxies=proxies,
         warnings=tuple(warnings),
     )

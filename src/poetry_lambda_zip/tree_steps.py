@@ -29,6 +29,7 @@ __all__ = [
     "TARGET",
     "WORK",
     "compile_tree",
+    "join_pem",
     "merge_trees",
     "slim_tree",
 ]
@@ -51,6 +52,11 @@ EXIT_MARK = "lambda-zip: exit "
 REPORT_MARK = "lambda-zip: report "
 #: How long a finished build waits for the host to fetch its result before it goes away.
 COLLECT_TIMEOUT = 300
+
+
+def join_pem(bundles: list[bytes]) -> bytes:
+    """PEM bundles as one: each ends with a newline, so no certificate runs into the next."""
+    return b"".join(bundle.rstrip(b"\n") + b"\n" for bundle in bundles)
 
 
 def merge_trees(sources: list[str], target: str) -> Optional[str]:

@@ -135,7 +135,7 @@ def _combined_ca_bundle(extra: str) -> str:
     with open(extra, "rb") as handle:
         parts.append(handle.read())
     with open(combined, "wb") as handle:
-        handle.write(b"\n".join(parts))
+        handle.write(tree_steps.join_pem(parts))
     return combined
 
 
