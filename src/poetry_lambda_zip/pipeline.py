@@ -20,7 +20,6 @@ from poetry_lambda_zip.archive import entries_from_files
 from poetry_lambda_zip.archive import entries_from_tar
 from poetry_lambda_zip.archive import existing_stats
 from poetry_lambda_zip.archive import remove_stale_temporaries
-from poetry_lambda_zip.archive import timestamp_from_environment
 from poetry_lambda_zip.archive import write_zips_atomically
 from poetry_lambda_zip.builders import TREE_PREFIX
 from poetry_lambda_zip.builders import InstallJob
@@ -171,7 +170,7 @@ def _fingerprints(
     key = tree_key(job, identity)
     request = decided.request
     options = {"layout": request.layout.value, "exclude": sorted(request.exclude)}
-    return key, fingerprint(job, key, options, timestamp_from_environment())
+    return key, fingerprint(job, key, options, decided.timestamp)
 
 
 def _up_to_date(decided: BuildPlan, builder: Builder) -> BuildResult:
@@ -235,7 +234,7 @@ def _package(
         outputs = outputs_for_layout(decided.layout, decided.output, entries, project_files)
         written = write_zips_atomically(
             outputs,
-            timestamp_from_environment(),
+            decided.timestamp,
             check=lambda stats: _check_size(stats, sizes, progress),
             comment=comment(fingerprint),
         )

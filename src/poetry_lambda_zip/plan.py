@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from packaging.utils import canonicalize_name
 
+from poetry_lambda_zip.archive import timestamp_from_environment
 from poetry_lambda_zip.builders import CompileSettings
 from poetry_lambda_zip.contents import Layout
 from poetry_lambda_zip.contents import layer_output
@@ -65,6 +66,8 @@ class BuildPlan:
     credentials: tuple[Credential, ...]
     #: How to precompile (None: no bytecode).
     compile: CompileSettings | None
+    #: Every entry's time in the zip (SOURCE_DATE_EPOCH, else 1980-01-01).
+    timestamp: int
     layout: Layout = Layout.FUNCTION
 
     @property
@@ -142,6 +145,7 @@ def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan
         network=network,
         credentials=tuple(index_credentials(poetry, requirements.requirements)),
         compile=compile_settings,
+        timestamp=timestamp_from_environment(),
         layout=request.layout,
     )
 
