@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 import zipfile
 from typing import TYPE_CHECKING
 
 import pytest
 from poetry.factory import Factory
 
-from poetry_lambda_zip.builders import TREE_PREFIX
-from poetry_lambda_zip.builders import InstallJob
-from poetry_lambda_zip.builders import InstallResult
-from poetry_lambda_zip.builders import VerifyJob
+from poetry_lambda_zip.builders import Finished
+from poetry_lambda_zip.builders import TreeReport
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import OutputError
 from poetry_lambda_zip.fingerprint import comment
@@ -23,6 +19,7 @@ from poetry_lambda_zip.pipeline import BuildResult
 from poetry_lambda_zip.pipeline import build
 from poetry_lambda_zip.plan import plan
 from poetry_lambda_zip.request import BuildRequest
+from tests.test_wheels import make_wheel
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,6 +27,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from poetry_lambda_zip.builders import Progress
+    from poetry_lambda_zip.builders import Steps
     from poetry_lambda_zip.resolve import Requirement
     from poetry_lambda_zip.target import LambdaTarget
 
@@ -55,45 +53,37 @@ class Recorder:
 
 
 class FakeBuilder:
-    """Installs nothing: hands back a tree made of ``files`` (path -> bytes): for the project's
-    job the files starting with ``project``, for the dependencies' job the others."""
+    """Finishes in place and records what it was asked: the steps, and the files of the tree
+    it got. Like an image building an sdist, it adds ``built`` (path -> bytes) to the tree
+    that holds the dist-info of ``beside``."""
 
     name = "fake"
 
-    def __init__(self, files: dict[str, bytes], project: str = "hello_pure") -> None:
-        self.files = files
-        self.project = project
-        self.jobs: list[InstallJob] = []
-        #: The files each job found unpacked here before it ran.
-        self.unpacked: list[list[str]] = []
+    def __init__(self, built: dict[str, bytes] | None = None, beside: str = "six") -> None:
+        self.built = built or {}
+        self.beside = beside
+        #: Each call's steps and the files of the tree it got, sorted.
+        self.calls: list[tuple[Steps, list[str]]] = []
 
-    def install(self, job: InstallJob, workdir: Path, progress: Progress) -> InstallResult:
-        self.jobs.append(job)
-        unpacked = job.unpacked
-        self.unpacked.append(
-            sorted(p.relative_to(unpacked).as_posix() for p in unpacked.rglob("*") if p.is_file())
-            if unpacked is not None
-            else []
-        )
-        tree = workdir / "tree.tar"
-        dependencies = job.what == "the dependencies"
-        with tarfile.open(tree, "w") as archive:
-            for name, data in self.files.items():
-                if name.startswith(self.project) == dependencies:
-                    continue
-                info = tarfile.TarInfo(f"{TREE_PREFIX}/{name}")
-                info.size = len(data)
-                archive.addfile(info, io.BytesIO(data))
-        return InstallResult(tree)
+    def finish(self, tree: Path, steps: Steps, workdir: Path, progress: Progress) -> Finished:
+        files = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file())
+        self.calls.append((steps, files))
+        if any(tree.glob(f"{self.beside}-*.dist-info")):
+            for name, data in self.built.items():
+                (tree / name).parent.mkdir(parents=True, exist_ok=True)
+                (tree / name).write_bytes(data)
+        return Finished(tree, TreeReport(), "in the fake image")
 
-    def verify(self, check: VerifyJob, progress: Progress) -> float:
-        raise AssertionError("not asked for")
-
-    def identity(self, job: InstallJob, progress: Progress) -> str:
+    def identity(self, steps: Steps, progress: Progress) -> str:
         return "fake"
 
     def cannot_compile(self, target: LambdaTarget) -> str | None:
         return None
+
+    def call_with(self, name: str) -> tuple[Steps, list[str]]:
+        """The one call whose tree held the file ``name``."""
+        (found,) = [call for call in self.calls if name in call[1]]
+        return found
 
 
 def distribution(name: str, files: dict[str, bytes]) -> dict[str, bytes]:
@@ -104,22 +94,38 @@ def distribution(name: str, files: dict[str, bytes]) -> dict[str, bytes]:
     return {**files, f"{dist_info}/RECORD": record.encode()}
 
 
-class NoDownloads:
-    """Fetches nothing: every file of the fake tree comes from the fake builder."""
+class FakeIndex:
+    """Serves each locked wheel as a small wheel made here: the locked name and version, the
+    files ``contents`` lists for that name (none by default) and its dist-info."""
+
+    def __init__(self, directory: Path, contents: dict[str, dict[str, bytes]] | None = None):
+        self.directory = directory
+        self.contents = contents or {}
 
     def fetch_all(self, requirements: Sequence[Requirement], progress: Progress) -> list[Path]:
-        return []
+        return [
+            make_wheel(self.directory, r.name, r.version, self.contents.get(r.name, {}))
+            for r in requirements
+        ]
 
 
-def fake_build(request: BuildRequest, builder: FakeBuilder, recorder: Recorder) -> BuildResult:
+def fake_build(
+    request: BuildRequest,
+    builder: FakeBuilder,
+    recorder: Recorder,
+    contents: dict[str, dict[str, bytes]] | None = None,
+) -> BuildResult:
     poetry = Factory().create_poetry(request.project_dir)
-    return build(request, poetry, recorder, builder, NoDownloads())
+    index = FakeIndex(request.project_dir.parent / "fake-index", contents or TREE)
+    return build(request, poetry, recorder, builder, index)
 
 
-def run(path: Path, files: dict[str, bytes], **options: object) -> tuple[BuildResult, Recorder]:
+def run(
+    path: Path, built: dict[str, bytes] | None = None, **options: object
+) -> tuple[BuildResult, Recorder]:
     request = BuildRequest.from_settings(path, {"runtime": "python3.11", **options}, {})
     recorder = Recorder()
-    result = fake_build(request, FakeBuilder(files), recorder)
+    result = fake_build(request, FakeBuilder(built), recorder)
     return result, recorder
 
 
@@ -128,17 +134,16 @@ def names(path: Path) -> set[str]:
         return set(archive.namelist())
 
 
-TREE = {
-    **distribution("six", {"six.py": b"# six\n"}),
-    **distribution("hello_pure", {"hello_pure/__init__.py": b"", "hello_pure/handler.py": b"x"}),
-}
+#: What the fake index serves besides dist-info: six's module.
+TREE = {"six": {"six.py": b"# six\n"}}
+SIX = "six-1.17.0.dist-info"
 
 
 def test_split_is_the_function_layout_cut_in_two(project: Callable[[str], Path]) -> None:
     path = project("pure-python")
-    run(path, TREE)
+    run(path)
     function = names(path / "dist" / "hello_pure-0.1.0-python3.11-x86_64.zip")
-    run(path, TREE, layout="split", output=str(path / "split" / "f.zip"))
+    run(path, layout="split", output=str(path / "split" / "f.zip"))
     code = names(path / "split" / "f.zip")
     layer = names(path / "split" / "f-layer.zip")
     assert code == {n for n in function if n.startswith("hello_pure")}
@@ -148,15 +153,19 @@ def test_split_is_the_function_layout_cut_in_two(project: Callable[[str], Path])
 
 def test_layer_layout_holds_dependencies_only(project: Callable[[str], Path]) -> None:
     path = project("pure-python")
-    run(path, TREE, layout="layer")
+    run(path, layout="layer")
     layer = names(path / "dist" / "hello_pure-0.1.0-python3.11-x86_64-layer.zip")
-    assert layer == {"python/six.py", "python/six-1.0.dist-info/METADATA",
-                     "python/six-1.0.dist-info/RECORD"}  # fmt: skip
+    dateutil = "python/python_dateutil-2.9.0.post0.dist-info"
+    assert layer == {"python/six.py"} | {
+        f"python/{dist_info}/{name}"
+        for dist_info in (SIX, dateutil.removeprefix("python/"))
+        for name in ("METADATA", "RECORD", "WHEEL")
+    }
 
 
 def test_excludes_prune_and_an_unused_pattern_warns(project: Callable[[str], Path]) -> None:
     path = project("pure-python")
-    _, recorder = run(path, TREE, exclude=["six.py", "*.pyi"])
+    _, recorder = run(path, exclude=["six.py", "*.pyi"])
     assert "six.py" not in names(path / "dist" / "hello_pure-0.1.0-python3.11-x86_64.zip")
     assert "The exclude pattern '*.pyi' matches no file." in recorder.warnings
 
@@ -170,7 +179,8 @@ def test_over_lambdas_unzipped_limit_fails_listing_the_largest_and_keeps_the_old
     with zipfile.ZipFile(output, "w") as archive:  # an earlier build's
         archive.comment = comment("0" * 64)
     good = output.read_bytes()
-    big = {**TREE}
+    # Built in the image (after the declared sizes of the wheels were checked).
+    big: dict[str, bytes] = {}
     for number in range(12):
         big |= distribution(f"big{number:02}", {f"big{number:02}/blob": bytes(22_000_000 + number)})
     with pytest.raises(OutputError) as caught:
@@ -186,7 +196,7 @@ def test_over_lambdas_unzipped_limit_fails_listing_the_largest_and_keeps_the_old
 def test_a_zip_over_50_mb_warns_about_s3(project: Callable[[str], Path]) -> None:
     path = project("pure-python")
     noise = distribution("noise", {"noise/blob": os.urandom(53_000_000)})
-    _, recorder = run(path, {**TREE, **noise})
+    _, recorder = run(path, noise)
     assert any("must be uploaded through S3" in w for w in recorder.warnings)
 
 
@@ -194,38 +204,29 @@ def test_the_builder_gets_includes_compile_and_slim_settings(
     project: Callable[[str], Path],
 ) -> None:
     path = project("non-package")
-    builder = FakeBuilder(distribution("idna", {"idna/__init__.py": b""}))
+    builder = FakeBuilder()
     request = BuildRequest.from_settings(
         path, {"runtime": "python3.11", "slim": True}, {"include": ["index.py", "config/*.json"]}
     )
     fake_build(request, builder, Recorder())
-    # Two jobs: the dependencies (their wheels unpacked here, then slimmed and compiled by the
-    # builder), and the project's files (copied here, slimmed and compiled by the builder).
-    assert sorted(job.what for job in builder.jobs) == ["the dependencies", "the project's files"]
-    by_what = dict(zip([job.what for job in builder.jobs], builder.unpacked))
-    dependencies, job = sorted(builder.jobs, key=lambda job: job.what)
-    assert dependencies.requirements == ()
-    assert dependencies.includes == ()
-    assert dependencies.slim
-    assert dependencies.compile is not None
-    assert (dependencies.compile.prefix, dependencies.compile.project_prefix) == (
-        "/var/task",
-        "/var/task",
-    )
-    assert job.requirements == ()
-    assert job.includes == ()
-    assert by_what["the project's files"] == ["config/settings.json", "index.py"]
-    assert job.slim
-    assert job.compile is not None
-    assert (job.compile.prefix, job.compile.project_prefix) == ("/var/task", "/var/task")
-    assert job.project_wheel is None
+    # Two trees: the dependencies' (their wheels unpacked here), and the project's files
+    # (copied here); the builder slims and precompiles both, and builds nothing.
+    assert len(builder.calls) == 2
+    dependencies, files = builder.call_with("idna-3.20.dist-info/METADATA")
+    assert "index.py" not in files
+    project_steps, project_files = builder.call_with("index.py")
+    assert project_files == ["config/settings.json", "index.py"]
+    for steps in (dependencies, project_steps):
+        assert (steps.build, steps.trees) == ((), ())
+        assert steps.slim
+        assert steps.compile_prefix == "/var/task"
 
 
 def test_only_the_project_is_reinstalled_and_force_or_no_cache_reinstall_all(
     project: Callable[[str], Path], tree_cache: Path
 ) -> None:
     path = project("pure-python")
-    run(path, TREE)
+    run(path)
     handler = path / "src" / "hello_pure" / "handler.py"
     handler.write_text("def handler(event, context):\n    return 2\n")
 
@@ -234,12 +235,12 @@ def test_only_the_project_is_reinstalled_and_force_or_no_cache_reinstall_all(
         ({"force": True}, True, False),
         ({"force": True, "no-cache": True}, True, False),
     ]:
-        builder = FakeBuilder({**TREE, "hello_pure/handler.py": handler.read_bytes()})
+        builder = FakeBuilder()
         request = BuildRequest.from_settings(path, {"runtime": "python3.11", **options}, {})
         recorder = Recorder()
         result = fake_build(request, builder, recorder)
-        dependency_jobs = [job for job in builder.jobs if job.what == "the dependencies"]
-        assert len(dependency_jobs) == reinstalls
+        dependency_trees = [files for _, files in builder.calls if f"{SIX}/METADATA" in files]
+        assert len(dependency_trees) == reinstalls
         assert any("reused from an earlier build" in line for line in recorder.lines) == reused
         assert "six.py" in names(result.archives[0].path)
 
@@ -248,16 +249,15 @@ def test_a_file_both_the_project_and_a_dependency_install_must_agree(
     project: Callable[[str], Path],
 ) -> None:
     path = project("pure-python")
-    # Without bytecode the project's own wheel is unpacked on this machine; the fake builder
-    # (asked to slim) installs only the dependencies: six, and "ns", which shares a file with
-    # the project.
+    # Without bytecode, and with no shared library to strip, slimming needs no builder: both
+    # trees are finished here. six's wheel also installs a file of the project's package.
     options = {"runtime": "python3.11", "compile": False, "slim": True, "force": True}
     request = BuildRequest.from_settings(path, {**options, "no-cache": True}, {})
     init = (path / "src" / "hello_pure" / "__init__.py").read_bytes()
-    six = distribution("six", {"six.py": b"# six\n"})
-    agreeing = FakeBuilder({**six, **distribution("ns", {"hello_pure/__init__.py": init})}, "-")
-    result = fake_build(request, agreeing, Recorder())
-    assert [job.what for job in agreeing.jobs] == ["the dependencies"]
+    agreeing = FakeBuilder()
+    contents = {"six": {"six.py": b"# six\n", "hello_pure/__init__.py": init}}
+    result = fake_build(request, agreeing, Recorder(), contents)
+    assert agreeing.calls == []
     with zipfile.ZipFile(result.archives[0].path) as archive:
         assert archive.read("hello_pure/__init__.py") == init
         assert (
@@ -265,9 +265,9 @@ def test_a_file_both_the_project_and_a_dependency_install_must_agree(
             == (path / "src" / "hello_pure" / "handler.py").read_bytes()
         )
 
-    clashing = FakeBuilder({**six, **distribution("ns", {"hello_pure/handler.py": b"x"})}, "-")
+    clashing = {"six": {"six.py": b"# six\n", "hello_pure/handler.py": b"x"}}
     with pytest.raises(BuildFailedError, match=r"hello_pure/handler.py is installed by a dep"):
-        fake_build(request, clashing, Recorder())
+        fake_build(request, FakeBuilder(), Recorder(), clashing)
 
 
 def test_secrets_reach_no_job_that_downloads_nothing(
@@ -279,12 +279,13 @@ def test_secrets_reach_no_job_that_downloads_nothing(
     monkeypatch.setenv("POETRY_HTTP_BASIC_PRIVATE_PASSWORD", "s3cret")
     monkeypatch.setenv("HTTPS_PROXY", "http://builder:pr0xy@127.0.0.1:3128")
     path = project("private-index")
-    builder = FakeBuilder(distribution("six", {"six.py": b""}), "internal_service")
+    builder = FakeBuilder()
     request = BuildRequest.from_settings(path, {"runtime": "python3.11"}, {})
     poetry = Factory().create_poetry(path)
     assert index_credentials(poetry, plan(request, poetry, Recorder()).requirements.requirements)
     fake_build(request, builder, Recorder())
-    assert sorted(job.what for job in builder.jobs) == ["the dependencies", "the project's files"]
-    for job in builder.jobs:
-        assert job.credentials == ()
-        assert dict(job.network.proxies) == {}
+    builder.call_with(f"{SIX}/METADATA")
+    assert len(builder.calls) == 2
+    for steps, _ in builder.calls:
+        assert steps.credentials == ()
+        assert steps.network is None

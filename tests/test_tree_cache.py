@@ -3,18 +3,22 @@ checked before it is reused, and a cache that cannot be written costs only time.
 
 from __future__ import annotations
 
+import itertools
 import os
+import shutil
 import subprocess
 import tarfile
 from typing import TYPE_CHECKING
 
 import pytest
 
-from poetry_lambda_zip.builders import TREE_PREFIX
-from poetry_lambda_zip.builders import InstallResult
+from poetry_lambda_zip.builders import CompileReport
+from poetry_lambda_zip.builders import Finished
+from poetry_lambda_zip.builders import TreeReport
 from poetry_lambda_zip.tree_cache import TreeCache
 from tests.conftest import mount_tmpfs
 from tests.docker_helpers import Build
+from tests.test_inside import files
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -22,62 +26,54 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def tar_tree(path: Path, files: dict[str, bytes]) -> Path:
-    directory = path.parent / f"{path.stem}-files" / TREE_PREFIX
+def finished(
+    directory: Path, files: dict[str, bytes], report: TreeReport | None = None
+) -> Finished:
+    """A builder's result: ``files`` in ``directory``."""
     for name, data in files.items():
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
         (directory / name).write_bytes(data)
-    with tarfile.open(path, "w") as archive:
-        archive.add(directory, TREE_PREFIX)
-    return path
+    return Finished(directory, report or TreeReport(), "here")
 
 
-def members(path: Path) -> dict[str, bytes]:
-    with tarfile.open(path) as archive:
-        return {
-            member.name: archive.extractfile(member).read()  # type: ignore[union-attr]
-            for member in archive.getmembers()
-            if member.isfile()
-        }
+_fresh = itertools.count()
 
 
-def test_a_builders_tar_and_report_come_back(tmp_path: Path) -> None:
+def get(cache: TreeCache, key: str) -> Finished | None:
+    """``cache.get`` into a directory of its own."""
+    return cache.get(key, cache.directory.parent / f"got-{next(_fresh)}")
+
+
+def test_a_builders_tree_and_report_come_back(tmp_path: Path) -> None:
     cache = TreeCache(tmp_path / "cache")
-    assert cache.get("k") is None
-    tree = tar_tree(tmp_path / "tree.tar", {"six.py": b"six", "a/b.py": b"b"})
-    cache.put("k", InstallResult(tree, {"compile": {"compiled": 2, "failed": 0}}))
-    tree.unlink()  # the builder's workdir goes away; the entry does not depend on it
+    assert get(cache, "k") is None
+    report = TreeReport(compile=CompileReport(compiled=2, failed=0))
+    tree = finished(tmp_path / "tree", {"six.py": b"six", "a/b.py": b"b"}, report)
+    (tree.directory / "six.py").chmod(0o755)
+    cache.put("k", tree)
+    shutil.rmtree(tree.directory)  # the builder's workdir goes away; the entry does not need it
 
-    found = cache.get("k")
+    found = get(cache, "k")
     assert found is not None
-    assert found.report == {"compile": {"compiled": 2, "failed": 0}}
-    assert members(found.tree) == {f"{TREE_PREFIX}/six.py": b"six", f"{TREE_PREFIX}/a/b.py": b"b"}
+    assert found.report == report
+    assert files(found.directory) == {"six.py": "six", "a/b.py": "b"}
+    assert os.stat(found.directory / "six.py").st_mode & 0o777 == 0o755
+    assert os.stat(found.directory / "a" / "b.py").st_mode & 0o777 == 0o644
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["k.json", "k.tar"]
-
-
-def test_the_local_builders_directory_is_stored_as_a_tar(tmp_path: Path) -> None:
-    directory = tmp_path / "target"
-    (directory / "pkg").mkdir(parents=True)
-    (directory / "pkg" / "__init__.py").write_bytes(b"init")
-    cache = TreeCache(tmp_path / "cache")
-    cache.put("k", InstallResult(directory))
-    found = cache.get("k")
-    assert found is not None
-    assert members(found.tree) == {f"{TREE_PREFIX}/pkg/__init__.py": b"init"}
 
 
 def test_the_least_recently_used_entries_go_first(tmp_path: Path) -> None:
     cache = TreeCache(tmp_path / "cache", keep=2)
-    tree = tar_tree(tmp_path / "tree.tar", {"x.py": b""})
-    cache.put("a", InstallResult(tree))
-    cache.put("b", InstallResult(tree))
+    tree = finished(tmp_path / "tree", {"x.py": b""})
+    cache.put("a", tree)
+    cache.put("b", tree)
     os.utime(tmp_path / "cache" / "a.tar", (1, 1))
     os.utime(tmp_path / "cache" / "b.tar", (2, 2))
-    assert cache.get("a") is not None  # used now: the newest
-    cache.put("c", InstallResult(tree))
-    assert cache.get("b") is None
-    assert cache.get("a") is not None
-    assert cache.get("c") is not None
+    assert get(cache, "a") is not None  # used now: the newest
+    cache.put("c", tree)
+    assert get(cache, "b") is None
+    assert get(cache, "a") is not None
+    assert get(cache, "c") is not None
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
         "a.json",
         "a.tar",
@@ -91,8 +87,8 @@ def test_a_cache_that_cannot_be_written_costs_only_time_and_one_warning(tmp_path
     blocker.write_text("")
     warnings: list[str] = []
     cache = TreeCache(blocker / "cache").reporting_to(warnings.append)
-    cache.put("k", InstallResult(tar_tree(tmp_path / "tree.tar", {"x.py": b""})))
-    assert cache.get("k") is None
+    cache.put("k", finished(tmp_path / "tree", {"x.py": b""}))
+    assert get(cache, "k") is None
     assert warnings == [
         f"Cannot keep the installed dependencies in {blocker / 'cache'} (Not a directory):"
         " the next build installs them again."
@@ -101,12 +97,12 @@ def test_a_cache_that_cannot_be_written_costs_only_time_and_one_warning(tmp_path
 
 def test_the_newest_tree_is_kept_even_over_the_byte_limit(tmp_path: Path) -> None:
     cache = TreeCache(tmp_path / "cache", keep_bytes=1)
-    small = tar_tree(tmp_path / "small.tar", {"x.py": b""})
-    cache.put("old", InstallResult(small))
+    small = finished(tmp_path / "small", {"x.py": b""})
+    cache.put("old", small)
     os.utime(tmp_path / "cache" / "old.tar", (1, 1))
-    cache.put("new", InstallResult(small))
-    assert cache.get("old") is None
-    assert cache.get("new") is not None
+    cache.put("new", small)
+    assert get(cache, "old") is None
+    assert get(cache, "new") is not None
 
 
 def truncate(tree: Path) -> None:
@@ -136,9 +132,9 @@ def test_a_damaged_entry_is_discarded_with_a_warning(
 ) -> None:
     warnings: list[str] = []
     cache = TreeCache(tmp_path / "cache").reporting_to(warnings.append)
-    cache.put("k", InstallResult(tar_tree(tmp_path / "tree.tar", {"six.py": b"six" * 100})))
+    cache.put("k", finished(tmp_path / "tree", {"six.py": b"six" * 100}))
     damage(tmp_path / "cache" / "k.tar")
-    assert cache.get("k") is None
+    assert get(cache, "k") is None
     assert warnings == [
         f"The kept dependency tree {tmp_path / 'cache' / 'k.tar'} is damaged (it no longer"
         " matches the sha256 recorded with it): discarded, the dependencies are installed"
@@ -150,9 +146,9 @@ def test_a_damaged_entry_is_discarded_with_a_warning(
 def test_an_unreadable_record_is_a_damaged_entry(tmp_path: Path) -> None:
     warnings: list[str] = []
     cache = TreeCache(tmp_path / "cache").reporting_to(warnings.append)
-    cache.put("k", InstallResult(tar_tree(tmp_path / "tree.tar", {"six.py": b"six"})))
+    cache.put("k", finished(tmp_path / "tree", {"six.py": b"six"}))
     (tmp_path / "cache" / "k.json").write_text("{not json")
-    assert cache.get("k") is None
+    assert get(cache, "k") is None
     assert len(warnings) == 1
     assert list((tmp_path / "cache").iterdir()) == []
 

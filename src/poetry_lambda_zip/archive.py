@@ -37,8 +37,10 @@ __all__ = [
     "entries_from_tar",
     "existing_stats",
     "file_sha256",
+    "refuse_directory",
     "remove_stale_temporaries",
     "timestamp_from_environment",
+    "write_tree",
     "write_zips_atomically",
 ]
 
@@ -121,6 +123,33 @@ def entries_from_files(root: Path, files: Iterable[Path]) -> list[Entry]:
     return entries
 
 
+def refuse_directory(output: Path) -> None:
+    """An output path must name a file (checked in the plan, and again before writing)."""
+    if output.is_dir():
+        raise OutputError(f"The output path {output} is a directory.", "Pass a file name to -o.")
+
+
+def write_tree(entries: Iterable[Entry], directory: Path) -> None:
+    """Write ``entries`` (e.g. a builder's tar, links resolved) as regular files below
+    ``directory``, which must not exist: what the zip gets from them is unchanged (names,
+    bytes, the executable bit)."""
+    directory.mkdir()
+    for entry in entries:
+        parts = PurePosixPath(entry.name).parts
+        if not parts or entry.name.startswith("/") or ".." in parts:
+            raise ConflictError(entry.name, "the builder", "Report this as a bug.", "outside it")
+        path = directory.joinpath(*parts)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with entry.open() as source, path.open("xb") as destination:
+                shutil.copyfileobj(source, destination)
+        except (FileExistsError, NotADirectoryError, IsADirectoryError):
+            raise ConflictError(
+                entry.name, "the builder", "Report this as a bug.", "twice, or as a directory"
+            ) from None
+        path.chmod(_EXECUTABLE_MODE if entry.executable else _FILE_MODE)
+
+
 def write_zips_atomically(
     outputs: Sequence[tuple[Path, Iterable[Entry]]],
     timestamp: int,
@@ -135,10 +164,7 @@ def write_zips_atomically(
     """
     planned = [(output, _sorted_unique(entries)) for output, entries in outputs]
     for output, _ in planned:
-        if output.is_dir():
-            raise OutputError(
-                f"The output path {output} is a directory.", "Pass a file name to -o."
-            )
+        refuse_directory(output)
     temporaries: list[Path] = []
     try:
         written = []

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
 
-    from poetry_lambda_zip.builders import InstallJob
+    from poetry_lambda_zip.builders import Steps
+    from poetry_lambda_zip.resolve import Requirement
 
 __all__ = [
     "COMMENT_PREFIX",
@@ -46,14 +47,14 @@ _COMMENT_AT_END = re.compile(re.escape(COMMENT_PREFIX.encode()) + rb"[0-9a-f]{64
 _TAIL = 128
 
 
-def tree_key(job: InstallJob, builder_identity: str) -> str:
-    """A sha256 over everything that decides the installed tree of ``job``'s requirements and
-    source trees alone: what an earlier build's dependencies are reused by. The project's wheel
-    and include files are not part of it, nor are zip options (applied later)."""
+def tree_key(requirements: Sequence[Requirement], steps: Steps, builder_identity: str) -> str:
+    """A sha256 over everything that decides the installed tree of the requirements (and the
+    steps that finish it) alone: what an earlier build's dependencies are reused by. The
+    project's wheel and include files are not part of it, nor are zip options (applied later)."""
     document = {
         "plugin": __version__,
         "builder": builder_identity,
-        "target": [job.target.runtime, job.target.arch],
+        "target": [steps.target.runtime, steps.target.arch],
         "requirements": [
             [
                 r.name,
@@ -66,24 +67,28 @@ def tree_key(job: InstallJob, builder_identity: str) -> str:
                 r.origin.reference,
                 r.origin.subdirectory,
             ]
-            for r in job.requirements
+            for r in requirements
         ],
-        "trees": [[tree.name, str(tree.relative), _tree_hash(tree.path)] for tree in job.trees],
-        "compile": None if job.compile is None else vars(job.compile),
-        "slim": job.slim,
+        "trees": [[tree.name, str(tree.relative), _tree_hash(tree.path)] for tree in steps.trees],
+        "compile": steps.compile_prefix,
+        "slim": steps.slim,
     }
     return _digest(document)
 
 
 def fingerprint(
-    job: InstallJob, dependencies_key: str, options: dict[str, Any], timestamp: int
+    dependencies_key: str,
+    project_wheel: Path | None,
+    includes: Sequence[tuple[str, Path]],
+    options: dict[str, Any],
+    timestamp: int,
 ) -> str:
     """A sha256 over everything that decides the output's bytes: the dependencies' key
     (``tree_key``), the project's own files, the zip options and the timestamp."""
     document = {
         "dependencies": dependencies_key,
-        "project_wheel": file_sha256(job.project_wheel) if job.project_wheel else None,
-        "includes": [[name, file_sha256(path)] for name, path in job.includes],
+        "project_wheel": file_sha256(project_wheel) if project_wheel else None,
+        "includes": [[name, file_sha256(path)] for name, path in includes],
         "options": options,
         "timestamp": timestamp,
     }

@@ -26,6 +26,7 @@ __all__ = [
     "PROXY_VARIABLES",
     "Credential",
     "NetworkSettings",
+    "credentials_for",
     "index_credentials",
     "network_settings",
 ]
@@ -128,3 +129,15 @@ def index_credentials(poetry: Poetry, requirements: Sequence[Requirement]) -> li
         if found.username and host:
             credentials[host] = Credential(host, found.username, found.password or "")
     return [credentials[host] for host in sorted(credentials)]
+
+
+def credentials_for(
+    built: Sequence[Requirement], default_index: str | None, credentials: Sequence[Credential]
+) -> tuple[Credential, ...]:
+    """Only the credentials a build needs: for the indexes ``built`` comes from and the one
+    their build dependencies come from (``default_index``); none when nothing is built."""
+    if not built:
+        return ()
+    urls = [r.origin.url for r in built if r.origin.type == "index" and r.origin.url]
+    hosts = {urlsplit(url).hostname for url in [*urls, default_index] if url}
+    return tuple(c for c in credentials if c.host in hosts)

@@ -1,30 +1,32 @@
-"""The pipeline, top-down in ``build()``: plan -> dependencies (a kept tree, or fetched and
-unpacked here and finished by the builder) -> the project's files -> package -> write -> verify.
+"""The pipeline, top-down in ``build()``: plan -> jobs (the project's wheel, the steps) ->
+up to date? -> assemble the trees (the dependencies': a kept tree, or fetched, unpacked here and
+finished by the builder; the project's files) -> package and write -> verify.
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
-import tarfile
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
 from poetry_lambda_zip.archive import entries_from_files
-from poetry_lambda_zip.archive import entries_from_tar
 from poetry_lambda_zip.archive import existing_stats
 from poetry_lambda_zip.archive import remove_stale_temporaries
 from poetry_lambda_zip.archive import write_zips_atomically
-from poetry_lambda_zip.builders import TREE_PREFIX
-from poetry_lambda_zip.builders import InstallJob
+from poetry_lambda_zip.assemble import DependencyJob
+from poetry_lambda_zip.assemble import ProjectJob
+from poetry_lambda_zip.assemble import assemble
+from poetry_lambda_zip.builders import Steps
+from poetry_lambda_zip.builders import TreeReport
 from poetry_lambda_zip.builders import VerifyJob
 from poetry_lambda_zip.builders import choose_builder
+from poetry_lambda_zip.builders import verify_handler
 from poetry_lambda_zip.contents import apply_excludes
 from poetry_lambda_zip.contents import distribution_sizes
 from poetry_lambda_zip.contents import merge_entries
@@ -38,8 +40,7 @@ from poetry_lambda_zip.fingerprint import comment
 from poetry_lambda_zip.fingerprint import fingerprint
 from poetry_lambda_zip.fingerprint import recorded
 from poetry_lambda_zip.fingerprint import tree_key
-from poetry_lambda_zip.install import install
-from poetry_lambda_zip.install import merged_reports
+from poetry_lambda_zip.index_access import credentials_for
 from poetry_lambda_zip.plan import BuildPlan
 from poetry_lambda_zip.plan import plan
 from poetry_lambda_zip.project import build_project_wheel
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.archive import ArchiveStats
     from poetry_lambda_zip.archive import Entry
     from poetry_lambda_zip.builders import Builder
-    from poetry_lambda_zip.builders import InstallResult
+    from poetry_lambda_zip.builders import Finished
     from poetry_lambda_zip.builders import Progress
     from poetry_lambda_zip.fetch import Fetcher
     from poetry_lambda_zip.request import BuildRequest
@@ -79,7 +80,7 @@ class BuildResult:
     builder: str
     #: Unzipped bytes per distribution (by canonical name), from their RECORD files.
     sizes: dict[str, int]
-    report: dict[str, dict[str, int]]
+    report: TreeReport
     #: How long importing the handler took from a read-only /var/task (--verify).
     import_seconds: float | None = None
     #: The outputs already carried this build's fingerprint: nothing was rebuilt.
@@ -96,23 +97,25 @@ def build(
     """Build the Lambda package(s) ``request`` asks for and return what was written."""
     decided = plan(request, poetry, progress)
     builder = builder or choose_builder(
-        request.builder, decided.requirements.requirements, decided.target, progress
-    )
+        request.builder, decided.requirements.built_from_source, decided.target,
+        decided.docker, progress,
+    )  # fmt: skip
     _remove_what_killed_runs_left(decided.outputs)
     with _terminate_as_interrupt(), _scratch() as workdir:
-        job = _install_job(decided, poetry, builder, workdir, progress)
-        key, current = _fingerprints(decided, job, builder, progress)
+        dependencies, project = _jobs(decided, poetry, builder, workdir, progress)
+        current = _fingerprint(decided, dependencies, project)
         if not request.force and recorded(decided.outputs) == current:
             return _up_to_date(decided, builder)
-        fetcher = fetcher or _fetcher(decided, poetry, workdir)
-        installed = _install(
-            decided, job, key, poetry=poetry, builder=builder, fetcher=fetcher,
-            workdir=workdir, progress=progress,
+        trees = assemble(
+            builder, dependencies, project,
+            fetcher=fetcher or _fetcher(decided, poetry, workdir),
+            cache=_tree_cache(poetry).reporting_to(progress.warning) if request.cache else None,
+            force=request.force, workdir=workdir, progress=progress,
         )  # fmt: skip
-        report = merged_reports(result.report for result in installed)
-        _report_extras(report, request, progress)
-        written, sizes = _package(decided, installed, current, progress)
-    seconds = _verify(decided, builder, written, job.build_id, progress)
+        report = sum((tree.report for tree in trees), TreeReport())
+        _report_steps(decided, report, progress)
+        written, sizes = _package(decided, trees, current, progress)
+    seconds = _verify(decided, written, progress)
     return BuildResult(decided, tuple(written), builder.name, sizes, report, seconds)
 
 
@@ -124,58 +127,63 @@ def _scratch() -> Iterator[Path]:
         yield Path(directory)
 
 
-def _install_job(
+def _jobs(
     decided: BuildPlan, poetry: Poetry, builder: Builder, workdir: Path, progress: Progress
-) -> InstallJob:
-    """The job for the builder: the requirement set, the project's wheel (built by
-    poetry-core), its include files, the source trees (git checked out at the locked commit)."""
-    request, requirements = decided.request, decided.requirements.requirements
+) -> tuple[DependencyJob, ProjectJob]:
+    """What to install: the requirement set (and what the builder must build of it: sdists,
+    path and git dependencies, git checked out at the locked commit), and the project's wheel
+    (built by poetry-core) with its include files; each with the steps that finish it."""
+    requirements = decided.requirements.requirements
     wheel = None
     if decided.layout.ships_project:
         wheel = build_project_wheel(poetry, workdir / "wheel")
-    compile_settings = decided.compile
-    problem = builder.cannot_compile(decided.target) if compile_settings else None
+    prefixes = decided.compile
+    problem = builder.cannot_compile(decided.target) if prefixes else None
     if problem is not None:
         progress.warning(problem)
-        compile_settings = None
-    return InstallJob(
-        target=decided.target,
-        image=decided.image,
-        requirements=requirements,
-        project_wheel=wheel,
-        trees=tuple(source_trees(requirements, workdir / "checkouts")),
-        default_index=decided.default_index,
-        credentials=decided.credentials,
-        network=decided.network,
-        build_id=uuid.uuid4().hex[:12],
-        docker_network=request.docker_network,
-        includes=decided.includes,
-        slim=request.slim,
-        compile=compile_settings,
-        cache=request.cache,
+        prefixes = None
+    built = decided.requirements.built_from_source
+    trees = tuple(source_trees(requirements, workdir / "checkouts"))
+    downloads = bool(built or trees)
+    dependency_steps = Steps(
+        decided.target,
+        build=built,
+        trees=trees,
+        slim=decided.slim,
+        compile_prefix=prefixes.dependencies if prefixes else None,
+        credentials=credentials_for(built, decided.docker.default_index, decided.credentials),
+        network=decided.network if downloads else None,
     )
-
-
-def _fingerprints(
-    decided: BuildPlan, job: InstallJob, builder: Builder, progress: Progress
-) -> tuple[str, str]:
-    """The dependencies' tree key and the outputs' fingerprint."""
+    project_steps = Steps(
+        decided.target,
+        slim=decided.slim,
+        compile_prefix=prefixes.project if prefixes else None,
+    )
     # Unpacked wheels without bytecode or stripping are the same bytes from any builder and
     # image (a test holds the builders to that); anything compiled, built or stripped depends
     # on the toolchain that did it.
-    toolchain_free = not (job.compile or job.slim or job.trees) and not any(
-        r.artifact.built_in_image for r in job.requirements
+    identity = "wheels only"
+    if dependency_steps.may_need_toolchain():
+        identity = builder.identity(dependency_steps, progress)
+    key = tree_key(requirements, dependency_steps, identity)
+    return (
+        DependencyJob(requirements, dependency_steps, key),
+        ProjectJob(wheel, decided.includes, project_steps),
     )
-    identity = "wheels only" if toolchain_free else builder.identity(job, progress)
-    key = tree_key(job, identity)
+
+
+def _fingerprint(decided: BuildPlan, dependencies: DependencyJob, project: ProjectJob) -> str:
+    """What the outputs carry: when it matches, nothing needs to be built."""
     request = decided.request
     options = {"layout": request.layout.value, "exclude": sorted(request.exclude)}
-    return key, fingerprint(job, key, options, decided.timestamp)
+    return fingerprint(
+        dependencies.key, project.wheel, project.includes, options, decided.timestamp
+    )
 
 
 def _up_to_date(decided: BuildPlan, builder: Builder) -> BuildResult:
     archives = tuple(existing_stats(path) for path in decided.outputs)
-    return BuildResult(decided, archives, builder.name, {}, {}, up_to_date=True)
+    return BuildResult(decided, archives, builder.name, {}, TreeReport(), up_to_date=True)
 
 
 def _fetcher(decided: BuildPlan, poetry: Poetry, workdir: Path) -> Fetcher:
@@ -189,103 +197,59 @@ def _fetcher(decided: BuildPlan, poetry: Poetry, workdir: Path) -> Fetcher:
     )
 
 
-def _install(
-    decided: BuildPlan,
-    job: InstallJob,
-    key: str,
-    *,
-    poetry: Poetry,
-    builder: Builder,
-    fetcher: Fetcher,
-    workdir: Path,
-    progress: Progress,
-) -> list[InstallResult]:
-    """The dependencies (or the tree an earlier build kept) and the project's files."""
-    request = decided.request
-    cache = _tree_cache(poetry).reporting_to(progress.warning) if request.cache else None
-    return install(
-        builder,
-        job,
-        fetcher=fetcher,
-        key=key,
-        cache=cache,
-        force=request.force,
-        workdir=workdir,
-        progress=progress,
-    )
-
-
 def _package(
-    decided: BuildPlan, installed: list[InstallResult], fingerprint: str, progress: Progress
+    decided: BuildPlan, trees: Sequence[Finished], fingerprint: str, progress: Progress
 ) -> tuple[list[ArchiveStats], dict[str, int]]:
     """The installed trees as the layout's zips, written atomically; and the unzipped size of
     each distribution."""
     started = time.monotonic()
-    with _tree_entries([result.tree for result in installed]) as installed_entries:
-        entries = normalize_installed(installed_entries)
-        entries, exclude_warnings = apply_excludes(entries, decided.request.exclude)
-        for warning in exclude_warnings:
-            progress.warning(warning)
-        owner = owners(entries)
-        sizes = distribution_sizes(entries, owner)
-        project_files = {
-            name for name, owned_by in owner.items() if owned_by == decided.project_name
-        } | {name for name, _ in decided.includes}
-        outputs = outputs_for_layout(decided.layout, decided.output, entries, project_files)
-        written = write_zips_atomically(
-            outputs,
-            decided.timestamp,
-            check=lambda stats: _check_size(stats, sizes, progress),
-            comment=comment(fingerprint),
-        )
+    entries = normalize_installed(merge_entries([_entries(tree.directory) for tree in trees]))
+    entries, exclude_warnings = apply_excludes(entries, decided.request.exclude)
+    for warning in exclude_warnings:
+        progress.warning(warning)
+    owner = owners(entries)
+    sizes = distribution_sizes(entries, owner)
+    project_files = {
+        name for name, owned_by in owner.items() if owned_by == decided.project_name
+    } | {name for name, _ in decided.includes}
+    outputs = outputs_for_layout(decided.layout, decided.output, entries, project_files)
+    written = write_zips_atomically(
+        outputs,
+        decided.timestamp,
+        check=lambda stats: _check_size(stats, sizes, progress),
+        comment=comment(fingerprint),
+    )
     files = sum(stats.files for stats in written)
     progress.phase("package", time.monotonic() - started, f"{files} files")
     return written, sizes
 
 
+def _entries(directory: Path) -> list[Entry]:
+    return entries_from_files(
+        directory, sorted(path for path in directory.rglob("*") if path.is_file())
+    )
+
+
 def _verify(
-    decided: BuildPlan,
-    builder: Builder,
-    written: Sequence[ArchiveStats],
-    build_id: str,
-    progress: Progress,
+    decided: BuildPlan, written: Sequence[ArchiveStats], progress: Progress
 ) -> float | None:
     """With --verify: import the handler from the zips as Lambda would; the import time."""
     request = decided.request
     if not (request.verify and request.handler):
         return None
     kinds = dict(zip(decided.layout.kinds, written))
-    return builder.verify(
-        VerifyJob(
-            target=decided.target,
-            image=decided.image,
-            handler=request.handler,
-            function_zip=kinds["function"].path if "function" in kinds else None,
-            layer_zip=kinds["layer"].path if "layer" in kinds else None,
-            build_id=build_id,
-        ),
-        progress,
+    check = VerifyJob(
+        target=decided.target,
+        handler=request.handler,
+        function_zip=kinds["function"].path if "function" in kinds else None,
+        layer_zip=kinds["layer"].path if "layer" in kinds else None,
     )
+    return verify_handler(check, decided.docker, progress)
 
 
 def _tree_cache(poetry: Poetry) -> TreeCache:
     cache_dir = Path(poetry.config.artifacts_cache_directory).parent
     return TreeCache(cache_dir / "lambda-zip-trees")
-
-
-@contextlib.contextmanager
-def _tree_entries(trees: list[Path]) -> Iterator[list[Entry]]:
-    """The installed files, from builders' tars or directories, as one tree."""
-    with contextlib.ExitStack() as stack:
-        parts = []
-        for tree in trees:
-            if tree.is_dir():
-                files = sorted(path for path in tree.rglob("*") if path.is_file())
-                parts.append(entries_from_files(tree, files))
-            else:
-                archive = stack.enter_context(tarfile.open(tree))
-                parts.append(entries_from_tar(archive, TREE_PREFIX))
-        yield merge_entries(parts)
 
 
 def _remove_what_killed_runs_left(outputs: Sequence[Path]) -> None:
@@ -294,22 +258,22 @@ def _remove_what_killed_runs_left(outputs: Sequence[Path]) -> None:
         remove_stale_temporaries(output)
 
 
-def _report_extras(
-    report: dict[str, dict[str, int]], request: BuildRequest, progress: Progress
-) -> None:
-    if "slim" in report:
-        slim = report["slim"]
+def _report_steps(decided: BuildPlan, report: TreeReport, progress: Progress) -> None:
+    if report.slim is not None:
+        slim = report.slim
         progress.info(
-            f"  slim: removed {slim['files_removed']} files, stripped"
-            f" {slim['libraries_stripped']} libraries, {slim['bytes_saved'] / 1e6:.1f} MB saved"
+            f"  slim: removed {slim.files_removed} files, stripped"
+            f" {slim.libraries_stripped} libraries, {slim.bytes_saved / 1e6:.1f} MB saved"
         )
-        if request.slim and not slim.get("strip_available"):
-            progress.warning("The image has no `strip`; debug symbols of .so files were kept.")
-    if "compile" in report:
-        compiled = report["compile"]
+        if slim.libraries_unstripped:
+            progress.warning(
+                f"No `strip` for {decided.target.machine} where the tree was slimmed:"
+                f" {slim.libraries_unstripped} shared libraries kept their debug symbols."
+            )
+    if report.compile is not None:
         progress.info(
-            f"  compiled {compiled['compiled']} modules for {request.runtime or 'the runtime'}"
-            f" (unchecked-hash .pyc), {compiled['failed']} could not be compiled"
+            f"  compiled {report.compile.compiled} modules for {decided.target.runtime}"
+            f" (unchecked-hash .pyc), {report.compile.failed} could not be compiled"
         )
 
 

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 from packaging.utils import canonicalize_name
 
+from poetry_lambda_zip.archive import refuse_directory
 from poetry_lambda_zip.archive import timestamp_from_environment
-from poetry_lambda_zip.builders import CompileSettings
+from poetry_lambda_zip.builders import DockerSettings
 from poetry_lambda_zip.contents import Layout
 from poetry_lambda_zip.contents import layer_output
 from poetry_lambda_zip.errors import ConfigError
@@ -39,10 +40,19 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.request import BuildRequest
     from poetry_lambda_zip.resolve import RequirementSet
 
-__all__ = ["BuildPlan", "plan"]
+__all__ = ["BuildPlan", "CompilePrefixes", "plan"]
 
 #: The name poetry-core gives a package-mode = false project that has none.
 _UNNAMED = "non-package-mode"
+
+
+@dataclass(frozen=True)
+class CompilePrefixes:
+    """Where tracebacks say a precompiled file is on Lambda: /var/task for the function,
+    /opt/python for a layer."""
+
+    dependencies: str
+    project: str
 
 
 @dataclass(frozen=True)
@@ -51,7 +61,8 @@ class BuildPlan:
 
     request: BuildRequest
     target: LambdaTarget
-    image: str
+    #: The image, the index for build dependencies, Docker's network, the pip cache volume.
+    docker: DockerSettings
     requirements: RequirementSet
     output: Path
     project_name: str
@@ -60,12 +71,12 @@ class BuildPlan:
     #: Project files for the zip root: (name in the zip, file here).
     includes: tuple[tuple[str, Path], ...]
     project_dir: Path
-    #: Where build dependencies of sdists and source trees come from (None: PyPI).
-    default_index: str | None
+    #: CA certificates and proxies, and the index credentials, for what the builder builds.
     network: NetworkSettings
     credentials: tuple[Credential, ...]
     #: How to precompile (None: no bytecode).
-    compile: CompileSettings | None
+    compile: CompilePrefixes | None
+    slim: bool
     #: Every entry's time in the zip (SOURCE_DATE_EPOCH, else 1980-01-01).
     timestamp: int
     layout: Layout = Layout.FUNCTION
@@ -125,15 +136,15 @@ def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan
     network = network_settings(os.environ, request.ca_bundle, _source_certificates(poetry))
     for warning in network.warnings:
         progress.warning(warning)
-    compile_settings = None
-    if request.compile:
-        compile_settings = _compile_settings(
-            request.layout, name if poetry.is_package_mode else None
-        )
     return BuildPlan(
         request=request,
         target=target,
-        image=request.image or target.default_image,
+        docker=DockerSettings(
+            image=request.image or target.default_image,
+            default_index=_default_index(poetry),
+            network=request.docker_network,
+            cache=request.cache,
+        ),
         requirements=requirements,
         output=output,
         project_name=name,
@@ -141,10 +152,10 @@ def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan
         package_mode=poetry.is_package_mode,
         includes=tuple((path.relative_to(project_dir).as_posix(), path) for path in includes),
         project_dir=project_dir,
-        default_index=_default_index(poetry),
         network=network,
         credentials=tuple(index_credentials(poetry, requirements.requirements)),
-        compile=compile_settings,
+        compile=_compile_prefixes(request.layout) if request.compile else None,
+        slim=request.slim,
         timestamp=timestamp_from_environment(),
         layout=request.layout,
     )
@@ -158,10 +169,7 @@ def _check_outputs(outputs: Sequence[Path]) -> None:
     """Outputs replace only what this plugin wrote: a file without its fingerprint (a
     pyproject.toml, a source file, a vendored wheel, someone's zip) is never overwritten."""
     for output in outputs:
-        if output.is_dir():
-            raise OutputError(
-                f"The output path {output} is a directory.", "Pass a file name to -o."
-            )
+        refuse_directory(output)
         if output.exists() and not carries_fingerprint(output):
             raise OutputError(
                 f"{output} exists and was not written by poetry-lambda-zip; it is not replaced.",
@@ -170,14 +178,13 @@ def _check_outputs(outputs: Sequence[Path]) -> None:
             )
 
 
-def _compile_settings(layout: Layout, project: str | None) -> CompileSettings:
-    """Tracebacks name the path a file has on Lambda: /var/task for the function, /opt/python
-    for a layer; the project's own files are in the function zip unless there is none."""
+def _compile_prefixes(layout: Layout) -> CompilePrefixes:
+    """The dependencies are in the function zip or in a layer; the project's own files are in
+    the function zip unless there is none."""
     function, layer = "/var/task", "/opt/python"
-    return CompileSettings(
-        prefix=function if layout is Layout.FUNCTION else layer,
-        project_prefix=function if layout.ships_project else layer,
-        project=project,
+    return CompilePrefixes(
+        dependencies=function if layout is Layout.FUNCTION else layer,
+        project=function if layout.ships_project else layer,
     )
 
 

@@ -27,7 +27,7 @@ def plan_json(plan: BuildPlan) -> dict[str, Any]:
             "python": target.python_version_text,
             "glibc": "{}.{}".format(*target.glibc),
             "platform_tags": target.platforms(),
-            "image": plan.image,
+            "image": plan.docker.image,
         },
         "groups": sorted(plan.requirements.groups),
         "extras": sorted(plan.requirements.extras),
@@ -72,7 +72,7 @@ def plan_lines(plan: BuildPlan) -> list[str]:
     width = max((len(f"{r.name} {r.version}") for r in requirements.requirements), default=0)
     lines = [
         f"Target   {target.description}",
-        f"Image    {plan.image}",
+        f"Image    {plan.docker.image}",
         f"Tags     cp{target.python_version_text.replace('.', '')} on {platforms[0]}"
         f" ... {platforms[-1]} ({len(platforms)} platforms)",
         f"Groups   {', '.join(sorted(requirements.groups))};"
@@ -116,8 +116,8 @@ def result_json(result: BuildResult) -> dict[str, Any]:
         ],
         "up_to_date": result.up_to_date,
         "import_seconds": result.import_seconds,
-        "slim": result.report.get("slim"),
-        "compile": result.report.get("compile"),
+        "slim": result.report.to_json().get("slim"),
+        "compile": result.report.to_json().get("compile"),
         "runtime": result.plan.target.runtime,
         "arch": result.plan.target.arch,
         "builder": result.builder,

@@ -1,8 +1,8 @@
 """Installed dependency trees kept between builds, so a change to the project's own code does
 not reinstall its dependencies.
 
-An entry is the tar a builder handed back for the dependencies alone (below ``TREE_PREFIX/``)
-plus a record of what the builder reported about it and the tar's sha256, stored under a key
+An entry is a tar of the finished dependencies' tree alone (below ``tree/``) plus a record of
+what the builder reported about it and the tar's sha256, stored under a key
 that covers everything that decides those files: the selected locked artifacts, path-dependency
 contents, target, builder and image identity, slim and compile settings, and this plugin's
 version (``fingerprint.tree_key``). Entries are written atomically and are never modified, so
@@ -15,15 +15,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import tarfile
 from pathlib import Path  # noqa: TC003 - dataclass field types are evaluated at runtime
 from typing import TYPE_CHECKING
 from typing import Any
 
+from poetry_lambda_zip.archive import entries_from_tar
 from poetry_lambda_zip.archive import file_sha256
-from poetry_lambda_zip.builders import TREE_PREFIX
-from poetry_lambda_zip.builders import InstallResult
+from poetry_lambda_zip.archive import write_tree
+from poetry_lambda_zip.builders import Finished
+from poetry_lambda_zip.builders import TreeReport
 from poetry_lambda_zip.stale import partial_name
 from poetry_lambda_zip.stale import remove_stale
 
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TreeCache"]
 
+#: The top directory of a kept tar; the tree's files are below it.
+_PREFIX = "tree"
 #: How many trees to keep: a few projects and branches' worth, each a few MB to a few 100 MB.
 KEEP = 8
 #: And how many bytes at most (the most recently used tree is always kept).
@@ -60,8 +63,9 @@ class TreeCache:
         keep."""
         return TreeCache(self.directory, self._keep, self._keep_bytes, warn)
 
-    def get(self, key: str) -> InstallResult | None:
-        """The entry kept under ``key``, its tar checked against the recorded sha256."""
+    def get(self, key: str, into: Path) -> Finished | None:
+        """The tree kept under ``key``, its tar checked against the recorded sha256, written
+        into the directory ``into`` (which must not exist)."""
         tree, record = self._paths(key)
         try:
             text = record.read_text(encoding="utf-8")
@@ -89,19 +93,21 @@ class TreeCache:
             return None
         with contextlib.suppress(OSError):  # a read-only cache is still a cache
             os.utime(tree)  # most recently used: kept longest
-        return InstallResult(tree, report)
+        with tarfile.open(tree) as archive:
+            write_tree(entries_from_tar(archive, _PREFIX), into)
+        return Finished(into, report, f"reused from {self.directory}")
 
-    def put(self, key: str, installed: InstallResult) -> None:
-        """Store a builder's result (a tar, or the local builder's directory). Best effort: a
-        cache that cannot be written (read-only, full) only costs the next build time."""
+    def put(self, key: str, finished: Finished) -> None:
+        """Keep a finished tree. Best effort: a cache that cannot be written (read-only,
+        full) only costs the next build time."""
         tree, record = self._paths(key)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             remove_stale(self.directory, ".", ".part")  # what a killed build left
             # No record while the tar is replaced: a reader finds nothing rather than a mismatch.
             record.unlink(missing_ok=True)
-            _write_atomically(tree, lambda path: _copy_tree(installed.tree, path))
-            document = {"sha256": file_sha256(tree), "report": installed.report}
+            _write_atomically(tree, lambda path: _tar(finished.directory, path))
+            document = {"sha256": file_sha256(tree), "report": finished.report.to_json()}
             _write_atomically(record, lambda path: _write_json(path, document))
             self._prune()
         except OSError as e:
@@ -134,14 +140,14 @@ class TreeCache:
                 path.unlink(missing_ok=True)
 
 
-def _parsed(found: Any) -> tuple[dict[str, dict[str, int]] | None, str | None]:
+def _parsed(found: Any) -> tuple[TreeReport | None, str | None]:
     """The report and the sha256 of a record, or (None, None) for one that is not ours."""
-    if not isinstance(found, dict):
+    if not isinstance(found, dict) or not isinstance(found.get("sha256"), str):
         return None, None
-    report, digest = found.get("report"), found.get("sha256")
-    if not isinstance(report, dict) or not isinstance(digest, str):
+    try:
+        return TreeReport.from_json(found.get("report")), found["sha256"]
+    except ValueError:
         return None, None
-    return report, digest
 
 
 def _write_atomically(destination: Path, write: Callable[[Path], None]) -> None:
@@ -161,9 +167,6 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
     path.write_text(json.dumps(document, sort_keys=True), encoding="utf-8")
 
 
-def _copy_tree(tree: Path, destination: Path) -> None:
-    if not tree.is_dir():
-        shutil.copyfile(tree, destination)
-        return
+def _tar(tree: Path, destination: Path) -> None:
     with tarfile.open(destination, "w") as archive:
-        archive.add(tree, TREE_PREFIX)
+        archive.add(tree, _PREFIX)

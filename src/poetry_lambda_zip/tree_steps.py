@@ -6,7 +6,6 @@ file into the container next to its entry script (``builders/_inside.py``); the 
 imports it.
 """
 
-import csv
 import filecmp
 import importlib.util
 import os
@@ -29,6 +28,7 @@ __all__ = [
     "TARGET",
     "WORK",
     "compile_tree",
+    "finish_tree",
     "join_pem",
     "merge_trees",
     "slim_tree",
@@ -79,10 +79,23 @@ def merge_trees(sources: list[str], target: str) -> Optional[str]:
     return None
 
 
+def finish_tree(
+    target: str, slim: bool, strip: Optional[str], compile_prefix: Optional[str]
+) -> dict[str, Any]:
+    """Slim (stripping shared libraries with ``strip``, if there is one for the target) and
+    precompile ``target`` as asked; the report of each step that ran."""
+    report: dict[str, Any] = {}
+    if slim:
+        report["slim"] = slim_tree(target, strip)
+    if compile_prefix is not None:
+        report["compile"] = compile_tree(target, compile_prefix)
+    return report
+
+
 def slim_tree(target: str, strip: Optional[str]) -> dict[str, int]:
     """Remove what never runs on Lambda; never a dist-info directory (importlib.metadata).
     ``strip`` is the strip program for the target's libraries, if there is one."""
-    removed = saved = stripped = 0
+    removed = saved = stripped = unstripped = 0
     for directory, subdirectories, files in os.walk(target, topdown=True):
         relative = os.path.relpath(directory, target)
         depth = 0 if relative == "." else relative.count(os.sep) + 1
@@ -102,19 +115,21 @@ def slim_tree(target: str, strip: Optional[str]) -> dict[str, int]:
                 saved += os.lstat(path).st_size
                 removed += 1
                 os.remove(path)
-            elif strip and SHARED_LIBRARY.search(name) and not os.path.islink(path):
+            elif SHARED_LIBRARY.search(name) and not os.path.islink(path):
                 before = os.path.getsize(path)
-                if subprocess.call([strip, "--strip-debug", path]) == 0:
+                if not strip:
+                    unstripped += 1
+                elif subprocess.call([strip, "--strip-debug", path]) == 0:
                     saved += before - os.path.getsize(path)
                     stripped += 1
     return {"files_removed": removed, "bytes_saved": saved, "libraries_stripped": stripped,
-            "strip_available": int(bool(strip))}  # fmt: skip
+            "libraries_unstripped": unstripped}  # fmt: skip
 
 
-def compile_tree(target: str, settings: dict[str, Any], includes: list[str]) -> dict[str, int]:
+def compile_tree(target: str, prefix: str) -> dict[str, int]:
     """PEP 552 unchecked-hash .pyc for this interpreter: valid whatever the mtimes after unzip,
-    identical across builds. Tracebacks name the path the file has on Lambda."""
-    project_files = set(includes) | _project_files(target, settings["project"])
+    identical across builds. Tracebacks name the path the file has on Lambda: ``prefix`` plus
+    its path in the tree."""
     jobs = []
     for directory, subdirectories, files in os.walk(target):
         subdirectories.sort()
@@ -123,7 +138,6 @@ def compile_tree(target: str, settings: dict[str, Any], includes: list[str]) -> 
                 continue
             source = os.path.join(directory, name)
             relative = os.path.relpath(source, target).replace(os.sep, "/")
-            prefix = settings["project_prefix" if relative in project_files else "prefix"]
             jobs.append((source, f"{prefix}/{relative}"))
     with ProcessPoolExecutor() as pool:
         results = list(pool.map(_compile_one, jobs, chunksize=64))
@@ -143,17 +157,3 @@ def _compile_one(job: tuple[str, str]) -> bool:
     except (py_compile.PyCompileError, SyntaxError, UnicodeDecodeError, ValueError):
         return False  # e.g. Python 2 test data shipped in a wheel: pip skips these too
     return True
-
-
-def _project_files(target: str, project: str) -> set[str]:
-    """Files of the project's own distribution, from its RECORD."""
-    if not project:
-        return set()
-    wanted = re.sub(r"[-_.]+", "-", project).lower()
-    for name in os.listdir(target):
-        if name.endswith(".dist-info"):
-            distribution = name[: -len(".dist-info")].rsplit("-", 1)[0]
-            if re.sub(r"[-_.]+", "-", distribution).lower() == wanted:
-                with open(os.path.join(target, name, "RECORD"), encoding="utf-8") as handle:
-                    return {row[0] for row in csv.reader(handle) if row}
-    return set()

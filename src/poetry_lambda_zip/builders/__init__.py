@@ -1,14 +1,24 @@
-"""Builders finish an installed tree for a Lambda target and hand it back: they add what must
-be built or installed with the target's toolchain (sdists, path and git dependencies, the
-project's wheel) to the wheels already unpacked on this machine, then slim and precompile."""
+"""Builders finish a tree unpacked on this machine with the target's toolchain.
+
+The contract: a builder gets a directory (wheels or the project's files, unpacked here) and the
+``Steps`` it must add (build these sources, slim and strip, precompile), and returns a directory
+holding the finished tree plus a ``TreeReport``. How it gets there (a container, tar streams,
+this machine's Python) is its own business; ``choose_builder`` is the only place that names one.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
-from dataclasses import field
 from pathlib import Path  # noqa: TC003 - dataclass field types are evaluated at runtime
 from typing import TYPE_CHECKING
+from typing import Any
 from typing import Protocol
+from typing import TypeVar
+
+from poetry_lambda_zip.tree_steps import SHARED_LIBRARY
+from poetry_lambda_zip.tree_steps import finish_tree
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -20,69 +30,155 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.target import LambdaTarget
 
 __all__ = [
-    "TREE_PREFIX",
     "Builder",
-    "CompileSettings",
-    "InstallJob",
-    "InstallResult",
+    "CompileReport",
+    "DockerSettings",
+    "Finished",
     "Progress",
+    "SlimReport",
+    "Steps",
+    "TreeReport",
     "VerifyJob",
     "choose_builder",
+    "finish_here",
+    "verify_handler",
 ]
 
-#: Top directory of the tar a builder returns; the package's files are below it.
-TREE_PREFIX = "target"
-
 
 @dataclass(frozen=True)
-class InstallJob:
-    """Everything a builder needs: no Poetry objects; host paths only for files it sends along
-    (the project wheel, local files, source trees, include files, the unpacked tree)."""
+class Steps:
+    """What a builder adds to an unpacked tree. No Poetry objects; host paths only for the
+    source trees it sends along."""
 
     target: LambdaTarget
-    image: str
-    requirements: tuple[Requirement, ...]
-    #: The project's own wheel, installed next to the requirements; None without package mode.
-    project_wheel: Path | None
-    #: Directory and git requirements, to be built in the image (the lock has no hash for them).
-    trees: tuple[SourceTree, ...]
-    #: Where build dependencies come from: the project's primary source, None for PyPI.
-    default_index: str | None
-    credentials: tuple[Credential, ...]
-    network: NetworkSettings
-    build_id: str
-    #: Docker network for the build container (e.g. "host"); None for the engine's default.
-    docker_network: str | None = None
-    #: Project files for the package root: (path in the package, file here).
-    includes: tuple[tuple[str, Path], ...] = ()
+    #: Requirements without a wheel unpacked here: pip builds or installs them with the
+    #: target's toolchain, locked artifacts (sdists, archives) with their hashes required,
+    #: directory and git requirements from ``trees`` (the lock has no hash for them).
+    build: tuple[Requirement, ...] = ()
+    trees: tuple[SourceTree, ...] = ()
+    #: Remove what never runs on Lambda; strip shared libraries' debug symbols.
     slim: bool = False
-    compile: CompileSettings | None = None
-    #: Reuse downloads across builds (a Docker volume / Poetry's artifact cache).
-    cache: bool = True
-    #: Files already fetched and unpacked on this machine (wheels, the project's files): the
-    #: builder adds what it installs, then slims and precompiles the whole tree.
-    unpacked: Path | None = None
-    #: What the job installs, for progress lines.
-    what: str = "the dependencies"
+    #: Precompile, tracebacks naming files below this prefix (/var/task, /opt/python).
+    compile_prefix: str | None = None
+    #: Only what building needs: credentials for the indexes the builds come from, and the
+    #: proxies and CA bundle (none for steps that download nothing).
+    credentials: tuple[Credential, ...] = ()
+    network: NetworkSettings | None = None
+
+    @property
+    def builds(self) -> bool:
+        return bool(self.build or self.trees)
+
+    def may_need_toolchain(self) -> bool:
+        """Whether the result may depend on the toolchain that finishes it (before the tree is
+        unpacked): unpacked wheels alone are the same bytes from any builder and image."""
+        return self.builds or self.slim or self.compile_prefix is not None
+
+    def need_toolchain(self, tree: Path) -> bool:
+        """Whether ``tree`` needs the builder (the image's toolchain, for the docker builder):
+        building, precompiling (its Python's bytecode) or stripping a shared library in it.
+        Slimming alone is the same everywhere and is done here."""
+        if self.builds or self.compile_prefix is not None:
+            return True
+        return self.slim and _holds_shared_library(tree)
+
+    def describe(self) -> str:
+        """What the steps do, for the progress line."""
+        done = [f"pip built or installed {len(self.build)}"] if self.builds else []
+        done += ["slimmed"] if self.slim else []
+        done += ["precompiled"] if self.compile_prefix is not None else []
+        return ", ".join(done) or "merged"
+
+
+def finish_here(tree: Path, steps: Steps) -> TreeReport:
+    """Slim and precompile ``tree`` in place with this machine's ``strip`` (for the target's
+    architecture only) and Python: what the container's script does in the image."""
+    native = os.uname().machine == steps.target.machine
+    strip = shutil.which("strip") if native and steps.slim else None
+    return TreeReport.from_json(finish_tree(str(tree), steps.slim, strip, steps.compile_prefix))
+
+
+def _holds_shared_library(tree: Path) -> bool:
+    return any(SHARED_LIBRARY.search(name) for _, _, files in os.walk(tree) for name in files)
+
+
+_Counts = TypeVar("_Counts", bound="_StepCounts")
 
 
 @dataclass(frozen=True)
-class CompileSettings:
-    """How to precompile: tracebacks show the path a file has on Lambda (/var/task for the
-    function, /opt/python for a layer)."""
+class _StepCounts:
+    """What one step counted: two reports of it add up count by count."""
 
-    prefix: str
-    project_prefix: str
-    #: The project's distribution name, whose files (and the includes) get ``project_prefix``.
-    project: str | None
+    def __add__(self: _Counts, other: _Counts) -> _Counts:
+        return type(self)(*(a + b for a, b in zip(vars(self).values(), vars(other).values())))
 
 
 @dataclass(frozen=True)
-class InstallResult:
-    #: A tar whose files sit below ``TREE_PREFIX/``, or a directory holding them.
-    tree: Path
-    #: What the builder did beyond installing: {"slim": {...}, "compile": {...}}.
-    report: dict[str, dict[str, int]] = field(default_factory=dict)
+class SlimReport(_StepCounts):
+    files_removed: int = 0
+    bytes_saved: int = 0
+    libraries_stripped: int = 0
+    #: Shared libraries that kept their debug symbols: no ``strip`` for the target.
+    libraries_unstripped: int = 0
+
+
+@dataclass(frozen=True)
+class CompileReport(_StepCounts):
+    compiled: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class TreeReport:
+    """What the steps did beyond installing; None for a step that did not run."""
+
+    slim: SlimReport | None = None
+    compile: CompileReport | None = None
+
+    def __add__(self, other: TreeReport) -> TreeReport:
+        return TreeReport(_add(self.slim, other.slim), _add(self.compile, other.compile))
+
+    def to_json(self) -> dict[str, dict[str, int]]:
+        """As ``tree_steps`` reports it (and --json shows it)."""
+        steps = {"slim": self.slim, "compile": self.compile}
+        return {name: vars(counts) for name, counts in steps.items() if counts is not None}
+
+    @classmethod
+    def from_json(cls, document: Any) -> TreeReport:
+        """From ``tree_steps``' report (the container's output, a kept tree's record): a
+        document of any other shape raises ValueError."""
+        if not isinstance(document, dict) or set(document) - {"slim", "compile"}:
+            raise ValueError(f"not a tree report: {document!r}")
+        slim, compile_counts = document.get("slim"), document.get("compile")
+        return cls(
+            None if slim is None else SlimReport(**_checked_counts(slim, SlimReport)),
+            None
+            if compile_counts is None
+            else CompileReport(**_checked_counts(compile_counts, CompileReport)),
+        )
+
+
+def _add(a: Any, b: Any) -> Any:
+    return b if a is None else a if b is None else a + b
+
+
+def _checked_counts(counts: Any, kind: type[SlimReport | CompileReport]) -> dict[str, int]:
+    names = set(vars(kind()))
+    if not isinstance(counts, dict) or set(counts) != names:
+        raise ValueError(f"not {kind.__name__} counts: {counts!r}")
+    if not all(type(value) is int and value >= 0 for value in counts.values()):
+        raise ValueError(f"not {kind.__name__} counts: {counts!r}")
+    return counts
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A builder's result: the directory holding the finished tree."""
+
+    directory: Path
+    report: TreeReport
+    #: Where it was done, for the progress line: "here", "in the python3.12 image".
+    where: str
 
 
 class Progress(Protocol):
@@ -100,17 +196,13 @@ class Progress(Protocol):
 class Builder(Protocol):
     name: str
 
-    def install(self, job: InstallJob, workdir: Path, progress: Progress) -> InstallResult:
-        """Install ``job`` (merged with ``job.unpacked``); the result holds the package's
-        files: a tar below ``TREE_PREFIX/``, or a directory."""
+    def finish(self, tree: Path, steps: Steps, workdir: Path, progress: Progress) -> Finished:
+        """Add ``steps`` to the unpacked ``tree`` (which it may change or move); ``workdir`` is
+        an empty directory of its own. Returns the directory holding the finished tree."""
         ...
 
-    def verify(self, check: VerifyJob, progress: Progress) -> float:
-        """Import the handler from the built zips as Lambda would; return the import time."""
-        ...
-
-    def identity(self, job: InstallJob, progress: Progress) -> str:
-        """What, besides the job, decides the output: e.g. the image's id."""
+    def identity(self, steps: Steps, progress: Progress) -> str:
+        """What, besides the steps, decides the finished tree: e.g. the image's id."""
         ...
 
     def cannot_compile(self, target: LambdaTarget) -> str | None:
@@ -121,32 +213,48 @@ class Builder(Protocol):
 @dataclass(frozen=True)
 class VerifyJob:
     target: LambdaTarget
-    image: str
     handler: str
     #: Unpacked into a read-only /var/task.
     function_zip: Path | None
     #: Unpacked into a read-only /opt (its python/ directory is on sys.path).
     layer_zip: Path | None
-    build_id: str
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    """What the docker builder runs with, settled in the plan; ``--verify`` imports the
+    handler in the same image, whichever builder built."""
+
+    image: str
+    #: Where build dependencies come from: the project's primary source, None for PyPI.
+    default_index: str | None
+    #: Docker network for the build container (e.g. "host"); None for the engine's default.
+    network: str | None = None
+    #: Keep pip's downloads and built wheels in a Docker volume.
+    cache: bool = True
 
 
 def choose_builder(
-    kind: str, requirements: Sequence[Requirement], target: LambdaTarget, progress: Progress
+    kind: str,
+    built: Sequence[Requirement],
+    target: LambdaTarget,
+    docker: DockerSettings,
+    progress: Progress,
 ) -> Builder:
     """The builder ``kind`` (--builder) names; for "auto" Docker when an engine answers, else
-    the local builder when every requirement has a wheel for the target."""
+    the local builder when nothing must be ``built`` (every requirement has a wheel for the
+    target)."""
     from poetry_lambda_zip.builders.docker import DockerBuilder
     from poetry_lambda_zip.builders.docker import engine_answers
     from poetry_lambda_zip.builders.docker import engine_location
     from poetry_lambda_zip.builders.local import LocalBuilder
     from poetry_lambda_zip.builders.local import no_wheel_error
-    from poetry_lambda_zip.builders.local import not_installable_locally
     from poetry_lambda_zip.errors import DockerUnavailableError
 
-    missing = not_installable_locally(requirements)
+    missing = list(built)
     runtime = target.runtime
     if kind == "docker":
-        return DockerBuilder()
+        return DockerBuilder(docker)
     if kind == "local":
         if missing:
             raise no_wheel_error(missing, runtime)
@@ -154,7 +262,7 @@ def choose_builder(
         return LocalBuilder()
     if engine_answers():
         progress.info(f"Builder: docker (an engine answers at {engine_location()})")
-        return DockerBuilder()
+        return DockerBuilder(docker)
     if missing:
         error = no_wheel_error(missing, runtime)
         raise DockerUnavailableError(
@@ -166,3 +274,11 @@ def choose_builder(
         f" wheel for {runtime})"
     )
     return LocalBuilder()
+
+
+def verify_handler(check: VerifyJob, docker: DockerSettings, progress: Progress) -> float:
+    """Import the handler from the built zips as Lambda would, in the image; return the
+    import time. Whatever built the zips, only an engine can run the image."""
+    from poetry_lambda_zip.builders.docker import verify_in_image
+
+    return verify_in_image(check, docker, progress)

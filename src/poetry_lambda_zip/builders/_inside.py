@@ -91,8 +91,6 @@ def _install(job: dict[str, Any], environment: dict[str, str]) -> int:
         if code:
             return code
         targets.append(target)
-    if job["includes"]:
-        targets.append(os.path.join(WORK, "include"))
     if job["trees"]:
         target = f"{TARGET}.trees"
         command = [
@@ -112,11 +110,8 @@ def _install(job: dict[str, Any], environment: dict[str, str]) -> int:
     if conflict:
         print(f"lambda-zip: conflict {conflict} is installed twice, differently", flush=True)
         return tree_steps.CONFLICT
-    report: dict[str, Any] = {}
-    if job["slim"]:
-        report["slim"] = tree_steps.slim_tree(TARGET, strip=shutil.which("strip"))
-    if job["compile"]:
-        report["compile"] = tree_steps.compile_tree(TARGET, job["compile"], job["includes"])
+    strip = shutil.which("strip")
+    report = tree_steps.finish_tree(TARGET, job["slim"], strip, job["compile_prefix"])
     print(tree_steps.REPORT_MARK + json.dumps(report), flush=True)
     return 0
 

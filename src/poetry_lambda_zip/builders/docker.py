@@ -8,12 +8,12 @@ files (CI job containers sharing docker.sock, remote ``DOCKER_HOST``).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
 import tarfile
 import time
+import uuid
 import zipfile
 from collections import deque
 from importlib import resources
@@ -29,8 +29,10 @@ from docker.errors import ImageNotFound
 from docker.errors import NotFound
 from requests.exceptions import RequestException
 
-from poetry_lambda_zip.builders import TREE_PREFIX
-from poetry_lambda_zip.builders import InstallResult
+from poetry_lambda_zip.archive import entries_from_tar
+from poetry_lambda_zip.archive import write_tree
+from poetry_lambda_zip.builders import Finished
+from poetry_lambda_zip.builders import TreeReport
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import DockerUnavailableError
@@ -41,18 +43,22 @@ from poetry_lambda_zip.tree_steps import EXIT_MARK
 from poetry_lambda_zip.tree_steps import LAMBDA_PYTHON
 from poetry_lambda_zip.tree_steps import PYTHON_MISMATCH
 from poetry_lambda_zip.tree_steps import REPORT_MARK
+from poetry_lambda_zip.tree_steps import TARGET
 from poetry_lambda_zip.tree_steps import WORK
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from collections.abc import Iterator
+    from collections.abc import Sequence
 
     from docker.models.containers import Container
     from docker.models.images import Image
 
-    from poetry_lambda_zip.builders import InstallJob
+    from poetry_lambda_zip.builders import DockerSettings
     from poetry_lambda_zip.builders import Progress
+    from poetry_lambda_zip.builders import Steps
     from poetry_lambda_zip.builders import VerifyJob
+    from poetry_lambda_zip.resolve import Requirement
     from poetry_lambda_zip.target import LambdaTarget
 
 __all__ = [
@@ -62,6 +68,7 @@ __all__ = [
     "DockerBuilder",
     "engine_answers",
     "engine_location",
+    "verify_in_image",
 ]
 
 CONTAINER_LABEL = "io.github.poetry-lambda-zip.build"
@@ -86,6 +93,8 @@ _TAIL_LINES = 40
 _DOCKER_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
 _NETWORK_MODES = ("host", "bridge", "none")
 _CACHE = "/tmp/lambda-zip-cache"
+#: The top directory of the tar get_archive returns for the finished tree.
+_RESULT = PurePosixPath(TARGET).name
 
 
 def engine_location(environ: dict[str, str] | None = None) -> str:
@@ -108,65 +117,51 @@ def engine_answers() -> bool:
 
 class DockerBuilder:
     """Runs pip (for what must be built), slimming and precompiling in a container started
-    from the job's image."""
+    from the settings' image."""
 
     name = "docker"
 
-    def __init__(self, connect: Callable[[], docker.DockerClient] = docker.from_env) -> None:
+    def __init__(
+        self, settings: DockerSettings, connect: Callable[[], docker.DockerClient] = docker.from_env
+    ) -> None:
+        self._settings = settings
         self._connect = connect
 
-    def install(self, job: InstallJob, workdir: Path, progress: Progress) -> InstallResult:
-        with contextlib.closing(self._client()) as client:
-            return self._install(client, job, workdir, progress)
+    def finish(self, tree: Path, steps: Steps, workdir: Path, progress: Progress) -> Finished:
+        with contextlib.closing(_client(self._connect)) as client:
+            report = self._run(client, tree, steps, workdir, progress)
+        return Finished(workdir / "finished", report, f"in the {steps.target.runtime} image")
 
-    def _install(
-        self, client: docker.DockerClient, job: InstallJob, workdir: Path, progress: Progress
-    ) -> InstallResult:
+    def _run(
+        self,
+        client: docker.DockerClient,
+        tree: Path,
+        steps: Steps,
+        workdir: Path,
+        progress: Progress,
+    ) -> TreeReport:
+        """Run the steps in a container; the finished tree lands in ``workdir/finished``."""
+        image_name = self._settings.image
         started = time.monotonic()
-        image = self._image(client, job, progress)
-        progress.phase("image", time.monotonic() - started, f"{job.image} ({image.short_id})")
+        image = _image(client, image_name, steps.target, progress)
+        progress.phase("image", time.monotonic() - started, f"{image_name} ({image.short_id})")
 
-        started = time.monotonic()
-        name = f"poetry-lambda-zip-{job.build_id}"
+        build_id = uuid.uuid4().hex[:12]
+        name = f"poetry-lambda-zip-{build_id}"
         try:
             # Created inside the try: an interrupt that lands while the engine creates it still
             # removes it (by its name) below.
-            container = self._create(client, job, image, name)
-            small, files = _job_files(job)
+            container = self._create(client, steps.target, image, name, build_id)
+            small, files = _job_files(steps, self._settings)
             container.put_archive("/tmp", small)
-            with _inputs(job, files, workdir / "inputs.tar").open("rb") as inputs:
+            with _inputs(steps, files, tree, workdir / "inputs.tar").open("rb") as inputs:
                 container.put_archive("/tmp", inputs)
             container.start()
             tail, report, exit_code = _follow(container, progress)
-            if exit_code is None:
-                client.ping()  # the engine itself gone: DockerUnavailableError below
-                raise BuildFailedError(
-                    "The build container ended without a result. Its last lines:\n"
-                    + "\n".join(f"  {line}" for line in tail),
-                    "Check `docker info` and the engine's free space, then build again.",
-                )
-            if exit_code == PYTHON_MISMATCH:
-                found = next((t.split()[2] for t in tail if "python-mismatch" in t), "another")
-                raise ImageError(
-                    f"The image {job.image} has Python {found} at {LAMBDA_PYTHON}, but"
-                    f" {job.target.runtime} needs Python {job.target.python_version_text}.",
-                    "Pass an --image built for that runtime, or the --runtime the image has.",
-                )
-            if exit_code == CONFLICT:
-                found = next((t.split()[2] for t in tail if "lambda-zip: conflict" in t), "?")
-                raise ConflictError(
-                    found, "two dependencies", "Leave one of them out with --exclude-package."
-                )
-            if exit_code != 0:
-                output = "\n".join(f"  {line}" for line in tail)
-                raise BuildFailedError(
-                    f"pip failed inside {job.image} (exit code {exit_code}). Its last lines:\n"
-                    f"{output}",
-                    "Run again with -v for the installer's full output.",
-                )
-            tree = workdir / "tree.tar"
-            stream, _ = container.get_archive(f"{WORK}/{TREE_PREFIX}")
-            with tree.open("wb") as handle:
+            _check_exit(client, exit_code, tail, image_name, steps.target)
+            result = workdir / "result.tar"
+            stream, _ = container.get_archive(TARGET)
+            with result.open("wb") as handle:
                 for chunk in stream:
                     handle.write(chunk)
         except APIError as e:
@@ -182,136 +177,47 @@ class DockerBuilder:
             ) from e
         finally:
             _remove(client, name, progress)
-        progress.phase("install", time.monotonic() - started, _describe(job))
-        return InstallResult(tree, report)
+        with tarfile.open(result) as archive:
+            write_tree(entries_from_tar(archive, _RESULT), workdir / "finished")
+        return report
 
-    def identity(self, job: InstallJob, progress: Progress) -> str:
-        with contextlib.closing(self._client()) as client:
-            return f"docker {self._image(client, job, progress).id}"
+    def identity(self, steps: Steps, progress: Progress) -> str:
+        with contextlib.closing(_client(self._connect)) as client:
+            image = _image(client, self._settings.image, steps.target, progress)
+        return f"docker {image.id}"
 
     def cannot_compile(self, target: LambdaTarget) -> str | None:
         return None  # the image's Python is the runtime's (checked when the container starts)
 
-    def verify(self, check: VerifyJob, progress: Progress) -> float:
-        with contextlib.closing(self._client()) as client:
-            return self._verify(client, check, progress)
-
-    def _verify(self, client: docker.DockerClient, check: VerifyJob, progress: Progress) -> float:
-        started = time.monotonic()
-        name = f"poetry-lambda-zip-verify-{check.build_id}"
-        try:
-            container = client.containers.create(
-                check.image,
-                entrypoint=[LAMBDA_PYTHON],
-                command=["-c", _VERIFY_SCRIPT, check.handler],
-                name=name,
-                labels={CONTAINER_LABEL: check.build_id, **_owner_labels()},
-                platform=check.target.docker_platform,
-                # Lambda's /var/task is read-only: as nobody, nothing below it is writable,
-                # so Python cannot write bytecode it did not find in the zip.
-                user="65534:65534",
-                working_dir="/var/task",
-            )
-        except APIError as e:
-            _remove(client, name, progress)
-            raise ImageError(f"Cannot create a container from {check.image}: {e}") from e
-        except BaseException:
-            _remove(client, name, progress)  # interrupted while the engine created it
-            raise
-        try:
-            if check.function_zip is not None:
-                container.put_archive("/var/task", _read_only_tar(check.function_zip))
-            if check.layer_zip is not None:
-                container.put_archive("/opt", _read_only_tar(check.layer_zip))
-            container.start()
-            tail, _, _ = _follow(container, progress)
-            container.wait()
-        except APIError as e:
-            raise BuildFailedError(f"The Docker engine failed while verifying: {e}") from e
-        finally:
-            _remove(client, name, progress)
-        outcome: dict[str, Any] = next(
-            (
-                json.loads(line.removeprefix(_VERIFIED))
-                for line in tail
-                if line.startswith(_VERIFIED)
-            ),
-            {"ok": False, "traceback": "\n".join(tail)},
-        )
-        if not outcome["ok"]:
-            raise BuildFailedError(
-                f"The handler {check.handler} does not import from the package:\n"
-                f"{outcome['traceback']}",
-                "The zip was written; fix the handler setting or the code, then build again.",
-            )
-        seconds = float(outcome["seconds"])
-        progress.phase(
-            "verify",
-            time.monotonic() - started,
-            f"{check.handler} imports in {seconds * 1000:.0f} ms from a read-only /var/task",
-        )
-        return seconds
-
-    def _client(self) -> docker.DockerClient:
-        try:
-            client = self._connect()
-            client.ping()
-        except DockerException as e:
-            raise DockerUnavailableError(
-                f"No Docker engine answers at {engine_location()}: {e}",
-                "Start Docker, or point DOCKER_HOST at a running engine.",
-            ) from e
-        return client
-
-    def _image(self, client: docker.DockerClient, job: InstallJob, progress: Progress) -> Image:
-        wanted = _DOCKER_ARCH[job.target.arch]
-        try:
-            image = client.images.get(job.image)
-        except ImageNotFound:
-            progress.info(f"Pulling {job.image} for {job.target.docker_platform} ...")
-            try:
-                image = client.images.pull(job.image, platform=job.target.docker_platform)
-            except DockerException as e:
-                reason = getattr(e, "explanation", None) or e
-                raise ImageError(
-                    f"The image {job.image} is not on the engine and cannot be pulled: {reason}",
-                    "Check the registry is reachable (docker login if it needs it), or pass"
-                    " --image with an image present on this engine.",
-                ) from e
-        except APIError as e:
-            raise ImageError(f"Cannot inspect the image {job.image}: {e}") from e
-        found = image.attrs.get("Architecture", "")
-        if found != wanted:
-            raise ImageError(
-                f"The image {job.image} is for linux/{found}, but {job.target.arch} needs"
-                f" {job.target.docker_platform}.",
-                f"Pull the {job.target.docker_platform} variant or pass an --image for it.",
-            )
-        return image
-
     def _create(
-        self, client: docker.DockerClient, job: InstallJob, image: Image, name: str
+        self,
+        client: docker.DockerClient,
+        target: LambdaTarget,
+        image: Image,
+        name: str,
+        build_id: str,
     ) -> Container:
+        settings = self._settings
         network: dict[str, Any] = {}
-        if job.cache:
+        if settings.cache:
             # Downloads and wheels built from sdists, kept per runtime, arch and image so that
             # nothing built for one is ever installed for another.
-            volume = f"poetry-lambda-zip-cache-{job.target.runtime}-{job.target.arch}-"
+            volume = f"poetry-lambda-zip-cache-{target.runtime}-{target.arch}-"
             volume += image.id.removeprefix("sha256:")[:12]
             _cache_volume(client, volume)
             network["volumes"] = {volume: {"bind": _CACHE, "mode": "rw"}}
-        if job.docker_network in _NETWORK_MODES:
-            network["network_mode"] = job.docker_network
-        elif job.docker_network:
-            network["network"] = job.docker_network
+        if settings.network in _NETWORK_MODES:
+            network["network_mode"] = settings.network
+        elif settings.network:
+            network["network"] = settings.network
         try:
             return client.containers.create(
-                job.image,
+                settings.image,
                 entrypoint=[LAMBDA_PYTHON],
                 command=[f"{WORK}/inside.py"],
                 name=name,
-                labels={CONTAINER_LABEL: job.build_id, **_owner_labels()},
-                platform=job.target.docker_platform,
+                labels={CONTAINER_LABEL: build_id, **_owner_labels()},
+                platform=target.docker_platform,
                 environment={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
                 working_dir="/tmp",
                 # Gone as soon as its process ends: after we collect the result, or on its
@@ -321,9 +227,151 @@ class DockerBuilder:
             )
         except APIError as e:
             raise ImageError(
-                f"Cannot create a container from {job.image}: {e.explanation or e}",
+                f"Cannot create a container from {settings.image}: {e.explanation or e}",
                 "Check that the image is a Lambda Python image for the target architecture.",
             ) from e
+
+
+def _check_exit(
+    client: docker.DockerClient,
+    exit_code: int | None,
+    tail: deque[str],
+    image: str,
+    target: LambdaTarget,
+) -> None:
+    """Turn how the entry script ended into the error that explains it."""
+    if exit_code is None:
+        client.ping()  # the engine itself gone: DockerUnavailableError in the caller
+        raise BuildFailedError(
+            "The build container ended without a result. Its last lines:\n"
+            + "\n".join(f"  {line}" for line in tail),
+            "Check `docker info` and the engine's free space, then build again.",
+        )
+    if exit_code == PYTHON_MISMATCH:
+        found = next((t.split()[2] for t in tail if "python-mismatch" in t), "another")
+        raise ImageError(
+            f"The image {image} has Python {found} at {LAMBDA_PYTHON}, but"
+            f" {target.runtime} needs Python {target.python_version_text}.",
+            "Pass an --image built for that runtime, or the --runtime the image has.",
+        )
+    if exit_code == CONFLICT:
+        found = next((t.split()[2] for t in tail if "lambda-zip: conflict" in t), "?")
+        raise ConflictError(
+            found, "two dependencies", "Leave one of them out with --exclude-package."
+        )
+    if exit_code != 0:
+        output = "\n".join(f"  {line}" for line in tail)
+        raise BuildFailedError(
+            f"pip failed inside {image} (exit code {exit_code}). Its last lines:\n{output}",
+            "Run again with -v for the installer's full output.",
+        )
+
+
+def verify_in_image(
+    check: VerifyJob,
+    settings: DockerSettings,
+    progress: Progress,
+    connect: Callable[[], docker.DockerClient] = docker.from_env,
+) -> float:
+    """Import the handler from the zips in a container of the image, as Lambda would: from a
+    read-only /var/task (and /opt), as nobody. Returns the import time."""
+    with contextlib.closing(_client(connect)) as client:
+        return _verify(client, check, settings.image, progress)
+
+
+def _verify(client: docker.DockerClient, check: VerifyJob, image: str, progress: Progress) -> float:
+    started = time.monotonic()
+    build_id = uuid.uuid4().hex[:12]
+    name = f"poetry-lambda-zip-verify-{build_id}"
+    try:
+        container = client.containers.create(
+            image,
+            entrypoint=[LAMBDA_PYTHON],
+            command=["-c", _VERIFY_SCRIPT, check.handler],
+            name=name,
+            labels={CONTAINER_LABEL: build_id, **_owner_labels()},
+            platform=check.target.docker_platform,
+            # Lambda's /var/task is read-only: as nobody, nothing below it is writable,
+            # so Python cannot write bytecode it did not find in the zip.
+            user="65534:65534",
+            working_dir="/var/task",
+        )
+    except APIError as e:
+        _remove(client, name, progress)
+        raise ImageError(f"Cannot create a container from {image}: {e}") from e
+    except BaseException:
+        _remove(client, name, progress)  # interrupted while the engine created it
+        raise
+    try:
+        if check.function_zip is not None:
+            container.put_archive("/var/task", _read_only_tar(check.function_zip))
+        if check.layer_zip is not None:
+            container.put_archive("/opt", _read_only_tar(check.layer_zip))
+        container.start()
+        tail, _, _ = _follow(container, progress)
+        container.wait()
+    except APIError as e:
+        raise BuildFailedError(f"The Docker engine failed while verifying: {e}") from e
+    finally:
+        _remove(client, name, progress)
+    outcome: dict[str, Any] = next(
+        (json.loads(line.removeprefix(_VERIFIED)) for line in tail if line.startswith(_VERIFIED)),
+        {"ok": False, "traceback": "\n".join(tail)},
+    )
+    if not outcome["ok"]:
+        raise BuildFailedError(
+            f"The handler {check.handler} does not import from the package:\n"
+            f"{outcome['traceback']}",
+            "The zip was written; fix the handler setting or the code, then build again.",
+        )
+    seconds = float(outcome["seconds"])
+    progress.phase(
+        "verify",
+        time.monotonic() - started,
+        f"{check.handler} imports in {seconds * 1000:.0f} ms from a read-only /var/task",
+    )
+    return seconds
+
+
+def _client(connect: Callable[[], docker.DockerClient]) -> docker.DockerClient:
+    try:
+        client = connect()
+        client.ping()
+    except DockerException as e:
+        raise DockerUnavailableError(
+            f"No Docker engine answers at {engine_location()}: {e}",
+            "Start Docker, or point DOCKER_HOST at a running engine.",
+        ) from e
+    return client
+
+
+def _image(
+    client: docker.DockerClient, name: str, target: LambdaTarget, progress: Progress
+) -> Image:
+    wanted = _DOCKER_ARCH[target.arch]
+    try:
+        image = client.images.get(name)
+    except ImageNotFound:
+        progress.info(f"Pulling {name} for {target.docker_platform} ...")
+        try:
+            image = client.images.pull(name, platform=target.docker_platform)
+        except DockerException as e:
+            reason = getattr(e, "explanation", None) or e
+            raise ImageError(
+                f"The image {name} is not on the engine and cannot be pulled: {reason}",
+                "Check the registry is reachable (docker login if it needs it), or pass"
+                " --image with an image present on this engine.",
+            ) from e
+    except APIError as e:
+        raise ImageError(f"Cannot inspect the image {name}: {e}") from e
+    found = image.attrs.get("Architecture", "")
+    if found != wanted:
+        raise ImageError(
+            f"The image {name} is for linux/{found}, but {target.arch} needs"
+            f" {target.docker_platform}.",
+            f"Pull the {target.docker_platform} variant or pass an --image for it.",
+        )
+    return image
 
 
 def _owner_labels() -> dict[str, str]:
@@ -352,46 +400,27 @@ def _cache_volume(client: docker.DockerClient, name: str) -> None:
         ) from e
 
 
-def _describe(job: InstallJob) -> str:
-    """What the container did, for the progress line."""
-    done = []
-    if job.requirements or job.trees:
-        done.append(f"pip built or installed {len(job.requirements) + len(job.trees)}")
-    if job.project_wheel is not None:
-        done.append("pip installed the project's wheel")
-    if job.slim:
-        done.append("slimmed")
-    if job.compile is not None:
-        done.append("precompiled")
-    return f"{job.what}: {', '.join(done) or 'merged'} in the {job.target.runtime} image"
-
-
-def _job_files(job: InstallJob) -> tuple[bytes, dict[str, Path]]:
+def _job_files(steps: Steps, settings: DockerSettings) -> tuple[bytes, dict[str, Path]]:
     """The small files of the job as an in-memory tar: the script, the job (proxy URLs, index
     credentials), the requirement files (URLs may carry credentials) and the CA bundle. Kept
     off this machine's disk: a killed build leaves no secret behind. Also returns the local
-    files (project wheel, file dependencies) the requirement files name."""
-    installs, files = _installs(job)
+    files (file dependencies) the requirement files name."""
+    installs, files = _installs(steps.build)
+    network = steps.network
     config: dict[str, Any] = {
-        "python": job.target.python_version_text,
+        "python": steps.target.python_version_text,
         "installs": installs,
-        "trees": [f"src/{tree.relative}" for tree in job.trees],
-        "unpacked": "unpacked" if job.unpacked else None,
-        "default_index": job.default_index,
-        "cache_dir": _CACHE if job.cache else None,
-        "includes": [name for name, _ in job.includes],
-        "slim": job.slim,
-        "compile": None
-        if job.compile is None
-        else {
-            "prefix": job.compile.prefix,
-            "project_prefix": job.compile.project_prefix,
-            "project": job.compile.project,
-        },
-        "ca_bundle": "ca.pem" if job.network.ca_bundle else None,
-        "proxies": dict(job.network.proxies),
+        "trees": [f"src/{tree.relative}" for tree in steps.trees],
+        "unpacked": "unpacked",
+        "default_index": settings.default_index,
+        "cache_dir": _CACHE if settings.cache else None,
+        "slim": steps.slim,
+        "compile_prefix": steps.compile_prefix,
+        "ca_bundle": "ca.pem" if network and network.ca_bundle else None,
+        "proxies": dict(network.proxies) if network else {},
         "netrc": "".join(
-            f"machine {c.host} login {c.username} password {c.password}\n" for c in job.credentials
+            f"machine {c.host} login {c.username} password {c.password}\n"
+            for c in steps.credentials
         )
         or None,
     }
@@ -404,8 +433,8 @@ def _job_files(job: InstallJob) -> tuple[bytes, dict[str, Path]]:
         .read_bytes(),
         "job.json": json.dumps(config, sort_keys=True).encode(),
     }
-    if job.network.ca_bundle:
-        data["ca.pem"] = job.network.ca_bundle
+    if network and network.ca_bundle:
+        data["ca.pem"] = network.ca_bundle
     for install in installs:
         data[install["requirements"]] = install.pop("lines").encode()
 
@@ -418,37 +447,31 @@ def _job_files(job: InstallJob) -> tuple[bytes, dict[str, Path]]:
     return buffer.getvalue(), files
 
 
-def _inputs(job: InstallJob, files: dict[str, Path], destination: Path) -> Path:
-    """Write the tar of the job's large inputs (no secrets): the project wheel, local file
-    dependencies, source trees, include files and the wheels unpacked on this machine.
-    Returns its path."""
+def _inputs(steps: Steps, files: dict[str, Path], tree: Path, destination: Path) -> Path:
+    """Write the tar of the job's large inputs (no secrets): local file dependencies, source
+    trees and the tree unpacked on this machine. Returns its path."""
     with tarfile.open(destination, mode="w") as archive:
         for name, path in files.items():
             archive.add(path, f"lambda-zip/files/{name}", filter=_owned_by_root)
-        for tree in job.trees:
-            archive.add(tree.path, f"lambda-zip/src/{tree.relative}", filter=_source_filter)
-        if job.unpacked:
-            archive.add(job.unpacked, "lambda-zip/unpacked", filter=_owned_by_root)
-        for name, path in job.includes:
-            with path.open("rb") as handle:  # fstat: a link inside the project is followed
-                info = archive.gettarinfo(arcname=f"lambda-zip/include/{name}", fileobj=handle)
-                archive.addfile(_owned_by_root(info), handle)
+        for source in steps.trees:
+            archive.add(source.path, f"lambda-zip/src/{source.relative}", filter=_source_filter)
+        archive.add(tree, "lambda-zip/unpacked", filter=_owned_by_root)
     return destination
 
 
-def _installs(job: InstallJob) -> tuple[list[dict[str, Any]], dict[str, Path]]:
+def _installs(build: Sequence[Requirement]) -> tuple[list[dict[str, Any]], dict[str, Path]]:
     """One hashed pip install per index, as the lock says where each package comes from.
 
     Returns the installs (label, index URL, requirements file name and lines) and the local
-    files (project wheel, file dependencies) to send along, by their name in the container.
+    files (file dependencies) to send along, by their name in the container.
     """
     groups: dict[str | None, list[str]] = {None: []}
     labels: dict[str | None, str] = {None: "PyPI, local files and URLs"}
     files: dict[str, Path] = {}
-    for requirement in job.requirements:
+    for requirement in build:
         artifact, origin = requirement.artifact, requirement.origin
         if artifact.sha256 is None:
-            continue  # directories and git checkouts: built from job.trees
+            continue  # directories and git checkouts: built from the steps' trees
         pin = f"--hash=sha256:{artifact.sha256}"
         if origin.type == "file" and origin.url and artifact.filename:
             files[artifact.filename] = Path(origin.url)
@@ -461,10 +484,6 @@ def _installs(job: InstallJob) -> tuple[list[dict[str, Any]], dict[str, Path]]:
             )
             if origin.url:
                 labels[origin.url] = origin.describe()
-    if job.project_wheel is not None:
-        digest = hashlib.sha256(job.project_wheel.read_bytes()).hexdigest()
-        files[job.project_wheel.name] = job.project_wheel
-        groups[None].append(f"{WORK}/files/{job.project_wheel.name} --hash=sha256:{digest}")
     installs = [
         {
             "label": labels[url],
@@ -521,21 +540,19 @@ def _read_only_tar(zip_path: Path) -> bytes:
     return buffer.getvalue()
 
 
-def _follow(
-    container: Container, progress: Progress
-) -> tuple[deque[str], dict[str, dict[str, int]], int | None]:
+def _follow(container: Container, progress: Progress) -> tuple[deque[str], TreeReport, int | None]:
     """Relay the container's output line by line until the script says how it ended; keep
     the tail for error messages, the closing report and the exit code (None if the output
     ended without one)."""
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
-    report: dict[str, dict[str, int]] = {}
+    report = TreeReport()
     stream = container.logs(stream=True, follow=True)
     try:
         for line in _lines(stream):
             if line.startswith(EXIT_MARK):
                 return tail, report, int(line.removeprefix(EXIT_MARK))
             if line.startswith(REPORT_MARK):
-                report = json.loads(line.removeprefix(REPORT_MARK))
+                report = _report(line.removeprefix(REPORT_MARK))
                 continue
             tail.append(line)
             progress.installer_output(line)
@@ -546,6 +563,13 @@ def _follow(
         if response is not None:
             response.close()
     return tail, report, None
+
+
+def _report(text: str) -> TreeReport:
+    try:
+        return TreeReport.from_json(json.loads(text))
+    except ValueError as e:
+        raise BuildFailedError(f"The build container reported nonsense: {e}") from e
 
 
 def _lines(chunks: Iterator[bytes]) -> Iterator[str]:

@@ -1,0 +1,169 @@
+"""The installed trees, assembled on this machine: the dependencies' (a tree an earlier build
+kept, or their wheels fetched and unpacked here) and the project's (its wheel and include
+files). Each is handed to the builder only for the steps that need the target's toolchain
+(``Steps.need_toolchain``); slimming alone is done here. The project's tree is apart from the
+dependencies', so a code change touches only it.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path  # noqa: TC003 - dataclass field types are evaluated at runtime
+from typing import TYPE_CHECKING
+
+from poetry_lambda_zip.builders import Finished
+from poetry_lambda_zip.builders import finish_here
+from poetry_lambda_zip.errors import BuildFailedError
+from poetry_lambda_zip.wheels import PinnedWheel
+from poetry_lambda_zip.wheels import add_project_files
+from poetry_lambda_zip.wheels import install_wheels
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from poetry_lambda_zip.builders import Builder
+    from poetry_lambda_zip.builders import Progress
+    from poetry_lambda_zip.builders import Steps
+    from poetry_lambda_zip.fetch import Fetcher
+    from poetry_lambda_zip.resolve import Requirement
+    from poetry_lambda_zip.tree_cache import TreeCache
+
+__all__ = ["DependencyJob", "ProjectJob", "assemble"]
+
+
+@dataclass(frozen=True)
+class DependencyJob:
+    """The requirement set: wheels to fetch and unpack here, then the builder's steps (which
+    list what has no wheel), kept under ``key`` (``fingerprint.tree_key``)."""
+
+    requirements: tuple[Requirement, ...]
+    steps: Steps
+    key: str
+
+
+@dataclass(frozen=True)
+class ProjectJob:
+    """The project's own files: its wheel (None without one) and the include files as (path
+    in the package, file here)."""
+
+    wheel: Path | None
+    includes: tuple[tuple[str, Path], ...]
+    steps: Steps
+
+
+def assemble(
+    builder: Builder,
+    dependencies: DependencyJob,
+    project: ProjectJob,
+    *,
+    fetcher: Fetcher,
+    cache: TreeCache | None,
+    force: bool,
+    workdir: Path,
+    progress: Progress,
+) -> list[Finished]:
+    """The dependencies' tree (reused from ``cache`` unless ``force``) and the project's,
+    installed side by side: the project's is finished while the dependencies download."""
+    install_project: Callable[[], Finished] | None = None
+    if project.wheel is not None or project.includes:
+
+        def install_project() -> Finished:
+            return _project_tree(builder, project, _subdirectory(workdir, "project"), progress)
+
+    trees = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(install_project) if install_project is not None else None
+        if dependencies.requirements:
+            found = _dependencies_tree(
+                builder, dependencies, fetcher=fetcher, cache=cache, force=force,
+                workdir=workdir, progress=progress,
+            )  # fmt: skip
+            trees.append(found)
+        if pending is not None:
+            trees.append(pending.result())
+    return trees
+
+
+def _dependencies_tree(
+    builder: Builder,
+    job: DependencyJob,
+    *,
+    fetcher: Fetcher,
+    cache: TreeCache | None,
+    force: bool,
+    workdir: Path,
+    progress: Progress,
+) -> Finished:
+    started = time.monotonic()
+    directory = _subdirectory(workdir, "dependencies")
+    reused = cache.get(job.key, directory / "kept") if cache is not None and not force else None
+    if cache is not None and reused is not None:
+        progress.phase(
+            "install",
+            time.monotonic() - started,
+            f"dependencies unchanged: reused from an earlier build ({cache.directory})",
+        )
+        return reused
+    unpacked = _unpacked_wheels(job, fetcher, directory / "unpacked", progress)
+    finished = _finish(
+        builder, unpacked, job.steps, workdir=directory, what="the dependencies",
+        progress=progress,
+    )  # fmt: skip
+    if cache is not None:
+        cache.put(job.key, finished)
+    return finished
+
+
+def _unpacked_wheels(
+    job: DependencyJob, fetcher: Fetcher, unpacked: Path, progress: Progress
+) -> Path:
+    """Fetch the wheels (in parallel, from the download cache when it has them) and unpack
+    them into ``unpacked``: each file checked against the requirement it was fetched for, all
+    of them against Lambda's size limit before any is unpacked."""
+    wheels = [r for r in job.requirements if r.artifact.kind == "wheel"]
+    files = fetcher.fetch_all(wheels, progress)
+    started = time.monotonic()
+    if len(files) != len(wheels):
+        raise BuildFailedError(f"Fetched {len(files)} files for {len(wheels)} wheels.")
+    pinned = [PinnedWheel.of_requirement(r, path) for r, path in zip(wheels, files)]
+    install_wheels(pinned, unpacked, job.steps.target.python_version_text)
+    unpacked.mkdir(exist_ok=True)
+    if files:
+        progress.phase(
+            "unpack",
+            time.monotonic() - started,
+            f"{len(files)} wheels for {job.steps.target.runtime}",
+        )
+    return unpacked
+
+
+def _project_tree(builder: Builder, job: ProjectJob, workdir: Path, progress: Progress) -> Finished:
+    unpacked = workdir / "unpacked"
+    add_project_files(job.wheel, job.includes, unpacked, job.steps.target.python_version_text)
+    return _finish(
+        builder, unpacked, job.steps, workdir=workdir, what="the project's files",
+        progress=progress,
+    )  # fmt: skip
+
+
+def _finish(
+    builder: Builder, tree: Path, steps: Steps, *, workdir: Path, what: str, progress: Progress
+) -> Finished:
+    """``tree`` finished: by the builder when it needs the target's toolchain, else here."""
+    started = time.monotonic()
+    if steps.need_toolchain(tree):
+        finished = builder.finish(tree, steps, _subdirectory(workdir, "builder"), progress)
+        done = steps.describe()
+    else:
+        finished = Finished(tree, finish_here(tree, steps), "here")
+        done = "slimmed" if steps.slim else "unpacked"
+    progress.phase("install", time.monotonic() - started, f"{what}: {done} {finished.where}")
+    return finished
+
+
+def _subdirectory(workdir: Path, name: str) -> Path:
+    path = workdir / name
+    path.mkdir()
+    return path
