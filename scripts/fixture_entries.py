@@ -39,6 +39,13 @@ CASES = [
     ("poetry1-lock", ""),
     ("local-files", ""),
     ("monorepo/services/api", ""),
+    ("sam-codeuri", ""),
+    ("handler-next-to-pyproject", ""),
+    ("cdk-root", ""),
+    ("no-root", "--no-root"),
+    ("poetry11-lock", ""),
+    ("functions-dirs", "updater"),
+    ("functions-package", "s3_event"),
 ]
 
 

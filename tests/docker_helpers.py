@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 RUNNER = """
 import json, sys
 module, function = sys.argv[1].rsplit(".", 1)
+module = module.replace("/", ".")  # SAM's dir/module.function
 handler = getattr(__import__(module, fromlist=[function]), function)
 print(json.dumps(handler(json.loads(sys.argv[2]), None)))
 """

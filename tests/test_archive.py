@@ -33,7 +33,7 @@ def write_zip_atomically(
 ) -> ArchiveStats:
     """One zip through the writer of several."""
     (stats,) = write_zips_atomically(
-        [(output, entries)],
+        [(output, entries, b"")],
         timestamp,
         check=None if check is None else lambda written: check(written[0]),
     )

@@ -151,30 +151,29 @@ def write_tree(entries: Iterable[Entry], directory: Path) -> None:
 
 
 def write_zips_atomically(
-    outputs: Sequence[tuple[Path, Iterable[Entry]]],
+    outputs: Sequence[tuple[Path, Iterable[Entry], bytes]],
     timestamp: int,
     check: Callable[[list[ArchiveStats]], None] | None = None,
-    comment: bytes = b"",
 ) -> list[ArchiveStats]:
-    """Write every zip to a temporary file next to its output, run ``check`` on all of them,
-    then move them into place.
+    """Write every zip (path, entries, the zip's comment) to a temporary file next to its
+    output, run ``check`` on all of them, then move them into place.
 
     A failure at any point (including ``check``) leaves no partial file and every existing
     output untouched.
     """
-    planned = [(output, _sorted_unique(entries)) for output, entries in outputs]
-    for output, _ in planned:
+    planned = [(output, _sorted_unique(entries), comment) for output, entries, comment in outputs]
+    for output, _, _ in planned:
         refuse_directory(output)
     temporaries: list[Path] = []
     try:
         written = []
-        for output, ordered in planned:
+        for output, ordered, comment in planned:
             temporary = _temporary_next_to(output)
             temporaries.append(temporary)
             written.append(_write_one(ordered, output, temporary, timestamp, comment))
         if check is not None:
             check(written)
-        for temporary, (output, _) in zip(temporaries, planned):
+        for temporary, (output, _, _) in zip(temporaries, planned):
             os.chmod(temporary, 0o644)
             os.replace(temporary, output)
     except OSError as e:

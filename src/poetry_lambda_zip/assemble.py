@@ -1,12 +1,14 @@
 """The installed trees, assembled on this machine: the dependencies' (a tree an earlier build
-kept, or their wheels fetched and unpacked here) and the project's (its wheel and include
-files). Each is handed to the builder only for the steps that need the target's toolchain
-(``Steps.need_toolchain``); slimming alone is done here. The project's tree is apart from the
-dependencies', so a code change touches only it.
+kept, or their wheels fetched and unpacked here; one tree for every function with that
+requirement set) and the project's (its wheel and include files). Each is handed to the builder
+only for the steps that need the target's toolchain (``Steps.need_toolchain``); slimming alone
+is done here. The project's tree is apart from the dependencies', so a code change touches only
+it.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING
 from poetry_lambda_zip.builders import Finished
 from poetry_lambda_zip.builders import finish_here
 from poetry_lambda_zip.errors import BuildFailedError
+from poetry_lambda_zip.errors import LambdaZipError
 from poetry_lambda_zip.wheels import PinnedWheel
 from poetry_lambda_zip.wheels import add_project_files
 from poetry_lambda_zip.wheels import install_wheels
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.resolve import Requirement
     from poetry_lambda_zip.tree_cache import TreeCache
 
-__all__ = ["DependencyJob", "ProjectJob", "assemble"]
+__all__ = ["DependencyJob", "DependencyTree", "ProjectJob", "assemble", "dependencies_tree"]
 
 
 @dataclass(frozen=True)
@@ -53,18 +56,40 @@ class ProjectJob:
     steps: Steps
 
 
+class DependencyTree:
+    """The dependencies' tree of ``job``, assembled once (by ``assemble``, e.g.
+    ``dependencies_tree`` bound to its arguments) on first use and shared by every function
+    whose requirement set it is. A failure is kept and raised to each of them."""
+
+    def __init__(self, job: DependencyJob, assemble: Callable[[], Finished]) -> None:
+        self.job = job
+        self._assemble = assemble
+        self._lock = threading.Lock()
+        self._tree: Finished | None = None
+        self._error: BaseException | None = None
+
+    def get(self) -> Finished:
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            if self._tree is None:
+                try:
+                    self._tree = self._assemble()
+                except LambdaZipError as e:
+                    self._error = e
+                    raise
+            return self._tree
+
+
 def assemble(
     builder: Builder,
-    dependencies: DependencyJob,
+    dependencies: DependencyTree | None,
     project: ProjectJob,
     *,
-    fetcher: Fetcher,
-    cache: TreeCache | None,
-    force: bool,
     workdir: Path,
     progress: Progress,
 ) -> list[Finished]:
-    """The dependencies' tree (reused from ``cache`` unless ``force``) and the project's,
+    """The dependencies' tree (None: the requirement set is empty) and the project's,
     installed side by side: the project's is finished while the dependencies download."""
     install_project: Callable[[], Finished] | None = None
     if project.wheel is not None or project.includes:
@@ -75,18 +100,14 @@ def assemble(
     trees = []
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(install_project) if install_project is not None else None
-        if dependencies.requirements:
-            found = _dependencies_tree(
-                builder, dependencies, fetcher=fetcher, cache=cache, force=force,
-                workdir=workdir, progress=progress,
-            )  # fmt: skip
-            trees.append(found)
+        if dependencies is not None:
+            trees.append(dependencies.get())
         if pending is not None:
             trees.append(pending.result())
     return trees
 
 
-def _dependencies_tree(
+def dependencies_tree(
     builder: Builder,
     job: DependencyJob,
     *,
@@ -96,6 +117,7 @@ def _dependencies_tree(
     workdir: Path,
     progress: Progress,
 ) -> Finished:
+    """Reused from ``cache`` (unless ``force``), or fetched, unpacked and finished."""
     started = time.monotonic()
     directory = _subdirectory(workdir, "dependencies")
     reused = cache.get(job.key, directory / "kept") if cache is not None and not force else None

@@ -10,6 +10,7 @@ from typing import Any
 from typing import ClassVar
 
 from cleo.formatters.formatter import Formatter
+from cleo.helpers import argument
 from cleo.helpers import option
 from cleo.io.outputs.output import Type as OutputType
 from cleo.io.outputs.output import Verbosity
@@ -20,25 +21,28 @@ from poetry.factory import Factory
 from poetry_lambda_zip.errors import BuildInterrupted
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import LambdaZipError
-from poetry_lambda_zip.pipeline import build
+from poetry_lambda_zip.pipeline import build_functions
 from poetry_lambda_zip.plan import plan
 from poetry_lambda_zip.redact import redact
+from poetry_lambda_zip.render import outcomes_json
 from poetry_lambda_zip.render import plan_json
 from poetry_lambda_zip.render import plan_lines
 from poetry_lambda_zip.render import result_json
 from poetry_lambda_zip.request import CONFIG_KEYS
 from poetry_lambda_zip.request import CONFIG_TABLE
-from poetry_lambda_zip.request import BuildRequest
+from poetry_lambda_zip.request import function_requests
 from poetry_lambda_zip.target import ARCHITECTURES
 from poetry_lambda_zip.target import RUNTIMES
 
 if TYPE_CHECKING:
+    from cleo.io.inputs.argument import Argument
     from cleo.io.inputs.option import Option
     from cleo.io.io import IO
     from poetry.poetry import Poetry
 
     from poetry_lambda_zip.pipeline import BuildResult
-    from poetry_lambda_zip.plan import BuildPlan
+    from poetry_lambda_zip.pipeline import Outcome
+    from poetry_lambda_zip.request import BuildRequest
 
 __all__ = ["LambdaZipCommand"]
 
@@ -69,6 +73,14 @@ class LambdaZipCommand(Command):
     name = "lambda-zip"
     description = "Build an AWS Lambda .zip deployment package from poetry.lock."
 
+    arguments: ClassVar[list[Argument]] = [
+        argument(
+            "function",
+            f"Functions of [tool.{CONFIG_TABLE}.functions] to build (default: all).",
+            optional=True,
+            multiple=True,
+        )
+    ]
     options: ClassVar[list[Option]] = [
         option("runtime", None, f"Lambda runtime: {', '.join(RUNTIMES)}.", flag=False),
         option("arch", None, f"Lambda architecture: {' or '.join(ARCHITECTURES)}.", flag=False),
@@ -82,8 +94,14 @@ class LambdaZipCommand(Command):
         option("extras", "E", "Extras to install.", flag=False, multiple=True),
         option("all-extras", None, "Install every extra."),
         option(
-            "include", None, "Project files for the zip root (glob).", flag=False, multiple=True
+            "include",
+            None,
+            "Project files for the zip: GLOB (paths as in the project), FROM:GLOB (the files of"
+            " directory FROM at the zip root) or FROM:GLOB:TO (under TO/).",
+            flag=False,
+            multiple=True,
         ),
+        option("no-root", None, "Do not ship the project's own package: dependencies and include."),
         option("ca-bundle", None, "PEM bundle trusted besides the image's.", flag=False),
         option("network", None, "Docker network of the build container (e.g. host).", flag=False),
         option(
@@ -128,22 +146,25 @@ the command line wins. Example:
 
     def handle(self) -> int:
         # --no-cache is Poetry's own global option; it means the same here.
-        names = [key for key in CONFIG_KEYS if key != "compile"] + ["force", "no-cache"]
-        options = _given_options({key: self.option(key) for key in names})
+        names = [key for key in CONFIG_KEYS if key not in ("compile", "root")]
+        options = _given_options({key: self.option(key) for key in [*names, "force", "no-cache"]})
         if self.option("no-compile"):
             options["compile"] = False
+        if self.option("no-root"):
+            options["root"] = False
         as_json = bool(self.option("json"))
         progress = ConsoleProgress(self.io, stdout_is_data=as_json)
         try:
             poetry = self._project_poetry()
             project_dir = poetry.pyproject_path.parent
             config = poetry.pyproject.data.get("tool", {}).get(CONFIG_TABLE, {})
-            request = BuildRequest.from_settings(project_dir, options, config)
+            requests = function_requests(
+                project_dir, options, config, self.argument("function") or ()
+            )
             if self.option("dry-run"):
-                decided = plan(request, poetry, progress)
-                self._show_plan(decided, as_json)
+                self._show_plans(requests, poetry, progress, as_json)
                 return 0
-            result = build(request, poetry, progress)
+            outcomes = build_functions(requests, poetry, progress)
         except LambdaZipError as e:
             self._show_error(e)
             return e.exit_code
@@ -162,11 +183,7 @@ the command line wins. Example:
                 "<error>Interrupted.</error> The build container and temporary files were removed."
             )
             return BuildInterrupted.exit_code
-        if as_json:
-            self._write_json(result_json(result))
-        else:
-            self._show_result(result)
-        return 0
+        return self._show_outcomes(outcomes, as_json)
 
     def _project_poetry(self) -> Poetry:
         # With -vvv Poetry prints each source's URL as it loads the project, credentials and
@@ -191,30 +208,64 @@ the command line wins. Example:
         finally:
             self.io.set_verbosity(shown)
 
-    def _show_error(self, error: LambdaZipError) -> None:
+    def _show_outcomes(self, outcomes: list[Outcome], as_json: bool) -> int:
+        """Each function's result or error; the exit code is the worst of them."""
+        functions = outcomes[0].function is not None
+        if as_json:
+            single = outcomes[0]
+            if not functions and single.result is not None and single.error is None:
+                self._write_json(result_json(single.result))
+            elif functions:
+                self._write_json(outcomes_json(outcomes))
+        for outcome in outcomes:
+            if outcome.error is not None:
+                self._show_error(outcome.error, outcome.function)
+            elif outcome.result is not None and not as_json:
+                self._show_result(outcome.result)
+        return max((o.error.exit_code for o in outcomes if o.error is not None), default=0)
+
+    def _show_error(self, error: LambdaZipError, function: str | None = None) -> None:
         """The one place errors are shown: what went wrong, the fix, a traceback with -vvv."""
+        if function is not None:
+            self.line_error(f"<error>{function}: failed</error>")
         self.line_error(f"<error>{_shown(error.message)}</error>")
         if error.fix:
             self.line_error(_shown(error.fix))
         if self.io.is_debug():
             self.line_error(_shown("".join(traceback.format_exception(error))))
 
-    def _show_plan(self, decided: BuildPlan, as_json: bool) -> None:
+    def _show_plans(
+        self,
+        requests: list[BuildRequest],
+        poetry: Poetry,
+        progress: ConsoleProgress,
+        as_json: bool,
+    ) -> None:
+        plans = [plan(request, poetry, progress) for request in requests]
         if as_json:
-            self._write_json(plan_json(decided))
-        else:
-            self.io.write_line([redact(line) for line in plan_lines(decided)], type=OutputType.RAW)
+            if requests[0].function is None:
+                self._write_json(plan_json(plans[0]))
+            else:
+                self._write_json({"functions": [plan_json(decided) for decided in plans]})
+            return
+        for number, decided in enumerate(plans):
+            lines = [redact(line) for line in plan_lines(decided)]
+            self.io.write_line(([""] if number else []) + lines, type=OutputType.RAW)
 
     def _write_json(self, document: dict[str, Any]) -> None:
         self.io.write_line(redact(json.dumps(document, indent=2)), type=OutputType.RAW)
 
     def _show_result(self, result: BuildResult) -> None:
-        if result.up_to_date:
-            self.line("<info>Up to date</info>: the output was built from the same inputs"
-                      " (--force rebuilds).")  # fmt: skip
+        function = result.plan.request.function
+        prefix = f"{function}: " if function is not None else ""
         for archive in result.archives:
             # Absolute: with -C, Poetry runs us from the project, not from where the user is.
-            self.line(f"Built <info>{archive.path.resolve()}</info>")
+            path = archive.path.resolve()
+            if archive.path in result.written:
+                self.line(f"{prefix}Built <info>{path}</info>")
+            else:
+                self.line(f"{prefix}<info>Up to date</info> {path} (built from the same inputs;"
+                          " --force rebuilds)")  # fmt: skip
             self.line(
                 f"  {_megabytes(archive.zipped_size)} zipped, {_megabytes(archive.unzipped_size)}"
                 f" unzipped, {archive.distributions} distributions, {archive.files} files"

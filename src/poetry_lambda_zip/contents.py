@@ -234,24 +234,25 @@ def layer_output(function_output: Path) -> Path:
 
 def outputs_for_layout(
     layout: Layout,
-    output: Path,
+    outputs: Sequence[Path],
     entries: Sequence[Entry],
     project_files: set[str],
 ) -> list[tuple[Path, list[Entry]]]:
-    """The zips to write: (path, entries). ``project_files`` are the project's own (its
-    distribution's files and the includes); everything else is a dependency.
+    """The zips to write: (path, entries), ``outputs`` in the order of ``layout.kinds``.
+    ``project_files`` are the project's own (its distribution's files and the includes);
+    everything else is a dependency.
 
-    function: everything at the root; layer: dependencies under python/; split: the layer,
-    plus a function zip holding only the project's files.
+    function: everything at the root; layer: dependencies under python/; split: the function
+    zip holding only the project's files, and the layer.
     """
     if layout is Layout.FUNCTION:
-        return [(output, list(entries))]
+        return [(outputs[0], list(entries))]
     dependencies = [
         replace(entry, name=LAYER_PREFIX + entry.name)
         for entry in entries
         if entry.name not in project_files
     ]
     if layout is Layout.LAYER:
-        return [(output, dependencies)]
+        return [(outputs[0], dependencies)]
     project = [entry for entry in entries if entry.name in project_files]
-    return [(output, project), (layer_output(output), dependencies)]
+    return [(outputs[0], project), (outputs[1], dependencies)]

@@ -6,11 +6,15 @@ finished by the builder; the project's files) -> package and write -> verify.
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import signal
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,26 +24,32 @@ from poetry_lambda_zip.archive import existing_stats
 from poetry_lambda_zip.archive import remove_stale_temporaries
 from poetry_lambda_zip.archive import write_zips_atomically
 from poetry_lambda_zip.assemble import DependencyJob
+from poetry_lambda_zip.assemble import DependencyTree
 from poetry_lambda_zip.assemble import ProjectJob
 from poetry_lambda_zip.assemble import assemble
+from poetry_lambda_zip.assemble import dependencies_tree
 from poetry_lambda_zip.builders import Steps
 from poetry_lambda_zip.builders import TreeReport
 from poetry_lambda_zip.builders import VerifyJob
 from poetry_lambda_zip.builders import choose_builder
 from poetry_lambda_zip.builders import verify_handler
+from poetry_lambda_zip.contents import Layout
 from poetry_lambda_zip.contents import apply_excludes
 from poetry_lambda_zip.contents import distribution_sizes
 from poetry_lambda_zip.contents import merge_entries
 from poetry_lambda_zip.contents import normalize_installed
 from poetry_lambda_zip.contents import outputs_for_layout
 from poetry_lambda_zip.contents import owners
+from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import BuildInterrupted
+from poetry_lambda_zip.errors import LambdaZipError
 from poetry_lambda_zip.errors import OutputError
 from poetry_lambda_zip.fetch import WheelFetcher
 from poetry_lambda_zip.fingerprint import comment
 from poetry_lambda_zip.fingerprint import fingerprint
 from poetry_lambda_zip.fingerprint import recorded
 from poetry_lambda_zip.fingerprint import tree_key
+from poetry_lambda_zip.handler import check_handler
 from poetry_lambda_zip.index_access import credentials_for
 from poetry_lambda_zip.plan import BuildPlan
 from poetry_lambda_zip.plan import plan
@@ -64,7 +74,7 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.fetch import Fetcher
     from poetry_lambda_zip.request import BuildRequest
 
-__all__ = ["ZIPPED_DIRECT_UPLOAD_LIMIT", "BuildResult", "build"]
+__all__ = ["ZIPPED_DIRECT_UPLOAD_LIMIT", "BuildResult", "Outcome", "build", "build_functions"]
 
 #: A larger zip cannot be uploaded directly; it has to go through S3.
 ZIPPED_DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
@@ -75,7 +85,7 @@ _TEMPORARY_PREFIX = "lambda-zip-"
 @dataclass(frozen=True)
 class BuildResult:
     plan: BuildPlan
-    #: The zips written: the function (or layer) zip first, then a split layout's layer.
+    #: The outputs: the function (or layer) zip first, then a split layout's layer.
     archives: tuple[ArchiveStats, ...]
     builder: str
     #: Unzipped bytes per distribution (by canonical name), from their RECORD files.
@@ -83,8 +93,19 @@ class BuildResult:
     report: TreeReport
     #: How long importing the handler took from a read-only /var/task (--verify).
     import_seconds: float | None = None
-    #: The outputs already carried this build's fingerprint: nothing was rebuilt.
+    #: The outputs already carried this build's fingerprints: nothing was rebuilt.
     up_to_date: bool = False
+    #: The outputs this build wrote (the others already held what it would have written).
+    written: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One function's build: its result, or the error that stopped it."""
+
+    function: str | None
+    result: BuildResult | None = None
+    error: LambdaZipError | None = None
 
 
 def build(
@@ -95,28 +116,34 @@ def build(
     fetcher: Fetcher | None = None,
 ) -> BuildResult:
     """Build the Lambda package(s) ``request`` asks for and return what was written."""
-    decided = plan(request, poetry, progress)
-    builder = builder or choose_builder(
-        request.builder, decided.requirements.built_from_source, decided.target,
-        decided.docker, progress,
-    )  # fmt: skip
-    _remove_what_killed_runs_left(decided.outputs)
+    (outcome,) = build_functions([request], poetry, progress, builder, fetcher)
+    if outcome.result is None or outcome.error is not None:
+        raise outcome.error or BuildFailedError("The build ended without a result.")
+    return outcome.result
+
+
+def build_functions(
+    requests: Sequence[BuildRequest],
+    poetry: Poetry,
+    progress: Progress,
+    builder: Builder | None = None,
+    fetcher: Fetcher | None = None,
+) -> list[Outcome]:
+    """Build every function's package(s): plan each; functions with one requirement set
+    (and target and steps) share one dependency tree, assembled once; distinct sets build
+    concurrently, bounded by the cores. One function's failure is its outcome alone."""
+    members, failed = _plans(requests, poetry, progress)
+    _remove_what_killed_runs_left([path for member in members for path in member.plan.outputs])
     with _terminate_as_interrupt(), _scratch() as workdir:
-        dependencies, project = _jobs(decided, poetry, builder, workdir, progress)
-        current = _fingerprint(decided, dependencies, project)
-        if not request.force and recorded(decided.outputs) == current:
-            return _up_to_date(decided, builder)
-        trees = assemble(
-            builder, dependencies, project,
-            fetcher=fetcher or _fetcher(decided, poetry, workdir),
-            cache=_tree_cache(poetry).reporting_to(progress.warning) if request.cache else None,
-            force=request.force, workdir=workdir, progress=progress,
-        )  # fmt: skip
-        report = sum((tree.report for tree in trees), TreeReport())
-        _report_steps(decided, report, progress)
-        written, sizes = _package(decided, trees, current, progress)
-    seconds = _verify(decided, written, progress)
-    return BuildResult(decided, tuple(written), builder.name, sizes, report, seconds)
+        wheel = _project_wheel(members, poetry, workdir)
+        context = _Context(poetry, progress, builder, fetcher, workdir, wheel)
+        groups = list(_groups(members).values())
+        outcomes = _run_groups(groups, context)
+    outcomes += failed
+    order = {request.function: number for number, request in enumerate(requests)}
+    return [
+        _verify(outcome, members) for outcome in sorted(outcomes, key=lambda o: order[o.function])
+    ]
 
 
 @contextlib.contextmanager
@@ -127,62 +154,242 @@ def _scratch() -> Iterator[Path]:
         yield Path(directory)
 
 
-def _jobs(
-    decided: BuildPlan, poetry: Poetry, builder: Builder, workdir: Path, progress: Progress
-) -> tuple[DependencyJob, ProjectJob]:
-    """What to install: the requirement set (and what the builder must build of it: sdists,
-    path and git dependencies, git checked out at the locked commit), and the project's wheel
-    (built by poetry-core) with its include files; each with the steps that finish it."""
+@dataclass(frozen=True)
+class _Member:
+    """A function being built: its plan, and where its progress lines go."""
+
+    plan: BuildPlan
+    progress: Progress
+
+    @property
+    def function(self) -> str | None:
+        return self.plan.request.function
+
+
+@dataclass(frozen=True)
+class _Context:
+    poetry: Poetry
+    progress: Progress
+    builder: Builder | None
+    fetcher: Fetcher | None
+    workdir: Path
+    #: The project's wheel, built once for every function that ships it.
+    wheel: Path | None
+
+
+def _plans(
+    requests: Sequence[BuildRequest], poetry: Poetry, progress: Progress
+) -> tuple[list[_Member], list[Outcome]]:
+    members, failed = [], []
+    for request in requests:
+        shown = progress if request.function is None else _Prefixed(progress, request.function)
+        try:
+            members.append(_Member(plan(request, poetry, shown), shown))
+        except LambdaZipError as e:
+            if len(requests) == 1:
+                raise
+            failed.append(Outcome(request.function, error=e))
+    return members, failed
+
+
+def _project_wheel(members: Sequence[_Member], poetry: Poetry, workdir: Path) -> Path | None:
+    """poetry-core's wheel of the project, when a function ships it: the same for all."""
+    if not any(member.plan.root for member in members):
+        return None
+    return build_project_wheel(poetry, workdir / "wheel")
+
+
+def _groups(members: Sequence[_Member]) -> dict[tuple[object, ...], list[_Member]]:
+    """Functions by what decides their dependencies' tree: target, requirement set, the
+    builder asked for, slimming and the bytecode's path."""
+    groups: dict[tuple[object, ...], list[_Member]] = {}
+    for member in members:
+        decided = member.plan
+        key = (
+            decided.target,
+            decided.requirements.requirements,
+            decided.request.builder,
+            decided.docker,
+            decided.slim,
+            decided.compile.dependencies if decided.compile else None,
+        )
+        groups.setdefault(key, []).append(member)
+    return groups
+
+
+def _run_groups(groups: Sequence[list[_Member]], context: _Context) -> list[Outcome]:
+    """The first group here, the others in threads: a Ctrl-C reaches this one at once; the
+    others end with the step they are in."""
+    workers = min(len(groups), os.cpu_count() or 1) - 1
+    if workers < 1:
+        return [outcome for group in groups for outcome in _build_group(group, context)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = [pool.submit(_build_group, group, context) for group in groups[1:]]
+        try:
+            outcomes = _build_group(groups[0], context)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+        for future in pending:
+            outcomes += future.result()
+    return outcomes
+
+
+def _build_group(group: Sequence[_Member], context: _Context) -> list[Outcome]:
+    """The functions of one requirement set, one after another, on one dependency tree."""
+    # What the group shares is said once, for all of its functions.
+    first = group[0]
+    if len(group) > 1:
+        names = ",".join(str(member.function) for member in group)
+        first = replace(first, progress=_Prefixed(context.progress, names))
+    directory = Path(tempfile.mkdtemp(dir=context.workdir, prefix="group-"))
+    try:
+        builder = context.builder or choose_builder(
+            first.plan.request.builder, first.plan.requirements.built_from_source,
+            first.plan.target, first.plan.docker, first.progress,
+        )  # fmt: skip
+        dependencies = _dependencies(first, builder, context, directory)
+    except LambdaZipError as e:
+        if isinstance(e, BuildInterrupted):
+            raise
+        return [Outcome(member.function, error=e) for member in group]
+    layers = _shared_layers(group)
+    outcomes = []
+    for number, member in enumerate(group):
+        try:
+            result = _build_one(
+                member, builder, dependencies, layers=layers, context=context,
+                workdir=directory / f"function-{number}",
+            )  # fmt: skip
+            outcomes.append(Outcome(member.function, result=result))
+        except LambdaZipError as e:
+            if isinstance(e, BuildInterrupted):
+                raise
+            outcomes.append(Outcome(member.function, error=e))
+    return outcomes
+
+
+def _dependencies(
+    first: _Member, builder: Builder, context: _Context, directory: Path
+) -> DependencyTree | None:
+    """The group's dependencies' tree, assembled on first use; None for no requirements."""
+    job = _dependency_job(first.plan, builder, directory / "checkouts", first.progress)
+    if not job.requirements:
+        return None
+    request = first.plan.request
+    cache = _tree_cache(context.poetry).reporting_to(first.progress.warning)
+    assemble_once = functools.partial(
+        dependencies_tree, builder, job,
+        fetcher=context.fetcher or _fetcher(first.plan, context.poetry, directory),
+        cache=cache if request.cache else None,
+        force=request.force, workdir=directory, progress=first.progress,
+    )  # fmt: skip
+    return DependencyTree(job, assemble_once)
+
+
+def _shared_layers(group: Sequence[_Member]) -> dict[str, Path]:
+    """Functions of one requirement set with the split layout share one layer: the first
+    one's. Returns the layer path by function."""
+    split = [member for member in group if member.plan.layout is Layout.SPLIT]
+    return {str(member.function): split[0].plan.outputs[1] for member in split}
+
+
+def _build_one(
+    member: _Member,
+    builder: Builder,
+    dependencies: DependencyTree | None,
+    *,
+    layers: dict[str, Path],
+    context: _Context,
+    workdir: Path,
+) -> BuildResult:
+    """One function: up to date, or its project's tree on the shared dependencies' tree,
+    packaged; only the outputs whose fingerprint changed are written."""
+    decided, progress = member.plan, member.progress
+    outputs = list(decided.outputs)
+    if decided.layout is Layout.SPLIT:
+        outputs[1] = layers[str(member.function)]
+    project = _project_job(decided, builder, context.wheel, progress)
+    key = dependencies.job.key if dependencies is not None else ""
+    fingerprints = _fingerprints(decided, key, project)
+    if not decided.request.force and all(
+        recorded([path]) == fingerprints[kind] for kind, path in zip(decided.layout.kinds, outputs)
+    ):
+        return _up_to_date(decided, outputs, builder)
+    workdir.mkdir()
+    trees = assemble(builder, dependencies, project, workdir=workdir, progress=progress)
+    report = sum((tree.report for tree in trees), TreeReport())
+    _report_steps(decided, report, progress)
+    archives, written, sizes = _package(decided, trees, outputs, fingerprints, progress)
+    return BuildResult(decided, archives, builder.name, sizes, report, written=written)
+
+
+def _dependency_job(
+    decided: BuildPlan, builder: Builder, checkouts: Path, progress: Progress
+) -> DependencyJob:
+    """The requirement set and what the builder must add to it: sdists, path and git
+    dependencies (git checked out at the locked commit), slimming, bytecode."""
     requirements = decided.requirements.requirements
-    wheel = None
-    if decided.layout.ships_project:
-        wheel = build_project_wheel(poetry, workdir / "wheel")
-    prefixes = decided.compile
-    problem = builder.cannot_compile(decided.target) if prefixes else None
-    if problem is not None:
-        progress.warning(problem)
-        prefixes = None
     built = decided.requirements.built_from_source
-    trees = tuple(source_trees(requirements, workdir / "checkouts"))
-    downloads = bool(built or trees)
-    dependency_steps = Steps(
+    trees = tuple(source_trees(requirements, checkouts))
+    steps = Steps(
         decided.target,
         build=built,
         trees=trees,
         slim=decided.slim,
-        compile_prefix=prefixes.dependencies if prefixes else None,
+        compile_prefix=_compile_prefix(decided, builder, progress, "dependencies"),
         credentials=credentials_for(built, decided.docker.default_index, decided.credentials),
-        network=decided.network if downloads else None,
-    )
-    project_steps = Steps(
-        decided.target,
-        slim=decided.slim,
-        compile_prefix=prefixes.project if prefixes else None,
+        network=decided.network if built else None,
     )
     # Unpacked wheels without bytecode or stripping are the same bytes from any builder and
     # image (a test holds the builders to that); anything compiled, built or stripped depends
     # on the toolchain that did it.
-    identity = "wheels only"
-    if dependency_steps.may_need_toolchain():
-        identity = builder.identity(dependency_steps, progress)
-    key = tree_key(requirements, dependency_steps, identity)
-    return (
-        DependencyJob(requirements, dependency_steps, key),
-        ProjectJob(wheel, decided.includes, project_steps),
+    identity = builder.identity(steps, progress) if steps.may_need_toolchain() else "wheels only"
+    return DependencyJob(requirements, steps, tree_key(requirements, steps, identity))
+
+
+def _project_job(
+    decided: BuildPlan, builder: Builder, wheel: Path | None, progress: Progress
+) -> ProjectJob:
+    """The project's wheel (when the function ships it) and its include files."""
+    steps = Steps(
+        decided.target,
+        slim=decided.slim,
+        compile_prefix=_compile_prefix(decided, builder, progress, "project"),
     )
+    return ProjectJob(wheel if decided.root else None, decided.includes, steps)
 
 
-def _fingerprint(decided: BuildPlan, dependencies: DependencyJob, project: ProjectJob) -> str:
-    """What the outputs carry: when it matches, nothing needs to be built."""
+def _compile_prefix(
+    decided: BuildPlan, builder: Builder, progress: Progress, which: str
+) -> str | None:
+    """The path bytecode names for the dependencies' or the project's files; None when not
+    precompiling (said once, for the dependencies)."""
+    if decided.compile is None:
+        return None
+    problem = builder.cannot_compile(decided.target)
+    if problem is not None:
+        if which == "dependencies":
+            progress.warning(problem)
+        return None
+    return decided.compile.dependencies if which == "dependencies" else decided.compile.project
+
+
+def _fingerprints(decided: BuildPlan, key: str, project: ProjectJob) -> dict[str, str]:
+    """Each output's fingerprint, by kind: a layer's covers the dependencies alone, so it
+    outlives a change to the project's code."""
     request = decided.request
     options = {"layout": request.layout.value, "exclude": sorted(request.exclude)}
-    return fingerprint(
-        dependencies.key, project.wheel, project.includes, options, decided.timestamp
-    )
+    timestamp = decided.timestamp
+    return {
+        "function": fingerprint(key, project.wheel, project.includes, options, timestamp),
+        "layer": fingerprint(key, None, (), options, timestamp),
+    }
 
 
-def _up_to_date(decided: BuildPlan, builder: Builder) -> BuildResult:
-    archives = tuple(existing_stats(path) for path in decided.outputs)
+def _up_to_date(decided: BuildPlan, outputs: Sequence[Path], builder: Builder) -> BuildResult:
+    archives = tuple(existing_stats(path) for path in outputs)
     return BuildResult(decided, archives, builder.name, {}, TreeReport(), up_to_date=True)
 
 
@@ -198,10 +405,15 @@ def _fetcher(decided: BuildPlan, poetry: Poetry, workdir: Path) -> Fetcher:
 
 
 def _package(
-    decided: BuildPlan, trees: Sequence[Finished], fingerprint: str, progress: Progress
-) -> tuple[list[ArchiveStats], dict[str, int]]:
-    """The installed trees as the layout's zips, written atomically; and the unzipped size of
-    each distribution."""
+    decided: BuildPlan,
+    trees: Sequence[Finished],
+    outputs: Sequence[Path],
+    fingerprints: dict[str, str],
+    progress: Progress,
+) -> tuple[tuple[ArchiveStats, ...], tuple[Path, ...], dict[str, int]]:
+    """The installed trees as the layout's zips; the handler checked in them; the zips whose
+    fingerprint changed written atomically. Returns every output's stats, the outputs
+    written, and the unzipped size of each distribution."""
     started = time.monotonic()
     entries = normalize_installed(merge_entries([_entries(tree.directory) for tree in trees]))
     entries, exclude_warnings = apply_excludes(entries, decided.request.exclude)
@@ -212,16 +424,26 @@ def _package(
     project_files = {
         name for name, owned_by in owner.items() if owned_by == decided.project_name
     } | {name for name, _ in decided.includes}
-    outputs = outputs_for_layout(decided.layout, decided.output, entries, project_files)
+    handler = decided.request.handler
+    if handler is not None and decided.layout.ships_project:
+        check_handler(handler, [entry.name for entry in entries])
+    zips = outputs_for_layout(decided.layout, outputs, entries, project_files)
+    force = decided.request.force
+    pending, kept = [], {}
+    for kind, (path, zipped) in zip(decided.layout.kinds, zips):
+        if force or recorded([path]) != fingerprints[kind]:
+            pending.append((path, zipped, comment(fingerprints[kind])))
+        else:
+            kept[path] = existing_stats(path)
     written = write_zips_atomically(
-        outputs,
+        pending,
         decided.timestamp,
-        check=lambda stats: _check_size(stats, sizes, progress),
-        comment=comment(fingerprint),
+        check=lambda stats: _check_size([*stats, *kept.values()], sizes, progress),
     )
     files = sum(stats.files for stats in written)
     progress.phase("package", time.monotonic() - started, f"{files} files")
-    return written, sizes
+    by_path = {**kept, **{stats.path: stats for stats in written}}
+    return tuple(by_path[path] for path in outputs), tuple(s.path for s in written), sizes
 
 
 def _entries(directory: Path) -> list[Entry]:
@@ -230,21 +452,30 @@ def _entries(directory: Path) -> list[Entry]:
     )
 
 
-def _verify(
-    decided: BuildPlan, written: Sequence[ArchiveStats], progress: Progress
-) -> float | None:
-    """With --verify: import the handler from the zips as Lambda would; the import time."""
+def _verify(outcome: Outcome, members: Sequence[_Member]) -> Outcome:
+    """With --verify: import the function's handler from its zips as Lambda would."""
+    result = outcome.result
+    if result is None:
+        return outcome
+    decided = result.plan
     request = decided.request
     if not (request.verify and request.handler):
-        return None
-    kinds = dict(zip(decided.layout.kinds, written))
+        return outcome
+    kinds = dict(zip(decided.layout.kinds, result.archives))
     check = VerifyJob(
         target=decided.target,
         handler=request.handler,
         function_zip=kinds["function"].path if "function" in kinds else None,
         layer_zip=kinds["layer"].path if "layer" in kinds else None,
     )
-    return verify_handler(check, decided.docker, progress)
+    progress = next(m.progress for m in members if m.function == outcome.function)
+    try:
+        seconds = verify_handler(check, decided.docker, progress)
+    except LambdaZipError as e:
+        if len(members) == 1:
+            raise
+        return replace(outcome, error=e)
+    return replace(outcome, result=replace(result, import_seconds=seconds))
 
 
 def _tree_cache(poetry: Poetry) -> TreeCache:
@@ -256,6 +487,26 @@ def _remove_what_killed_runs_left(outputs: Sequence[Path]) -> None:
     remove_stale(Path(tempfile.gettempdir()), _TEMPORARY_PREFIX)
     for output in outputs:
         remove_stale_temporaries(output)
+
+
+class _Prefixed:
+    """Progress of one function among several: its name before every line."""
+
+    def __init__(self, progress: Progress, function: str) -> None:
+        self._progress = progress
+        self._function = function
+
+    def phase(self, name: str, seconds: float, detail: str) -> None:
+        self._progress.phase(f"{self._function} {name}", seconds, detail)
+
+    def info(self, message: str) -> None:
+        self._progress.info(f"{self._function}: {message.lstrip()}")
+
+    def warning(self, message: str) -> None:
+        self._progress.warning(f"{self._function}: {message}")
+
+    def installer_output(self, line: str) -> None:
+        self._progress.installer_output(f"{self._function}: {line}")
 
 
 def _report_steps(decided: BuildPlan, report: TreeReport, progress: Progress) -> None:

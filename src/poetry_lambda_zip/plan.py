@@ -25,9 +25,11 @@ from poetry_lambda_zip.index_access import NetworkSettings
 from poetry_lambda_zip.index_access import index_credentials
 from poetry_lambda_zip.index_access import network_settings
 from poetry_lambda_zip.project import collect_includes
+from poetry_lambda_zip.request import CONFIG_TABLE
 from poetry_lambda_zip.resolve import resolve
 from poetry_lambda_zip.resolve import select_extras
 from poetry_lambda_zip.resolve import select_groups
+from poetry_lambda_zip.target import RUNTIMES
 from poetry_lambda_zip.target import LambdaTarget
 from poetry_lambda_zip.target import newest_runtime_for
 
@@ -68,6 +70,8 @@ class BuildPlan:
     project_name: str
     project_version: str | None
     package_mode: bool
+    #: The project's own wheel is built and shipped (package mode, not --no-root, not a layer).
+    root: bool
     #: Project files for the zip root: (name in the zip, file here).
     includes: tuple[tuple[str, Path], ...]
     project_dir: Path
@@ -115,7 +119,7 @@ def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan
     for requirement in requirements.built_from_source:
         progress.info(f"  {requirement.name} {requirement.version}: {requirement.describe()}")
 
-    output = request.output or _default_output(request.project_dir, poetry, target)
+    output = request.output or _default_output(request, poetry, target)
     if request.layout is Layout.LAYER and request.output is None:
         output = layer_output(output)
     outputs = _outputs(output, request.layout)
@@ -126,9 +130,13 @@ def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan
     if not request.layout.ships_project and includes:
         progress.warning("A layer holds dependencies only: the include files are left out.")
         includes = []
-    if request.layout.ships_project and not poetry.is_package_mode and not request.include:
+    root = request.layout.ships_project and poetry.is_package_mode and request.root
+    if root:
+        _check_has_package(poetry)
+    elif request.layout.ships_project and not request.include:
+        why = "--no-root" if poetry.is_package_mode else "package-mode = false"
         progress.warning(
-            "package-mode = false and no include: the zip holds only the dependencies."
+            f"{why} and no include: the zip holds only the dependencies."
             ' Add e.g. include = ["index.py"] to [tool.poetry-lambda-zip].'
         )
     name, version = _project_identity(request.project_dir, poetry)
@@ -150,7 +158,8 @@ def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan
         project_name=name,
         project_version=version,
         package_mode=poetry.is_package_mode,
-        includes=tuple((path.relative_to(project_dir).as_posix(), path) for path in includes),
+        root=root,
+        includes=tuple(includes),
         project_dir=project_dir,
         network=network,
         credentials=tuple(index_credentials(poetry, requirements.requirements)),
@@ -193,16 +202,40 @@ def _target(request: BuildRequest, poetry: Poetry, progress: Progress) -> Lambda
     if runtime is None:
         runtime = newest_runtime_for(poetry.package.python_constraint)
         if runtime is None:
-            raise ConfigError(
-                f"No Lambda Python runtime satisfies the project's Python requirement"
-                f" ({poetry.package.python_versions}).",
-                "Widen requires-python to include a Lambda runtime (python3.9 to python3.14).",
-            )
+            raise _no_runtime_error(poetry)
         progress.info(
             f"Runtime {runtime}: the newest Lambda runtime allowed by the project's Python"
             f" requirement ({poetry.package.python_versions}). Pass --runtime to choose another."
         )
     return LambdaTarget(runtime=runtime, arch=request.arch)
+
+
+def _no_runtime_error(poetry: Poetry) -> ConfigError:
+    """No runtime Lambda offers runs a Python the project allows: name the runtime it would
+    need, when that is one Lambda no longer offers."""
+    from poetry.core.constraints.version import parse_constraint
+
+    allowed = poetry.package.python_versions
+    needed = next(
+        (
+            f"python3.{minor}"
+            for minor in range(int(RUNTIMES[0].split(".")[1]) - 1, -1, -1)
+            if poetry.package.python_constraint.allows_any(parse_constraint(f"~3.{minor}"))
+        ),
+        None,
+    )
+    oldest, newest = RUNTIMES[0], RUNTIMES[-1]
+    if needed is not None:
+        return ConfigError(
+            f"The project's Python requirement ({allowed}) allows only Pythons Lambda no longer"
+            f" runs: it would need {needed}; the oldest Python runtime Lambda offers is {oldest}.",
+            f"Allow Python {oldest.removeprefix('python')} or newer (requires-python, or python"
+            " under [tool.poetry.dependencies]), then run `poetry lock`.",
+        )
+    return ConfigError(
+        f"No Lambda Python runtime satisfies the project's Python requirement ({allowed}).",
+        f"Widen requires-python to include a Lambda runtime ({oldest} to {newest}).",
+    )
 
 
 def _project_identity(project_dir: Path, poetry: Poetry) -> tuple[str, str | None]:
@@ -214,8 +247,36 @@ def _project_identity(project_dir: Path, poetry: Poetry) -> tuple[str, str | Non
     return name, package.version.text if versioned else None
 
 
-def _default_output(project_dir: Path, poetry: Poetry, target: LambdaTarget) -> Path:
-    """dist/NAME-VERSION-RUNTIME-ARCH.zip"""
+def _check_has_package(poetry: Poetry) -> None:
+    """The project's package must be there to be built: poetry-core's error for a project
+    with none (plain directories of handlers) becomes the two ways out."""
+    from poetry.core.masonry.utils.module import Module
+    from poetry.core.masonry.utils.module import ModuleOrPackageNotFoundError
+
+    package = poetry.package
+    try:
+        Module(
+            package.name,
+            str(poetry.pyproject_path.parent),
+            packages=[item for item in package.packages if "wheel" in item["format"]],
+            includes=[item for item in package.include if "wheel" in item["format"]],
+        )
+    except ModuleOrPackageNotFoundError:
+        raise ConfigError(
+            f"The project {package.name} has no package of its own to build: no module"
+            f" {package.name.replace('-', '_')} and no `packages` in pyproject.toml.",
+            "Build the dependencies and include files only: pass --no-root (or set root ="
+            f" false in [tool.{CONFIG_TABLE}]), or declare package-mode = false under"
+            " [tool.poetry] if the project is never built as a package.",
+        ) from None
+
+
+def _default_output(request: BuildRequest, poetry: Poetry, target: LambdaTarget) -> Path:
+    """dist/FUNCTION.zip for a function of the functions table, else
+    dist/NAME-VERSION-RUNTIME-ARCH.zip"""
+    project_dir = request.project_dir
+    if request.function is not None:
+        return project_dir / "dist" / f"{request.function}.zip"
     name, version = _project_identity(project_dir, poetry)
     stem = name.replace("-", "_").replace(".", "_")
     suffix = f"-{version}" if version else ""

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
     from poetry.core.poetry import Poetry
 
+    from poetry_lambda_zip.request import Include
+
 __all__ = ["build_project_wheel", "collect_includes"]
 
 _NEVER_INCLUDED = ("__pycache__", ".git", ".venv")
@@ -87,38 +89,61 @@ def _refuse_packaged_outputs(wheel: Path) -> None:
 
 
 def collect_includes(
-    root: Path, patterns: Sequence[str], outputs: Sequence[Path] = ()
-) -> tuple[list[Path], list[str]]:
-    """Files matched by ``include`` globs (relative to the project), and a warning per pattern
-    that matched nothing. Patterns and symlinks that leave the project are refused. The
-    ``outputs`` and any zip this plugin wrote are never included (each build would nest the
-    previous one)."""
+    root: Path, includes: Sequence[Include], outputs: Sequence[Path] = ()
+) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The files ``includes`` match, as (name in the zip, file here), and a warning per entry
+    that matched nothing. An entry's base directory, pattern or prefix that leaves the project,
+    and symlinks that do, are refused, as are two files for one name. The ``outputs`` and any
+    zip this plugin wrote are never included (each build would nest the previous one)."""
     root = root.resolve()
-    files: dict[Path, None] = {}
+    files: dict[str, Path] = {}
     warnings: list[str] = []
     packages = {output.resolve() for output in outputs}
     left_out: dict[str, None] = {}
-    for pattern in patterns:
-        pure = PurePosixPath(pattern)
-        if not pattern or pure.is_absolute() or ".." in pure.parts:
+    for include in includes:
+        base = root.joinpath(*_relative(include.base, include, "from", empty=True))
+        _relative(include.pattern, include, "include")
+        prefix = PurePosixPath(*_relative(include.prefix, include, "to", empty=True))
+        if not base.is_dir():
             raise ConfigError(
-                f"The include pattern {pattern!r} points outside the project.",
-                "Use a glob relative to the directory holding pyproject.toml.",
+                f"The include entry {str(include)!r} takes files from {include.base}/, which"
+                " is not a directory of the project.",
+                "Name a directory relative to the one holding pyproject.toml.",
             )
         matched = False
-        for match in sorted(root.glob(pattern)):
+        for match in sorted(base.glob(include.pattern)):
             for path in _files_below(match):
                 matched = True
                 if path.resolve() in packages or carries_fingerprint(path):
                     left_out[path.relative_to(root).as_posix()] = None
                     continue
-                files[_inside(root, path, pattern)] = None
+                inside = _inside(root, path, str(include))
+                name = (prefix / path.relative_to(base).as_posix()).as_posix()
+                if files.setdefault(name, inside) != inside:
+                    raise ConfigError(
+                        f"Two include entries put different files at {name} in the zip:"
+                        f" {files[name].relative_to(root)} and {inside.relative_to(root)}.",
+                        "Narrow one of the patterns, or give one entry another prefix (to).",
+                    )
         if not matched:
-            warnings.append(f"The include pattern {pattern!r} matches no file.")
+            warnings.append(f"The include pattern {str(include)!r} matches no file.")
     warnings += [
         f"Left {name} out of include: it is a package poetry-lambda-zip wrote." for name in left_out
     ]
-    return sorted(files), warnings
+    return sorted(files.items()), warnings
+
+
+def _relative(text: str, include: Include, key: str, *, empty: bool = False) -> tuple[str, ...]:
+    """The parts of a relative path of an include entry; one that leaves the project (or is
+    empty where a pattern is needed) is refused."""
+    pure = PurePosixPath(text)
+    if (not text and not empty) or pure.is_absolute() or ".." in pure.parts:
+        where = "The include pattern" if key == "include" else f"The {key} of include"
+        raise ConfigError(
+            f"{where} {str(include)!r} points outside the project.",
+            "Use a glob relative to the directory holding pyproject.toml.",
+        )
+    return pure.parts
 
 
 def _files_below(path: Path) -> list[Path]:

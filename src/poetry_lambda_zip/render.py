@@ -8,10 +8,13 @@ from typing import Any
 from poetry_lambda_zip.redact import redact
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from poetry_lambda_zip.pipeline import BuildResult
+    from poetry_lambda_zip.pipeline import Outcome
     from poetry_lambda_zip.plan import BuildPlan
 
-__all__ = ["SCHEMA_VERSION", "plan_json", "plan_lines", "result_json"]
+__all__ = ["SCHEMA_VERSION", "outcomes_json", "plan_json", "plan_lines", "result_json"]
 
 #: Bumped when a key is renamed or removed; new keys may appear at any time.
 SCHEMA_VERSION = 1
@@ -62,6 +65,9 @@ def plan_json(plan: BuildPlan) -> dict[str, Any]:
             for e in plan.requirements.excluded
         ],
         "output": str(plan.output),
+        "function": plan.request.function,
+        "handler": plan.request.handler,
+        "root": plan.root,
     }
 
 
@@ -84,9 +90,11 @@ def plan_lines(plan: BuildPlan) -> list[str]:
         f"  {f'{r.name} {r.version}':<{width}}  {r.describe()}" for r in requirements.requirements
     ]
     version = f" {plan.project_version}" if plan.project_version else ""
-    code = (
-        "wheel built by poetry-core" if plan.package_mode else "no package (package-mode = false)"
-    )
+    code = "wheel built by poetry-core"
+    if not plan.root:
+        code = "no package (package-mode = false)" if not plan.package_mode else "not shipped"
+        if plan.package_mode and plan.layout.ships_project:
+            code = "not built (--no-root)"
     lines += ["", f"Project  {plan.project_name}{version}: {code}"]
     if plan.includes:
         included = ", ".join(name for name, _ in plan.includes)
@@ -94,7 +102,11 @@ def plan_lines(plan: BuildPlan) -> list[str]:
     if requirements.excluded:
         lines += ["", f"Left out ({len(requirements.excluded)}):"]
         lines += [f"  {e.name} {e.version}: {e.reason}" for e in requirements.excluded]
+    if plan.request.handler:
+        lines.append(f"Handler  {plan.request.handler}")
     lines += ["", f"Output   {plan.output}"]
+    if plan.request.function is not None:
+        lines = [f"Function {plan.request.function}", *lines]
     return lines
 
 
@@ -114,6 +126,9 @@ def result_json(result: BuildResult) -> dict[str, Any]:
             }
             for kind, archive in zip(result.plan.layout.kinds, result.archives)
         ],
+        "function": result.plan.request.function,
+        "handler": result.plan.request.handler,
+        "written": [str(path.resolve()) for path in result.written],
         "up_to_date": result.up_to_date,
         "import_seconds": result.import_seconds,
         "slim": result.report.to_json().get("slim"),
@@ -128,5 +143,35 @@ def result_json(result: BuildResult) -> dict[str, Any]:
                 "unzipped_size": size,
             }
             for name, size in result.sizes.items()
+        ],
+    }
+
+
+def outcomes_json(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """Every function of a functions table: its result, or its error."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "functions": [
+            {
+                "function": outcome.function,
+                "ok": outcome.error is None,
+                **(
+                    {"result": result_json(outcome.result)}
+                    if outcome.result is not None and outcome.error is None
+                    else {}
+                ),
+                **(
+                    {
+                        "error": {
+                            "message": redact(outcome.error.message),
+                            "fix": redact(outcome.error.fix or ""),
+                            "exit_code": outcome.error.exit_code,
+                        }
+                    }
+                    if outcome.error is not None
+                    else {}
+                ),
+            }
+            for outcome in outcomes
         ],
     }

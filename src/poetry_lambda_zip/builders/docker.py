@@ -81,6 +81,7 @@ _VERIFY_SCRIPT = f"""
 import importlib, json, sys, time, traceback
 sys.path[:0] = ["/var/task", "/opt/python"]
 module, _, function = sys.argv[1].rpartition(".")
+module = module.replace("/", ".")  # SAM's dir/module.function, as Lambda's runtime reads it
 started = time.perf_counter()
 try:
     getattr(importlib.import_module(module), function)
