@@ -1,7 +1,10 @@
 """Build one fixture with this plugin and, in the same run, with what users pick instead.
 
     python bench/compare.py --peers VENV [--runs 3] [--fixture binary-wheel] [--image IMAGE]
-                            [--big]
+                            [--big] [--data-science]
+
+The floor is ``poetry --version`` (Poetry's own start-up, which no plugin command can beat);
+each of this plugin's rows is also shown as "+X s over the floor", measured in the same run.
 
 This plugin (docker and local builders) is measured cold (a fresh Poetry cache directory: no
 downloads, no kept trees; the image's pip-cache volume is used as found, which matters only for
@@ -23,7 +26,10 @@ the median of ``--runs`` runs (cold rows: one run). "warm" is a fresh checkout w
 kept (no zip yet); "warm --force" downloads and reinstalls everything. Peak memory is
 the largest resident set of the Poetry process that builds (shown for this plugin only).
 ``--big`` adds the memory check on a generated 250 MB package (a path dependency holding 240 MiB
-of random bytes).
+of random bytes). ``--data-science`` adds a generated numpy + pandas project (about 150 MB
+unzipped), locked here (through a temporary simple-API source, removed again), built cold by
+this plugin (docker builder, bytecode) and by the uv pins pipeline, with this plugin's peak
+memory.
 """
 
 from __future__ import annotations
@@ -153,6 +159,9 @@ def measure_peer(
     return rows
 
 
+FLOOR = "poetry --version"
+UV_PINS = "uv pip --target (pins only) + zip"
+
 #: Every container and volume this run creates carries this owner (the engine may be shared).
 OWNER = f"bench-{uuid.uuid4().hex[:12]}"
 
@@ -212,13 +221,18 @@ def unzipped_mb(path: Path) -> float:
 
 def print_table(rows: list[Row], runs: int, fixture: str) -> None:
     print(f"fixtures/{fixture}, python3.11 x86_64; median of {runs} runs (cold: one run)")
+    floor = next((row.median for row in rows if row.tool == FLOOR), None)
     print(
-        f"{'tool':<38} {'scenario':<16} {'median':>8} {'zip MB':>7} {'unzipped':>9} {'peak MB':>8}"
+        f"{'tool':<38} {'scenario':<22} {'median':>8} {'over floor':>10} {'zip MB':>7}"
+        f" {'unzipped':>9} {'peak MB':>8}"
     )
     for row in rows:
         size, unzipped = row.sizes
         peak = f"{row.peak_kb / 1024:.0f}" if row.peak_kb else "-"
-        print(f"{row.tool:<38} {row.scenario:<22} {row.median:>7.2f}s {size:>7.1f}"
+        over = "-"
+        if floor is not None and row.tool.startswith("poetry lambda-zip"):
+            over = f"+{row.median - floor:.2f}s"
+        print(f"{row.tool:<38} {row.scenario:<22} {row.median:>7.2f}s {over:>10} {size:>7.1f}"
               f" {unzipped:>9.1f} {peak:>8}")  # fmt: skip
 
 
@@ -228,8 +242,10 @@ def print_ratios(rows: list[Row]) -> None:
     build_lambda, uv = "poetry-plugin-lambda-build (docker)", "export + uv pip --target + zip"
     hand = "export + docker run pip --target + zip"
     print("ratios:")
-    uv_pins = "uv pip --target (pins only) + zip"
+    uv_pins = UV_PINS
     for ours, peer, scenario_ours, scenario_peer in (
+        (docker, uv_pins, "cold", "cold"),
+        (docker, uv_pins, "numpy+pandas cold", "numpy+pandas cold"),
         (docker, build_lambda, "cold", "cold"),
         (docker, hand, "cold", "cold"),
         (docker, build_lambda, "no-op", "rebuild"),
@@ -250,6 +266,9 @@ def main() -> None:
     parser.add_argument("--fixture", default="binary-wheel")
     parser.add_argument("--image", default=STAND_IN)
     parser.add_argument("--big", action="store_true", help="also build a 250 MB package")
+    parser.add_argument(
+        "--data-science", action="store_true", help="also build numpy + pandas, cold"
+    )
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lambda-zip-bench-") as tmp:
         try:
@@ -260,9 +279,17 @@ def main() -> None:
         print_ratios(rows)
 
 
+def measure_floor(runs: int) -> Row:
+    """``poetry --version``: Poetry's start-up, the least any ``poetry`` command takes."""
+    poetry = str(Path(sys.executable).with_name("poetry"))
+    times = [run([poetry, "--version"], ROOT, dict(os.environ))[0] for _ in range(max(runs, 5))]
+    return Row(FLOOR, "floor", times, None, 0)
+
+
 def compare(work: Path, arguments: argparse.Namespace) -> list[Row]:
-    """Every row: ours with both builders, then the peers (and the big package)."""
-    rows = measure_ours(Ours("docker", arguments.fixture, arguments.image, work), arguments.runs)
+    """Every row: the floor, ours with both builders, then the peers (and the big package)."""
+    rows = [measure_floor(arguments.runs)]
+    rows += measure_ours(Ours("docker", arguments.fixture, arguments.image, work), arguments.runs)
     rows += measure_ours(
         Ours("local", arguments.fixture, arguments.image, work),
         arguments.runs,
@@ -281,13 +308,63 @@ def compare(work: Path, arguments: argparse.Namespace) -> list[Row]:
         ("export + docker run pip --target + zip", "hand_written.sh", "rebuild"),
         ("poetry-plugin-lambda-build (docker)", "lambda_build.sh", "rebuild"),
         ("export + uv pip --target + zip", "uv_pipeline.sh", "warm"),
-        ("uv pip --target (pins only) + zip", "uv_pins_only.sh", "warm"),
+        (UV_PINS, "uv_pins_only.sh", "warm"),
     ):
         project = work / "peers-projects" / script / arguments.fixture
         shutil.copytree(ROOT / "fixtures" / arguments.fixture, project)
         rows += measure_peer(label, script, project, environment, runs=arguments.runs, rerun=rerun)
     if arguments.big:
         rows += big_package(work, arguments.image)
+    if arguments.data_science:
+        rows += data_science(work, arguments.image, environment)
+    return rows
+
+
+DATA_SCIENCE = """[project]
+name = "ds-handler"
+version = "1.0"
+requires-python = ">=3.11,<3.12"
+dependencies = ["numpy (>=2,<3)", "pandas (>=2.2,<3)"]
+
+[tool.poetry]
+package-mode = false
+
+[tool.poetry-lambda-zip]
+include = ["handler.py"]
+"""
+
+
+def data_science(work: Path, image: str, environment: dict[str, str]) -> list[Row]:
+    """numpy + pandas, cold: this plugin (docker builder, bytecode) and the uv pins pipeline."""
+    rows = []
+    for label in ("ours", "uv"):
+        project = work / f"data-science-{label}" / "ds-handler"
+        project.mkdir(parents=True)
+        (project / "pyproject.toml").write_text(DATA_SCIENCE)
+        (project / "handler.py").write_text("import pandas\n\ndef handler(event, context):\n"
+                                            "    return pandas.__version__\n")  # fmt: skip
+        if label == "ours":
+            relock = [sys.executable, str(ROOT / "scripts" / "relock_fixture.py"), str(project)]
+            run(relock, project, dict(os.environ))
+            lock = (project / "poetry.lock").read_text()
+        else:
+            (project / "poetry.lock").write_text(lock)
+    ours = work / "data-science-ours" / "ds-handler"
+    poetry = str(Path(sys.executable).with_name("poetry"))
+    output = work / "data-science.zip"
+    ours_environment = {**os.environ, "POETRY_CACHE_DIR": str(work / "cache-data-science"),
+                        OWNER_VARIABLE: OWNER}  # fmt: skip
+    seconds, peak, _ = run(
+        [poetry, "lambda-zip", "-C", str(ours), "--runtime", "python3.11", "--builder", "docker",
+         "--image", image, "-o", str(output)],
+        ours, ours_environment,
+    )  # fmt: skip
+    rows.append(Row("poetry lambda-zip (docker)", "numpy+pandas cold", [seconds], output, peak))
+    uv = work / "data-science-uv" / "ds-handler"
+    uv_environment = {**environment, "UV_CACHE_DIR": str(work / "uv-cache-data-science")}
+    command = ["bash", str(PEER_SCRIPTS / "uv_pins_only.sh"), str(uv)]
+    seconds, _, last = run(command, uv, uv_environment)
+    rows.append(Row(UV_PINS, "numpy+pandas cold", [seconds], Path(last), 0))
     return rows
 
 

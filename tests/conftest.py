@@ -21,6 +21,7 @@ from cleo.testers.command_tester import CommandTester
 from poetry.factory import Factory
 
 from poetry_lambda_zip import pipeline
+from poetry_lambda_zip import plan as plan_module
 from poetry_lambda_zip.builders.docker import OWNER_VARIABLE
 from poetry_lambda_zip.command import LambdaZipCommand
 from poetry_lambda_zip.tree_cache import TreeCache
@@ -72,6 +73,22 @@ def tree_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory = tmp_path / "tree-cache"
     monkeypatch.setattr(pipeline, "_tree_cache", lambda poetry: TreeCache(directory))
     return directory
+
+
+@pytest.fixture(autouse=True)
+def bytecode_verdicts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No verdicts "this machine compiles as the image does" (builders.bytecode_here) unless a
+    test asks for them (``verdicts_here``): tests that look at what the image did must see
+    the image do it."""
+    monkeypatch.setattr(plan_module, "_bytecode_verdicts", lambda poetry: None)
+
+
+@pytest.fixture
+def verdicts_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This test's own file of bytecode verdicts."""
+    record = tmp_path / "bytecode-here.json"
+    monkeypatch.setattr(plan_module, "_bytecode_verdicts", lambda poetry: record)
+    return record
 
 
 @pytest.fixture(autouse=True)

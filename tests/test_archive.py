@@ -3,12 +3,16 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import random
+import stat
 import tarfile
+import time
 import zipfile
 from typing import TYPE_CHECKING
 
 import pytest
 
+from poetry_lambda_zip import archive as archive_module
 from poetry_lambda_zip.archive import DEFAULT_EPOCH
 from poetry_lambda_zip.archive import ArchiveStats
 from poetry_lambda_zip.archive import Entry
@@ -179,3 +183,69 @@ def test_distribution_sizes_follow_each_record() -> None:
         ]
     )
     assert sizes == {"pkg": 3 + 5 + 2 + len(record)}
+
+
+def zipfile_reference(entries: list[Entry], path: Path, timestamp: int) -> bytes:
+    """The zip as zipfile's own writer makes it (ZipFile.open(info, "w")), for comparison."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for item in sorted(entries, key=lambda e: e.name):
+            info = zipfile.ZipInfo(item.name, date_time=time.gmtime(timestamp)[:6])
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3
+            mode = 0o755 if item.executable else 0o644
+            info.external_attr = (stat.S_IFREG | mode) << 16
+            info.file_size = item.size
+            with item.open() as source, archive.open(info, "w") as target:
+                target.write(source.read())
+    return path.read_bytes()
+
+
+MIXED = [
+    entry("empty.txt", b""),
+    entry("bin/tool", b"#!/bin/sh\n", executable=True),
+    entry("päckage/ünïcode.py", "x = 'ü'\n".encode()),
+    entry("big/random.bin", random.Random(1).randbytes(3 << 20)),
+    entry("big/text.py", b"value = 1\n" * 200_000),
+    *[entry(f"many/m{n:03}.py", f"n = {n}\n".encode() * 800) for n in range(120)],
+]
+
+
+def test_the_parallel_writer_writes_the_bytes_zipfile_writes(tmp_path: Path) -> None:
+    ours = write_zip_atomically(MIXED, tmp_path / "ours.zip", DEFAULT_EPOCH)
+    reference = zipfile_reference(MIXED, tmp_path / "reference.zip", DEFAULT_EPOCH)
+    assert ours.path.read_bytes() == reference
+
+
+def test_unchanged_entries_reuse_the_replaced_zips_deflated_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    output = tmp_path / "out.zip"
+    write_zip_atomically(MIXED, output, DEFAULT_EPOCH)
+    changed = [entry("big/text.py", b"value = 2\n" * 200_000), *MIXED[:4], *MIXED[5:]]
+    fresh = zipfile_reference(changed, tmp_path / "fresh.zip", DEFAULT_EPOCH)
+    compressed: list[str] = []
+    original = archive_module._compress_file
+
+    def counting(item: Entry, crc: int) -> bytes:
+        compressed.append(item.name)
+        return original(item, crc)
+
+    monkeypatch.setattr(archive_module, "_compress_file", counting)
+    write_zip_atomically(changed, output, DEFAULT_EPOCH)
+    # Deflated again: the changed entry, and what came before the first entry that showed
+    # this zlib deflates as the replaced zip's writer did (small entries); not the rest.
+    assert "big/text.py" in compressed
+    assert len(compressed) < len(MIXED) // 2
+    assert output.read_bytes() == fresh
+
+
+def test_deflated_bytes_of_another_writer_are_not_reused(tmp_path: Path) -> None:
+    output = tmp_path / "out.zip"
+    # Same names, sizes, CRCs and contents, deflated at another level: valid, but not the
+    # bytes this writer makes, so nothing of it is reused and the zip is the one from scratch.
+    with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as other:
+        for item in MIXED:
+            with item.open() as source:
+                other.writestr(item.name, source.read())
+    write_zip_atomically(MIXED, output, DEFAULT_EPOCH)
+    assert output.read_bytes() == zipfile_reference(MIXED, tmp_path / "ref.zip", DEFAULT_EPOCH)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import zipfile
 from typing import TYPE_CHECKING
 
@@ -152,3 +153,28 @@ def test_verify_fails_with_the_traceback_when_the_handler_does_not_import(
     assert result.status == 5
     assert "does not import" in result.error
     assert "AttributeError: module 'hello_pure.handler' has no attribute 'missing'" in result.error
+
+
+def test_bytecode_compiled_here_is_the_images_byte_for_byte(
+    project: Callable[[str], Path],
+    build: Callable[..., Build],
+    verdicts_here: Path,
+    docker_client: docker.DockerClient,
+    stand_in_image: str,
+) -> None:
+    path = project("binary-wheel")
+    first = build(path)  # no verdict yet: the image compiles; the project's tree is compared
+    assert first.status == 0, first.error
+    assert "the project's files: precompiled in the python3.11 image" in first.output
+    image_id = docker_client.images.get(stand_in_image).id
+    interpreter = f"{sys.implementation.name} {sys.version.split()[0]}"
+    assert json.loads(verdicts_here.read_text()) == {f"{image_id} {interpreter}": True}
+    in_the_image = first.zip_path.read_bytes()
+
+    # The verdict: the project's files (and every tree that needs only bytecode) compile here,
+    # and the zip is the one the image made.
+    second = build(path, "--force")
+    assert second.status == 0, second.error
+    here = "precompiled here (its bytecode is the image's, byte for byte)"
+    assert f"the project's files: {here}" in second.output
+    assert second.zip_path.read_bytes() == in_the_image

@@ -3,11 +3,9 @@ checked before it is reused, and a cache that cannot be written costs only time.
 
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
 import subprocess
-import tarfile
 from typing import TYPE_CHECKING
 
 import pytest
@@ -36,12 +34,8 @@ def finished(
     return Finished(directory, report or TreeReport(), "here")
 
 
-_fresh = itertools.count()
-
-
 def get(cache: TreeCache, key: str) -> Finished | None:
-    """``cache.get`` into a directory of its own."""
-    return cache.get(key, cache.directory.parent / f"got-{next(_fresh)}")
+    return cache.get(key)
 
 
 def test_a_builders_tree_and_report_come_back(tmp_path: Path) -> None:
@@ -59,7 +53,7 @@ def test_a_builders_tree_and_report_come_back(tmp_path: Path) -> None:
     assert files(found.directory) == {"six.py": "six", "a/b.py": "b"}
     assert os.stat(found.directory / "six.py").st_mode & 0o777 == 0o755
     assert os.stat(found.directory / "a" / "b.py").st_mode & 0o777 == 0o644
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["k.json", "k.tar"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["k", "k.json"]
 
 
 def test_the_least_recently_used_entries_go_first(tmp_path: Path) -> None:
@@ -67,19 +61,14 @@ def test_the_least_recently_used_entries_go_first(tmp_path: Path) -> None:
     tree = finished(tmp_path / "tree", {"x.py": b""})
     cache.put("a", tree)
     cache.put("b", tree)
-    os.utime(tmp_path / "cache" / "a.tar", (1, 1))
-    os.utime(tmp_path / "cache" / "b.tar", (2, 2))
+    os.utime(tmp_path / "cache" / "a.json", (1, 1))
+    os.utime(tmp_path / "cache" / "b.json", (2, 2))
     assert get(cache, "a") is not None  # used now: the newest
     cache.put("c", tree)
     assert get(cache, "b") is None
     assert get(cache, "a") is not None
     assert get(cache, "c") is not None
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
-        "a.json",
-        "a.tar",
-        "c.json",
-        "c.tar",
-    ]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["a", "a.json", "c", "c.json"]
 
 
 def test_a_cache_that_cannot_be_written_costs_only_time_and_one_warning(tmp_path: Path) -> None:
@@ -97,33 +86,37 @@ def test_a_cache_that_cannot_be_written_costs_only_time_and_one_warning(tmp_path
 
 def test_the_newest_tree_is_kept_even_over_the_byte_limit(tmp_path: Path) -> None:
     cache = TreeCache(tmp_path / "cache", keep_bytes=1)
-    small = finished(tmp_path / "small", {"x.py": b""})
+    small = finished(tmp_path / "small", {"x.py": b"x = 1\n"})
     cache.put("old", small)
-    os.utime(tmp_path / "cache" / "old.tar", (1, 1))
+    os.utime(tmp_path / "cache" / "old.json", (1, 1))
     cache.put("new", small)
     assert get(cache, "old") is None
     assert get(cache, "new") is not None
 
 
+def a_file(tree: Path) -> Path:
+    return max((p for p in tree.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
 def truncate(tree: Path) -> None:
-    tree.write_bytes(tree.read_bytes()[: tree.stat().st_size // 2])
+    target = a_file(tree)
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
 
 
-def edit_a_byte_inside_a_member(tree: Path) -> None:
-    with tarfile.open(tree) as archive:
-        member = next(m for m in archive.getmembers() if m.isfile() and m.size > 0)
-    with tree.open("r+b") as handle:
-        handle.seek(member.offset_data)
-        first = handle.read(1)
-        handle.seek(member.offset_data)
-        handle.write(bytes([first[0] ^ 0xFF]))
+def edit_a_byte_inside_a_file(tree: Path) -> None:
+    target = a_file(tree)
+    data = bytearray(target.read_bytes())
+    data[0] ^= 0xFF
+    target.write_bytes(bytes(data))
 
 
 def replace_with_garbage(tree: Path) -> None:
-    tree.write_bytes(b"not a tar at all " * 64)
+    shutil.rmtree(tree)
+    tree.mkdir()
+    (tree / "garbage").write_bytes(b"not the tree at all " * 64)
 
 
-DAMAGE = [truncate, edit_a_byte_inside_a_member, replace_with_garbage]
+DAMAGE = [truncate, edit_a_byte_inside_a_file, replace_with_garbage]
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
@@ -133,10 +126,10 @@ def test_a_damaged_entry_is_discarded_with_a_warning(
     warnings: list[str] = []
     cache = TreeCache(tmp_path / "cache").reporting_to(warnings.append)
     cache.put("k", finished(tmp_path / "tree", {"six.py": b"six" * 100}))
-    damage(tmp_path / "cache" / "k.tar")
+    damage(tmp_path / "cache" / "k")
     assert get(cache, "k") is None
     assert warnings == [
-        f"The kept dependency tree {tmp_path / 'cache' / 'k.tar'} is damaged (it no longer"
+        f"The kept dependency tree {tmp_path / 'cache' / 'k'} is damaged (it no longer"
         " matches the sha256 recorded with it): discarded, the dependencies are installed"
         " again."
     ]
@@ -167,7 +160,7 @@ def test_a_damaged_kept_tree_is_rebuilt_and_the_zip_is_the_same(
     path = project("pure-python")
     first = local_build(path, "first.zip")
     assert first.status == 0, first.error
-    (kept,) = tree_cache.glob("*.tar")
+    (kept,) = (path for path in tree_cache.iterdir() if path.is_dir())
     damage(kept)
 
     second = local_build(path, "second.zip")

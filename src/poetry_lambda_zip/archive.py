@@ -8,9 +8,15 @@ import os
 import re
 import shutil
 import stat
+import struct
 import tempfile
+import threading
 import time
 import zipfile
+import zlib
+from collections import deque
+from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from pathlib import PurePosixPath
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
     import tarfile
     from collections.abc import Callable
     from collections.abc import Iterable
+    from collections.abc import Iterator
     from collections.abc import Sequence
 
 __all__ = [
@@ -154,9 +161,12 @@ def write_zips_atomically(
     outputs: Sequence[tuple[Path, Iterable[Entry], bytes]],
     timestamp: int,
     check: Callable[[list[ArchiveStats]], None] | None = None,
+    *,
+    reuse: bool = True,
 ) -> list[ArchiveStats]:
     """Write every zip (path, entries, the zip's comment) to a temporary file next to its
-    output, run ``check`` on all of them, then move them into place.
+    output, run ``check`` on all of them, then move them into place. With ``reuse``, the
+    deflated bytes of an unchanged entry are taken from the zip an output replaces.
 
     A failure at any point (including ``check``) leaves no partial file and every existing
     output untouched.
@@ -170,7 +180,10 @@ def write_zips_atomically(
         for output, ordered, comment in planned:
             temporary = _temporary_next_to(output)
             temporaries.append(temporary)
-            written.append(_write_one(ordered, output, temporary, timestamp, comment))
+            previous = output if reuse else None
+            written.append(
+                _write_one(ordered, output, temporary, timestamp, comment, previous=previous)
+            )
         if check is not None:
             check(written)
         for temporary, (output, _, _) in zip(temporaries, planned):
@@ -226,10 +239,11 @@ def _temporary_next_to(output: Path) -> Path:
 
 
 def _write_one(
-    ordered: list[Entry], output: Path, temporary: Path, timestamp: int, comment: bytes
-) -> ArchiveStats:
+    ordered: list[Entry], output: Path, temporary: Path, timestamp: int, comment: bytes, *,
+    previous: Path | None,
+) -> ArchiveStats:  # fmt: skip
     with temporary.open("wb") as handle:
-        unzipped = _write_zip(ordered, handle, timestamp, comment)
+        unzipped = _write_zip(ordered, handle, timestamp, comment, previous=previous)
         handle.flush()
         os.fsync(handle.fileno())
     return ArchiveStats(
@@ -242,22 +256,194 @@ def _write_one(
     )
 
 
-def _write_zip(entries: list[Entry], handle: IO[bytes], timestamp: int, comment: bytes) -> int:
+def _write_zip(
+    entries: list[Entry],
+    handle: IO[bytes],
+    timestamp: int,
+    comment: bytes,
+    previous: Path | None = None,
+) -> int:
+    """Write the zip: entries deflated in parallel (zlib releases the GIL), or their deflated
+    bytes taken from ``previous`` (the zip this one replaces) where an entry did not change.
+    The bytes are what ``zipfile`` writes itself (a test holds the two to that)."""
     date_time = time.gmtime(timestamp)[:6]
     unzipped = 0
-    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.comment = comment
-        for entry in entries:
-            info = zipfile.ZipInfo(entry.name, date_time=date_time)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.create_system = _UNIX
-            mode = _EXECUTABLE_MODE if entry.executable else _FILE_MODE
-            info.external_attr = (stat.S_IFREG | mode) << 16
-            info.file_size = entry.size
-            with entry.open() as source, archive.open(info, "w") as target:
-                shutil.copyfileobj(source, target, 1 << 20)
-            unzipped += entry.size
+    reuse = _Previous.open(previous)
+    try:
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.comment = comment
+            for entry, crc, deflated in _deflated(entries, reuse):
+                info = zipfile.ZipInfo(entry.name, date_time=date_time)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.create_system = _UNIX
+                mode = _EXECUTABLE_MODE if entry.executable else _FILE_MODE
+                info.external_attr = (stat.S_IFREG | mode) << 16
+                _add_deflated(archive, handle, info, size=entry.size, crc=crc, deflated=deflated)
+                unzipped += entry.size
+    finally:
+        if reuse is not None:
+            reuse.close()
     return unzipped
+
+
+def _add_deflated(
+    archive: zipfile.ZipFile, handle: IO[bytes], info: zipfile.ZipInfo, *, size: int, crc: int,
+    deflated: bytes,
+) -> None:  # fmt: skip
+    """Add an entry whose data is already deflated, as ``ZipFile.open(info, "w")`` writes it
+    to a seekable file: the local header with the final sizes and CRC, then the data."""
+    info.flag_bits = 0
+    info.file_size = size
+    info.compress_size = len(deflated)
+    info.CRC = crc
+    info.header_offset = handle.tell()
+    handle.write(info.FileHeader(zip64=size * 1.05 > zipfile.ZIP64_LIMIT))
+    handle.write(deflated)
+    archive.filelist.append(info)
+    archive.NameToInfo[info.filename] = info
+    archive.start_dir = handle.tell()
+
+
+#: Bytes read and not yet written at most, beyond the entry being read (peak memory).
+_IN_FLIGHT = 16 << 20
+
+
+def _deflated(
+    entries: list[Entry], previous: _Previous | None
+) -> Iterator[tuple[Entry, int, bytes]]:
+    """Each entry with its CRC and deflated bytes, in order; several deflated at once."""
+    workers = os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[tuple[Entry, Future[tuple[int, bytes]]]] = deque()
+        in_flight = 0
+        for entry in entries:
+            pending.append((entry, pool.submit(_deflate, entry, previous)))
+            in_flight += entry.size
+            while pending and (in_flight > _IN_FLIGHT or len(pending) > 4 * workers):
+                done, future = pending.popleft()
+                in_flight -= done.size
+                yield (done, *future.result())
+        while pending:
+            done, future = pending.popleft()
+            yield (done, *future.result())
+
+
+#: How much of a file is read at a time.
+_CHUNK = 1 << 20
+
+
+def _deflate(entry: Entry, previous: _Previous | None) -> tuple[int, bytes]:
+    """The entry's CRC and deflated bytes: reused from ``previous`` where they are the same
+    entry's, else deflated here, a chunk at a time (memory: the deflated bytes)."""
+    crc = _crc(entry)
+    reused = previous.deflated(entry, crc) if previous is not None else None
+    if reused is not None:
+        return crc, reused
+    return crc, _compress_file(entry, crc)
+
+
+def _compress_file(entry: Entry, crc: int) -> bytes:
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    deflated = bytearray()
+    again = 0
+    with entry.open() as source:
+        for chunk in iter(lambda: source.read(_CHUNK), b""):
+            again = zlib.crc32(chunk, again)
+            deflated += compressor.compress(chunk)
+    deflated += compressor.flush()
+    if again != crc:
+        raise OutputError(f"{entry.name} changed while it was packaged.")
+    return bytes(deflated)
+
+
+def _crc(entry: Entry) -> int:
+    crc, size = 0, 0
+    with entry.open() as source:
+        for chunk in iter(lambda: source.read(_CHUNK), b""):
+            crc = zlib.crc32(chunk, crc)
+            size += len(chunk)
+    if size != entry.size:
+        raise OutputError(f"{entry.name} changed while it was packaged ({size} bytes).")
+    return crc
+
+
+def _same_bytes(entry: Entry, data: bytes) -> bool:
+    """Whether the entry's file holds exactly ``data`` (read a chunk at a time)."""
+    offset = 0
+    with entry.open() as source:
+        for chunk in iter(lambda: source.read(_CHUNK), b""):
+            if data[offset : offset + len(chunk)] != chunk:
+                return False
+            offset += len(chunk)
+    return offset == len(data)
+
+
+def _compress(data: bytes) -> bytes:
+    """What zipfile's writer makes of ``data`` (ZIP_DEFLATED, zlib's default level)."""
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush()
+
+
+class _Previous:
+    """The zip an output replaces, as a source of deflated bytes: an entry's are reused when
+    the new entry has the same name, size and CRC and they inflate to exactly its bytes, and
+    only once this zlib was seen to deflate as that zip's writer did (one entry compared)."""
+
+    def __init__(self, path: Path, archive: zipfile.ZipFile) -> None:
+        self._archive = archive
+        self._descriptor = os.open(path, os.O_RDONLY)
+        self._infos = {info.filename: info for info in archive.infolist()}
+        self._lock = threading.Lock()
+        self._same_zlib: bool | None = None
+
+    @classmethod
+    def open(cls, path: Path | None) -> _Previous | None:
+        if path is None or not path.is_file():  # not a FIFO or device: nothing to read there
+            return None
+        try:
+            return cls(path, zipfile.ZipFile(path))
+        except (OSError, zipfile.BadZipFile):
+            return None
+
+    def close(self) -> None:
+        os.close(self._descriptor)
+        self._archive.close()
+
+    def deflated(self, entry: Entry, crc: int) -> bytes | None:
+        info = self._infos.get(entry.name)
+        if (
+            info is None
+            or info.file_size != entry.size
+            or crc != info.CRC
+            or info.compress_type != zipfile.ZIP_DEFLATED
+            or info.flag_bits & 0x9  # encrypted, or sizes in a data descriptor
+        ):
+            return None
+        try:
+            header = os.pread(self._descriptor, 30, info.header_offset)
+            name_length, extra_length = struct.unpack("<HH", header[26:30])
+            start = info.header_offset + 30 + name_length + extra_length
+            deflated = os.pread(self._descriptor, info.compress_size, start)
+            # At most one byte more than the entry holds: a bomb inflates no further.
+            inflated = zlib.decompressobj(-15).decompress(deflated, entry.size + 1)
+        except (OSError, struct.error, zlib.error):
+            return None
+        if len(deflated) != info.compress_size or not _same_bytes(entry, inflated):
+            return None
+        return deflated if self._deflates_alike(inflated, deflated) else None
+
+    def _deflates_alike(self, data: bytes, deflated: bytes) -> bool:
+        """Whether this zlib deflates as the previous zip's writer did: decided on the first
+        reusable entry that tells (4 KiB or more that deflate to under 90 %; small or random
+        data deflate alike at every level), deflated again and compared. Until then nothing
+        is reused, so a reuse build is the build from scratch."""
+        with self._lock:
+            if self._same_zlib is None:
+                telling = 4096 <= len(data) <= _IN_FLIGHT and len(deflated) * 10 < len(data) * 9
+                if not telling:
+                    return False
+                self._same_zlib = _compress(data) == deflated
+            return self._same_zlib
 
 
 def _sorted_unique(entries: Iterable[Entry]) -> list[Entry]:

@@ -120,7 +120,7 @@ def dependencies_tree(
     """Reused from ``cache`` (unless ``force``), or fetched, unpacked and finished."""
     started = time.monotonic()
     directory = _subdirectory(workdir, "dependencies")
-    reused = cache.get(job.key, directory / "kept") if cache is not None and not force else None
+    reused = cache.get(job.key) if cache is not None and not force else None
     if cache is not None and reused is not None:
         progress.phase(
             "install",

@@ -439,6 +439,7 @@ def _package(
         pending,
         decided.timestamp,
         check=lambda stats: _check_size([*stats, *kept.values()], sizes, progress),
+        reuse=not force,  # --force: everything from scratch, deflating too
     )
     files = sum(stats.files for stats in written)
     progress.phase("package", time.monotonic() - started, f"{files} files")

@@ -152,6 +152,7 @@ def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan
             default_index=_default_index(poetry),
             network=request.docker_network,
             cache=request.cache,
+            bytecode_verdicts=_bytecode_verdicts(poetry) if request.cache else None,
         ),
         requirements=requirements,
         output=output,
@@ -281,6 +282,12 @@ def _default_output(request: BuildRequest, poetry: Poetry, target: LambdaTarget)
     stem = name.replace("-", "_").replace(".", "_")
     suffix = f"-{version}" if version else ""
     return project_dir / "dist" / f"{stem}{suffix}-{target.runtime}-{target.arch}.zip"
+
+
+def _bytecode_verdicts(poetry: Poetry) -> Path:
+    """Next to the kept dependency trees, in Poetry's cache directory."""
+    cache = Path(poetry.config.artifacts_cache_directory).parent
+    return cache / "lambda-zip-trees" / "bytecode-here.json"
 
 
 def _default_index(poetry: Poetry) -> str | None:

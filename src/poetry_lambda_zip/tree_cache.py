@@ -1,28 +1,32 @@
 """Installed dependency trees kept between builds, so a change to the project's own code does
 not reinstall its dependencies.
 
-An entry is a tar of the finished dependencies' tree alone (below ``tree/``) plus a record of
-what the builder reported about it and the tar's sha256, stored under a key
-that covers everything that decides those files: the selected locked artifacts, path-dependency
+An entry is the finished dependencies' tree itself, a directory ``KEY/`` (handed to the build
+as it is: nothing is copied or unpacked on reuse), plus ``KEY.json``: what the builder reported
+about it, its size, and the sha256 of its files (names, executable bits and contents). The key
+covers everything that decides those files: the selected locked artifacts, path-dependency
 contents, target, builder and image identity, slim and compile settings, and this plugin's
-version (``fingerprint.tree_key``). Entries are written atomically and are never modified, so
-concurrent builds can share them; an entry whose tar no longer has the recorded sha256 (a disk
-error, a full disk, an edit) is discarded with a warning, never shipped.
+version (``fingerprint.tree_key``). Entries are written to a partial directory and renamed into
+place, and are never modified, so concurrent builds can share them; an entry whose files no
+longer have the recorded sha256 (a disk error, a full disk, an edit) is discarded with a
+warning, never shipped. The most recently used entry is never pruned, and a reused entry
+becomes the most recently used: a concurrent build would have to keep ``KEEP`` newer trees
+while this one packages to prune it from under it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
-import tarfile
+import shutil
+import stat
 from pathlib import Path  # noqa: TC003 - dataclass field types are evaluated at runtime
 from typing import TYPE_CHECKING
 from typing import Any
 
-from poetry_lambda_zip.archive import entries_from_tar
 from poetry_lambda_zip.archive import file_sha256
-from poetry_lambda_zip.archive import write_tree
 from poetry_lambda_zip.builders import Finished
 from poetry_lambda_zip.builders import TreeReport
 from poetry_lambda_zip.stale import partial_name
@@ -32,10 +36,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-__all__ = ["TreeCache"]
+__all__ = ["TreeCache", "tree_sha256"]
 
-#: The top directory of a kept tar; the tree's files are below it.
-_PREFIX = "tree"
 #: How many trees to keep: a few projects and branches' worth, each a few MB to a few 100 MB.
 KEEP = 8
 #: And how many bytes at most (the most recently used tree is always kept).
@@ -43,7 +45,7 @@ KEEP_BYTES = 1 << 30
 
 
 class TreeCache:
-    """A directory of ``KEY.tar`` + ``KEY.json`` (the tar's sha256 and the builder's report)."""
+    """A directory of ``KEY/`` + ``KEY.json`` (the tree's sha256, size and report)."""
 
     def __init__(
         self,
@@ -63,9 +65,8 @@ class TreeCache:
         keep."""
         return TreeCache(self.directory, self._keep, self._keep_bytes, warn)
 
-    def get(self, key: str, into: Path) -> Finished | None:
-        """The tree kept under ``key``, its tar checked against the recorded sha256, written
-        into the directory ``into`` (which must not exist)."""
+    def get(self, key: str) -> Finished | None:
+        """The tree kept under ``key``, its files checked against the recorded sha256."""
         tree, record = self._paths(key)
         try:
             text = record.read_text(encoding="utf-8")
@@ -78,10 +79,10 @@ class TreeCache:
         if isinstance(found, dict) and "sha256" not in found:
             return None  # written by an earlier version, which recorded no sha256
         report, digest = _parsed(found)
-        try:
-            actual = file_sha256(tree) if digest is not None else None
-        except FileNotFoundError:
+        if not tree.is_dir():
             return None  # pruned by a concurrent build
+        try:
+            actual = tree_sha256(tree) if digest is not None else None
         except OSError as e:
             actual = f"unreadable ({e.strerror or e})"
         if report is None or actual != digest:
@@ -92,22 +93,28 @@ class TreeCache:
             self._discard(key)
             return None
         with contextlib.suppress(OSError):  # a read-only cache is still a cache
-            os.utime(tree)  # most recently used: kept longest
-        with tarfile.open(tree) as archive:
-            write_tree(entries_from_tar(archive, _PREFIX), into)
-        return Finished(into, report, f"reused from {self.directory}")
+            os.utime(record)  # most recently used: kept longest
+        return Finished(tree, report, f"reused from {self.directory}")
 
     def put(self, key: str, finished: Finished) -> None:
         """Keep a finished tree. Best effort: a cache that cannot be written (read-only,
         full) only costs the next build time."""
         tree, record = self._paths(key)
+        partial = tree.with_name(partial_name(tree.name))
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             remove_stale(self.directory, ".", ".part")  # what a killed build left
-            # No record while the tar is replaced: a reader finds nothing rather than a mismatch.
+            # No record while the tree is replaced: a reader finds nothing, not a mismatch.
             record.unlink(missing_ok=True)
-            _write_atomically(tree, lambda path: _tar(finished.directory, path))
-            document = {"sha256": file_sha256(tree), "report": finished.report.to_json()}
+            shutil.copytree(finished.directory, partial, symlinks=True)
+            document = {
+                "sha256": tree_sha256(partial),
+                "bytes": sum(p.stat().st_size for p in partial.rglob("*") if p.is_file()),
+                "report": finished.report.to_json(),
+            }
+            if tree.exists():
+                shutil.rmtree(tree)
+            os.replace(partial, tree)
             _write_atomically(record, lambda path: _write_json(path, document))
             self._prune()
         except OSError as e:
@@ -116,28 +123,53 @@ class TreeCache:
                 f"Cannot keep the installed dependencies in {self.directory}"
                 f" ({e.strerror or e}): the next build installs them again."
             )
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
 
     def _paths(self, key: str) -> tuple[Path, Path]:
-        return self.directory / f"{key}.tar", self.directory / f"{key}.json"
+        return self.directory / key, self.directory / f"{key}.json"
 
     def _discard(self, key: str) -> None:
-        for path in reversed(self._paths(key)):  # the record first: no reader trusts the tar
-            with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)
+        tree, record = self._paths(key)
+        with contextlib.suppress(OSError):  # the record first: no reader trusts the tree
+            record.unlink(missing_ok=True)
+        shutil.rmtree(tree, ignore_errors=True)
 
     def _prune(self) -> None:
         """Drop the least recently used trees beyond ``keep`` entries or ``keep_bytes``."""
         trees = sorted(
-            ((path.stat(), path) for path in self.directory.glob("*.tar")),
-            key=lambda found: found[0].st_mtime,
+            ((path.stat().st_mtime, path) for path in self.directory.glob("*.json")),
             reverse=True,
         )
         total = 0
-        for number, (status, path) in enumerate(trees):
-            total += status.st_size
+        for number, (_, record) in enumerate(trees):
+            total += _recorded_bytes(record)
             if number >= self._keep or (number > 0 and total > self._keep_bytes):
-                path.with_suffix(".json").unlink(missing_ok=True)
-                path.unlink(missing_ok=True)
+                self._discard(record.stem)
+
+
+def tree_sha256(tree: Path) -> str:
+    """A sha256 over a tree's files: each one's path, executable bit and contents, in order.
+    Anything but a regular file or a directory (a link) makes it unreadable."""
+    digest = hashlib.sha256()
+    for path in sorted(tree.rglob("*")):
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            raise OSError(f"{path} is not a regular file")
+        if path.is_file():
+            executable = path.stat().st_mode & stat.S_IXUSR
+            digest.update(
+                f"{path.relative_to(tree).as_posix()}\0{int(bool(executable))}\0".encode()
+            )
+            digest.update(file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def _recorded_bytes(record: Path) -> int:
+    try:
+        found = json.loads(record.read_text(encoding="utf-8"))
+        return int(found["bytes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def _parsed(found: Any) -> tuple[TreeReport | None, str | None]:
@@ -165,8 +197,3 @@ def _write_atomically(destination: Path, write: Callable[[Path], None]) -> None:
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
     path.write_text(json.dumps(document, sort_keys=True), encoding="utf-8")
-
-
-def _tar(tree: Path, destination: Path) -> None:
-    with tarfile.open(destination, "w") as archive:
-        archive.add(tree, _PREFIX)

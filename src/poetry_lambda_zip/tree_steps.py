@@ -157,3 +157,13 @@ def _compile_one(job: tuple[str, str]) -> bool:
     except (py_compile.PyCompileError, SyntaxError, UnicodeDecodeError, ValueError):
         return False  # e.g. Python 2 test data shipped in a wheel: pip skips these too
     return True
+
+
+if __name__ == "__main__":
+    # `python -I tree_steps.py compile TARGET PREFIX`: the image's compile step, run by an
+    # interpreter of the runtime's version on this machine (in a process as fresh as the
+    # container's, so that marshal sees the same objects); prints the report.
+    import json
+    import sys
+
+    print(json.dumps(compile_tree(sys.argv[2], sys.argv[3])))

@@ -39,6 +39,7 @@ __all__ = [
     "Steps",
     "TreeReport",
     "VerifyJob",
+    "bytecode_only",
     "choose_builder",
     "finish_here",
     "verify_handler",
@@ -80,6 +81,10 @@ class Steps:
         Slimming alone is the same everywhere and is done here."""
         if self.builds or self.compile_prefix is not None:
             return True
+        return self.strips(tree)
+
+    def strips(self, tree: Path) -> bool:
+        """Whether slimming ``tree`` strips a shared library (needs the target's ``strip``)."""
         return self.slim and _holds_shared_library(tree)
 
     def describe(self) -> str:
@@ -88,6 +93,12 @@ class Steps:
         done += ["slimmed"] if self.slim else []
         done += ["precompiled"] if self.compile_prefix is not None else []
         return ", ".join(done) or "merged"
+
+
+def bytecode_only(steps: Steps, tree: Path) -> bool:
+    """Whether the steps for ``tree`` need a toolchain only for bytecode (slimming without
+    stripping is the same everywhere)."""
+    return steps.compile_prefix is not None and not steps.builds and not steps.strips(tree)
 
 
 def finish_here(tree: Path, steps: Steps) -> TreeReport:
@@ -232,6 +243,9 @@ class DockerSettings:
     network: str | None = None
     #: Keep pip's downloads and built wheels in a Docker volume.
     cache: bool = True
+    #: Where the verdicts "this machine's Python compiles as the image does" are kept (None:
+    #: nowhere, every tree compiles in the image); see ``builders.bytecode_here``.
+    bytecode_verdicts: Path | None = None
 
 
 def choose_builder(

@@ -16,6 +16,7 @@ import time
 import uuid
 import zipfile
 from collections import deque
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from pathlib import PurePosixPath
@@ -33,6 +34,10 @@ from poetry_lambda_zip.archive import entries_from_tar
 from poetry_lambda_zip.archive import write_tree
 from poetry_lambda_zip.builders import Finished
 from poetry_lambda_zip.builders import TreeReport
+from poetry_lambda_zip.builders import bytecode_only
+from poetry_lambda_zip.builders import finish_here
+from poetry_lambda_zip.builders.bytecode_here import BytecodeVerdicts
+from poetry_lambda_zip.builders.bytecode_here import compile_here
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import DockerUnavailableError
@@ -127,11 +132,28 @@ class DockerBuilder:
     ) -> None:
         self._settings = settings
         self._connect = connect
+        self._verdicts = BytecodeVerdicts(settings.bytecode_verdicts)
 
     def finish(self, tree: Path, steps: Steps, workdir: Path, progress: Progress) -> Finished:
+        prefix = steps.compile_prefix
         with contextlib.closing(_client(self._connect)) as client:
+            started = time.monotonic()
+            image = _image(client, self._settings.image, steps.target, progress)
+            shown = f"{self._settings.image} ({image.short_id})"
+            progress.phase("image", time.monotonic() - started, shown)
+            # Bytecode alone (and slimming without stripping) needs no container where this
+            # machine's Python is known to compile as the image does.
+            here = bytecode_only(steps, tree) and self._verdicts.can_compile(steps.target)
+            if here and prefix is not None and self._verdicts.identical(image.id):
+                report = finish_here(tree, replace(steps, compile_prefix=None))
+                compiled = compile_here(tree, prefix)
+                where = "here (its bytecode is the image's, byte for byte)"
+                return Finished(tree, replace(report, compile=compiled), where)
             report = self._run(client, tree, steps, workdir, progress)
-        return Finished(workdir / "finished", report, f"in the {steps.target.runtime} image")
+        finished = Finished(workdir / "finished", report, f"in the {steps.target.runtime} image")
+        if here and prefix is not None and self._verdicts.identical(image.id) is None:
+            self._verdicts.compare(image.id, tree, finished.directory, prefix)
+        return finished
 
     def _run(
         self,
@@ -143,9 +165,7 @@ class DockerBuilder:
     ) -> TreeReport:
         """Run the steps in a container; the finished tree lands in ``workdir/finished``."""
         image_name = self._settings.image
-        started = time.monotonic()
         image = _image(client, image_name, steps.target, progress)
-        progress.phase("image", time.monotonic() - started, f"{image_name} ({image.short_id})")
 
         build_id = uuid.uuid4().hex[:12]
         name = f"poetry-lambda-zip-{build_id}"

@@ -1,0 +1,98 @@
+"""Bytecode compiled on this machine where it is the image's, byte for byte.
+
+The docker builder precompiles in the image. When this machine's Python is the runtime's
+version, a small tree the image compiled is compiled here as well (``tree_steps`` run by a fresh
+``python -I``, as the container runs it) and compared ``.pyc`` by ``.pyc``. The verdict is kept
+per image and interpreter; where it was "identical", later trees for that image compile here,
+without a container (a code edit then costs no container start). Where it differed, the image
+keeps compiling. Only trees of up to ``PROBE_LIMIT`` modules are compared (the project's own
+files); a verdict covers every later tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from poetry_lambda_zip.builders import CompileReport
+from poetry_lambda_zip.errors import BuildFailedError
+from poetry_lambda_zip.stale import partial_name
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from poetry_lambda_zip.target import LambdaTarget
+
+__all__ = ["PROBE_LIMIT", "BytecodeVerdicts", "compile_here"]
+
+#: The most modules a tree may hold to be compared (the comparison compiles it again here).
+PROBE_LIMIT = 200
+
+
+def compile_here(tree: Path, prefix: str) -> CompileReport:
+    """Precompile ``tree`` with this machine's Python in a fresh interpreter, exactly as the
+    container's entry script does."""
+    with resources.as_file(resources.files("poetry_lambda_zip").joinpath("tree_steps.py")) as path:
+        done = subprocess.run(
+            [sys.executable, "-I", str(path), "compile", str(tree), prefix],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if done.returncode:
+        raise BuildFailedError(f"Precompiling here failed:\n{done.stderr[-2000:]}")
+    counts = json.loads(done.stdout)
+    return CompileReport(compiled=int(counts["compiled"]), failed=int(counts["failed"]))
+
+
+class BytecodeVerdicts:
+    """Whether this machine's Python compiles as an image does: a JSON file of verdicts by
+    image id and interpreter (None: nothing kept, every tree compiles in the image)."""
+
+    def __init__(self, record: Path | None) -> None:
+        self._record = record
+        self._interpreter = f"{sys.implementation.name} {sys.version.split()[0]}"
+
+    def can_compile(self, target: LambdaTarget) -> bool:
+        """Whether this interpreter is the runtime's version at all."""
+        return "{}.{}".format(*sys.version_info[:2]) == target.python_version_text
+
+    def identical(self, image_id: str) -> bool | None:
+        """The verdict for ``image_id``: None when none was reached yet."""
+        verdict = self._read().get(f"{image_id} {self._interpreter}")
+        return verdict if isinstance(verdict, bool) else None
+
+    def compare(self, image_id: str, tree: Path, compiled: Path, prefix: str) -> bool | None:
+        """Compile ``tree`` here and compare it with ``compiled`` (the image's result for the
+        same files); keep and return the verdict. None: the tree is too large to compare."""
+        modules = sum(1 for _ in compiled.rglob("*.pyc"))
+        if self._record is None or modules == 0 or modules > PROBE_LIMIT:
+            return None
+        compile_here(tree, prefix)
+        verdict = all(
+            (tree / path.relative_to(compiled)).is_file()
+            and (tree / path.relative_to(compiled)).read_bytes() == path.read_bytes()
+            for path in compiled.rglob("*.pyc")
+        )
+        verdicts = self._read()
+        verdicts[f"{image_id} {self._interpreter}"] = verdict
+        with contextlib.suppress(OSError):  # a verdict not kept is only found again later
+            self._record.parent.mkdir(parents=True, exist_ok=True)
+            partial = self._record.with_name(partial_name(self._record.name))
+            partial.write_text(json.dumps(verdicts, sort_keys=True), encoding="utf-8")
+            os.replace(partial, self._record)
+        return verdict
+
+    def _read(self) -> dict[str, object]:
+        if self._record is None:
+            return {}
+        try:
+            found = json.loads(self._record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return found if isinstance(found, dict) else {}
