@@ -4,12 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAND_IN := poetry-lambda-zip/stand-in:python3.11-x86_64
 
-.PHONY: demo test lint engine clean
+.PHONY: demo test lint engine release-check clean
 
 $(BIN)/poetry: pyproject.toml
+	@echo "Creating $(VENV) with Poetry, the plugin (editable) and the test tools ..."
 	python3 -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install --progress-bar off --upgrade pip
+	$(BIN)/python -m pip install --progress-bar off -e . --group test
 	touch $@
 
 engine:
@@ -23,8 +24,13 @@ lint: $(BIN)/poetry
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/mypy
 
-test: lint engine
+test: lint engine release-check
 	$(BIN)/python -m pytest
+
+# The release artefacts, built and checked as a release would be (CI runs this too).
+release-check: $(BIN)/poetry
+	$(BIN)/python -m pip install --progress-bar off --group release
+	scripts/release-check.sh
 
 clean:
 	rm -rf $(VENV) fixtures/*/dist .mypy_cache .ruff_cache .pytest_cache

@@ -324,7 +324,8 @@ DATA_SCIENCE = """[project]
 name = "ds-handler"
 version = "1.0"
 requires-python = ">=3.11,<3.12"
-dependencies = ["numpy (>=2,<3)", "pandas (>=2.2,<3)"]
+# Versions with manylinux2014 wheels: python3.9-3.11 run on Amazon Linux 2 (glibc 2.26).
+dependencies = ["numpy (>=2.0,<2.3)", "pandas (>=2.2,<2.3)"]
 
 [tool.poetry]
 package-mode = false

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cleo.io.outputs.output import Verbosity
+from cleo.testers.application_tester import ApplicationTester
 from cleo.testers.command_tester import CommandTester
+from poetry.console.application import Application
 from poetry.factory import Factory
 
 from poetry_lambda_zip.command import LambdaZipCommand
+from tests.docker_helpers import Build
 
 Run = Callable[[Path, str], CommandTester]
 
@@ -184,3 +191,56 @@ def test_dry_run_json_is_the_plan_as_data(project: Callable[[str], Path], run_co
     assert "win32" in reasons["pywin32"]
     # Human lines went to stderr, so stdout stays one JSON document.
     assert "resolve" in tester.io.fetch_error()
+
+
+def test_an_unknown_option_exits_2_and_names_the_nearest(project: Callable[[str], Path]) -> None:
+    path = project("pure-python")
+    result = Build(path, "--imagee x")
+    assert result.status == 2
+    assert 'The option "--imagee" does not exist' in result.error
+    assert "Did you mean --image?" in result.error
+    runtime = Build(path, "--runtime 3.11 --builder local")
+    assert runtime.status == 2
+    assert "Unknown runtime '3.11'" in runtime.error
+    assert "Did you mean python3.11?" in runtime.error
+
+
+def test_help_names_the_defaults() -> None:
+    tester = ApplicationTester(Application())
+    assert tester.execute("lambda-zip --help", decorated=False) == 0
+    shown = " ".join(tester.io.fetch_output().split())
+    assert "(default: the newest your requires-python allows)" in shown
+    assert "(default: x86_64)" in shown
+    assert "--no-root" in shown
+
+
+def test_the_result_names_sizes_in_units_that_fit_and_lambdas_code_sha256(
+    project: Callable[[str], Path],
+) -> None:
+    path = project("pure-python")
+    result = Build(path, "--runtime python3.11 --builder local --layout split --json")
+    assert result.status == 0, result.error
+    outputs = json.loads(result.output)["outputs"]
+    for output in outputs:
+        digest = hashlib.sha256(Path(output["path"]).read_bytes()).digest()
+        assert output["code_sha256"] == base64.b64encode(digest).decode()
+    shown = Build(path, "--runtime python3.11 --builder local --layout split --force")
+    function_zip = next(line for line in shown.output.splitlines() if " zipped, " in line)
+    assert re.match(r"  \d+\.\d kB zipped, \d+\.\d kB unzipped, ", function_zip), function_zip
+    assert f"code_sha256 {outputs[0]['code_sha256']} (Lambda's CodeSha256)" in shown.output
+
+
+def test_replacing_another_builders_zip_is_said(
+    project: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = project("pure-python")
+    assert Build(path, "--runtime python3.11 --builder local").status == 0
+    output = next((path / "dist").glob("*.zip"))
+    with zipfile.ZipFile(output, "a") as archive:  # as if the docker builder had written it
+        archive.comment = archive.comment.replace(b" by local", b" by docker")
+    again = Build(path, "--runtime python3.11 --builder local --force")
+    assert again.status == 0, again.error
+    assert "(replaced the zip the docker builder had written there)" in again.output
+    # A rebuild over its own builder's zip (an edit, --force) is not worth a line.
+    forced = Build(path, "--runtime python3.11 --builder local --force")
+    assert "replaced the zip" not in forced.output

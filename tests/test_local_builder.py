@@ -71,7 +71,9 @@ def test_sdist_only_package_stops_the_local_builder_before_writing(
     assert result.status == 2
     assert "docopt 0.6.2: build from sdist docopt-0.6.2.tar.gz" in result.error
     assert "--builder docker" in result.error
-    assert "newer runtime" in result.error
+    # docopt publishes no wheels at all: another runtime would not help, so it is not advised.
+    assert "it publishes no wheels at all" in result.error
+    assert "runtime or versions" not in result.error
     assert not (path / "dist").exists()
 
 
@@ -84,6 +86,10 @@ def test_auto_without_engine_and_without_wheels_names_both_problems(
     assert result.status == 4
     assert "docopt 0.6.2" in result.error
     assert "No Docker engine is reachable at DOCKER_HOST=tcp://127.0.0.1:9" in result.error
+    # Named once, with the reason; no advice that cannot help (docopt has no wheels at all).
+    assert (result.output + result.error).count("docopt 0.6.2") == 1
+    assert "it publishes no wheels at all" in result.error
+    assert "runtime" not in result.error.split("Start Docker")[-1]
     assert not (path / "dist").exists()
 
 
@@ -163,3 +169,17 @@ def test_an_index_unreachable_through_the_proxy_says_what_to_check_and_no_secret
     assert "Check the network, the proxy settings (HTTPS_PROXY)" in result.error
     assert "pr0xy-s3cret" not in result.output + result.error
     assert "Traceback" not in result.error
+
+
+@pytest.mark.usefixtures("no_engine")
+def test_verify_without_an_engine_stops_before_anything_is_built(
+    project: Callable[[str], Path],
+) -> None:
+    path = project("pure-python")
+    result = Build(
+        path, "--runtime python3.11 --builder local --verify --handler hello_pure.handler.handler"
+    )
+    assert result.status == 4
+    assert "--verify imports the handler in the Lambda image" in result.error
+    assert "Nothing was built." in result.error
+    assert not (path / "dist").exists()

@@ -38,6 +38,7 @@ class Recorder:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.warnings: list[str] = []
+        self.counts: list[tuple[str, int, int]] = []
 
     def phase(self, name: str, seconds: float, detail: str) -> None:
         self.lines.append(f"{name} {detail}")
@@ -50,6 +51,9 @@ class Recorder:
 
     def installer_output(self, line: str) -> None:
         self.lines.append(line)
+
+    def count(self, name: str, done: int, total: int) -> None:
+        self.counts.append((name, done, total))
 
 
 class FakeBuilder:
@@ -289,3 +293,12 @@ def test_secrets_reach_no_job_that_downloads_nothing(
     for steps, _ in builder.calls:
         assert steps.credentials == ()
         assert steps.network is None
+
+
+def test_long_phases_report_how_far_they_are(project: Callable[[str], Path]) -> None:
+    path = project("pure-python")
+    result, recorder = run(path)
+    packaged = [(done, total) for name, done, total in recorder.counts if name == "package"]
+    assert packaged
+    assert packaged[-1] == (result.archives[0].unzipped_size,) * 2
+    assert [done for done, _ in packaged] == sorted(done for done, _ in packaged)

@@ -2,4 +2,10 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib import metadata
+
+try:
+    #: The one place the version is written is pyproject.toml; this reads it back.
+    __version__ = metadata.version("poetry-lambda-zip")
+except metadata.PackageNotFoundError:  # a checkout on sys.path, not installed
+    __version__ = "0+unknown"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import os
@@ -80,6 +81,12 @@ class ArchiveStats:
     unzipped_size: int
     files: int
     distributions: int
+
+    @property
+    def code_sha256(self) -> str:
+        """Base64 of the zip's SHA-256: what Lambda reports as ``CodeSha256`` and Terraform's
+        ``filebase64sha256()`` computes."""
+        return base64.b64encode(bytes.fromhex(self.sha256)).decode("ascii")
 
 
 def timestamp_from_environment(environ: dict[str, str] | None = None) -> int:
@@ -163,26 +170,37 @@ def write_zips_atomically(
     check: Callable[[list[ArchiveStats]], None] | None = None,
     *,
     reuse: bool = True,
+    count: Callable[[int, int], None] | None = None,
 ) -> list[ArchiveStats]:
     """Write every zip (path, entries, the zip's comment) to a temporary file next to its
     output, run ``check`` on all of them, then move them into place. With ``reuse``, the
-    deflated bytes of an unchanged entry are taken from the zip an output replaces.
+    deflated bytes of an unchanged entry are taken from the zip an output replaces; ``count``
+    is told the bytes written so far and in all.
 
     A failure at any point (including ``check``) leaves no partial file and every existing
     output untouched.
     """
     planned = [(output, _sorted_unique(entries), comment) for output, entries, comment in outputs]
+    total = sum(entry.size for _, ordered, _ in planned for entry in ordered)
     for output, _, _ in planned:
         refuse_directory(output)
     temporaries: list[Path] = []
     try:
-        written = []
+        written: list[ArchiveStats] = []
         for output, ordered, comment in planned:
             temporary = _temporary_next_to(output)
             temporaries.append(temporary)
             previous = output if reuse else None
             written.append(
-                _write_one(ordered, output, temporary, timestamp, comment, previous=previous)
+                _write_one(
+                    ordered,
+                    output,
+                    temporary,
+                    timestamp,
+                    comment,
+                    previous=previous,
+                    count=_counter(count, base=sum(s.unzipped_size for s in written), total=total),
+                )
             )
         if check is not None:
             check(written)
@@ -238,12 +256,21 @@ def _temporary_next_to(output: Path) -> Path:
     return Path(name)
 
 
+def _counter(
+    count: Callable[[int, int], None] | None, *, base: int, total: int
+) -> Callable[[int], None] | None:
+    """``count`` for one zip of several: bytes of this one, plus those before it."""
+    if count is None:
+        return None
+    return lambda done: count(base + done, total)
+
+
 def _write_one(
     ordered: list[Entry], output: Path, temporary: Path, timestamp: int, comment: bytes, *,
-    previous: Path | None,
+    previous: Path | None, count: Callable[[int], None] | None = None,
 ) -> ArchiveStats:  # fmt: skip
     with temporary.open("wb") as handle:
-        unzipped = _write_zip(ordered, handle, timestamp, comment, previous=previous)
+        unzipped = _write_zip(ordered, handle, timestamp, comment, previous=previous, count=count)
         handle.flush()
         os.fsync(handle.fileno())
     return ArchiveStats(
@@ -261,7 +288,9 @@ def _write_zip(
     handle: IO[bytes],
     timestamp: int,
     comment: bytes,
+    *,
     previous: Path | None = None,
+    count: Callable[[int], None] | None = None,
 ) -> int:
     """Write the zip: entries deflated in parallel (zlib releases the GIL), or their deflated
     bytes taken from ``previous`` (the zip this one replaces) where an entry did not change.
@@ -280,6 +309,8 @@ def _write_zip(
                 info.external_attr = (stat.S_IFREG | mode) << 16
                 _add_deflated(archive, handle, info, size=entry.size, crc=crc, deflated=deflated)
                 unzipped += entry.size
+                if count is not None:
+                    count(unzipped)
     finally:
         if reuse is not None:
             reuse.close()

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
+import re
+import threading
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import ClassVar
 
+from cleo.exceptions import CleoNoSuchOptionError
 from cleo.formatters.formatter import Formatter
 from cleo.helpers import argument
 from cleo.helpers import option
 from cleo.io.outputs.output import Type as OutputType
 from cleo.io.outputs.output import Verbosity
+from cleo.ui.progress_bar import ProgressBar
 from poetry.console.commands.command import Command
 from poetry.core.pyproject.exceptions import PyProjectError
 from poetry.factory import Factory
@@ -54,8 +60,41 @@ class ConsoleProgress:
     def __init__(self, io: IO, *, stdout_is_data: bool = False) -> None:
         self._io = io
         self._write = io.write_error_line if stdout_is_data else io.write_line
+        # Bars only for a person at a terminal: not in CI logs, not around --json.
+        self._bars = (
+            not stdout_is_data
+            and io.error_output.is_decorated()
+            and not os.environ.get("CI")
+            and io.input.is_interactive()
+        )
+        self._bar: ProgressBar | None = None
+        self._bar_name = ""
+        self._lock = threading.Lock()
+
+    def count(self, name: str, done: int, total: int) -> None:
+        if not self._bars or total <= 0:
+            return
+        with self._lock:
+            if self._bar is None or self._bar_name != name:
+                self._clear()
+                self._bar = ProgressBar(
+                    self._io.error_output, max=total, min_seconds_between_redraws=0.1
+                )
+                self._bar.set_format(f" {name:<8} [%bar%] %percent:3s%%")
+                self._bar_name = name
+                self._bar.start()
+            self._bar.set_progress(min(done, total))
+            if done >= total:
+                self._clear()
+
+    def _clear(self) -> None:
+        if self._bar is not None:
+            self._bar.clear()
+            self._bar = None
 
     def phase(self, name: str, seconds: float, detail: str) -> None:
+        with self._lock:
+            self._clear()
         self._write(f"<info>{name:<8}</info> {seconds:7.2f}s  {_shown(detail)}")
 
     def info(self, message: str) -> None:
@@ -82,9 +121,26 @@ class LambdaZipCommand(Command):
         )
     ]
     options: ClassVar[list[Option]] = [
-        option("runtime", None, f"Lambda runtime: {', '.join(RUNTIMES)}.", flag=False),
-        option("arch", None, f"Lambda architecture: {' or '.join(ARCHITECTURES)}.", flag=False),
-        option("image", None, "Build image (default: AWS's SAM build image).", flag=False),
+        option(
+            "runtime",
+            None,
+            f"Lambda runtime, {RUNTIMES[0]} to {RUNTIMES[-1]} (default: the newest your"
+            " requires-python allows).",
+            flag=False,
+        ),
+        option(
+            "arch",
+            None,
+            f"Lambda architecture: {' or '.join(ARCHITECTURES)} (default: x86_64).",
+            flag=False,
+        ),
+        option(
+            "image",
+            None,
+            "Build image for the docker builder and --verify (default: AWS's SAM build image"
+            " for the runtime and architecture).",
+            flag=False,
+        ),
         option(
             "output", "o", "Zip path (default: dist/NAME-VERSION-RUNTIME-ARCH.zip).", flag=False
         ),
@@ -132,8 +188,13 @@ class LambdaZipCommand(Command):
         option("json", None, "Print one JSON document on stdout; human output goes to stderr."),
     ]
 
-    help = f"""Builds a Lambda deployment package from the locked dependencies and the project's
-own code, installing them inside a Lambda build image through the Docker engine.
+    help = f"""Builds a Lambda deployment package from poetry.lock and the project's own code,
+for the target runtime (default: the newest your requires-python allows) and architecture
+(default: x86_64). The locked wheels are fetched, checked and unpacked on this machine; what
+needs the target's toolchain (sdists, path and git dependencies, bytecode, stripping) runs in a
+Lambda build image through the Docker engine (--builder docker), or is done here when nothing
+needs building (--builder local; auto picks). Several functions: name them, or build all of
+[tool.{CONFIG_TABLE}.functions].
 
 Every option can also be set in <comment>[tool.{CONFIG_TABLE}]</comment> in pyproject.toml;
 the command line wins. Example:
@@ -143,6 +204,21 @@ the command line wins. Example:
   arch = "arm64"
   include = ["index.py"]</comment>
 """
+
+    def run(self, io: IO) -> int:
+        """An option this command does not have is a usage error (exit 2, as every other
+        one), with the nearest option it has."""
+        try:
+            return super().run(io)
+        except CleoNoSuchOptionError as e:
+            io.write_error_line(f"<error>{Formatter.escape(str(e))}</error>")
+            match = re.search(r'"-*([^"]+)"', str(e))
+            names = [option.name for option in self.definition.options]
+            nearest = difflib.get_close_matches(match.group(1), names, n=1) if match else []
+            if nearest:
+                io.write_error_line(f"Did you mean --{nearest[0]}?")
+            io.write_error_line("`poetry lambda-zip --help` lists the options.")
+            return ConfigError.exit_code
 
     def handle(self) -> int:
         # --no-cache is Poetry's own global option; it means the same here.
@@ -261,16 +337,21 @@ the command line wins. Example:
         for archive in result.archives:
             # Absolute: with -C, Poetry runs us from the project, not from where the user is.
             path = archive.path.resolve()
-            if archive.path in result.written:
-                self.line(f"{prefix}Built <info>{path}</info>")
-            else:
+            if archive.path not in result.written:
                 self.line(f"{prefix}<info>Up to date</info> {path} (built from the same inputs;"
                           " --force rebuilds)")  # fmt: skip
+            elif archive.path in dict(result.replaced):
+                other = dict(result.replaced)[archive.path]
+                self.line(f"{prefix}Built <info>{path}</info>")
+                self.line(f"  (replaced the zip the {other} builder had written there)")
+            else:
+                self.line(f"{prefix}Built <info>{path}</info>")
             self.line(
-                f"  {_megabytes(archive.zipped_size)} zipped, {_megabytes(archive.unzipped_size)}"
+                f"  {_size(archive.zipped_size)} zipped, {_size(archive.unzipped_size)}"
                 f" unzipped, {archive.distributions} distributions, {archive.files} files"
             )
             self.line(f"  sha256 {archive.sha256}")
+            self.line(f"  code_sha256 {archive.code_sha256} (Lambda's CodeSha256)")
 
 
 def _given_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -283,5 +364,11 @@ def _shown(text: str) -> str:
     return Formatter.escape(redact(text))
 
 
-def _megabytes(size: int) -> str:
+def _size(size: int) -> str:
+    """Bytes in the unit that fits: 812 bytes, 3.2 kB, 13.7 MB (decimal units, as AWS's
+    limits are stated)."""
+    if size < 1000:
+        return f"{size} bytes"
+    if size < 1_000_000:
+        return f"{size / 1000:.1f} kB"
     return f"{size / 1_000_000:.1f} MB"

@@ -125,6 +125,7 @@ class WheelFetcher:
                         run.stop()
                     else:
                         wheels[done[0]] = done[1]
+                        progress.count("fetch", len(wheels), len(requirements))
             if errors:
                 raise errors[min(errors)]
         finally:

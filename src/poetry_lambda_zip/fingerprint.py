@@ -31,18 +31,25 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.resolve import Requirement
 
 __all__ = [
+    "COMMENT_LENGTH",
     "COMMENT_PREFIX",
     "carries_fingerprint",
     "comment",
     "ends_with_fingerprint",
     "fingerprint",
     "recorded",
+    "recorded_builder",
     "tree_key",
 ]
 
 COMMENT_PREFIX = "poetry-lambda-zip fingerprint sha256:"
-_COMMENT = re.compile(re.escape(COMMENT_PREFIX) + r"([0-9a-f]{64})")
-_COMMENT_AT_END = re.compile(re.escape(COMMENT_PREFIX.encode()) + rb"[0-9a-f]{64}\Z")
+#: The fingerprint, then which builder wrote the zip (``by docker``; older zips name none).
+_COMMENT = re.compile(re.escape(COMMENT_PREFIX) + r"([0-9a-f]{64})(?: by ([a-z][a-z-]{0,30}))?")
+_COMMENT_AT_END = re.compile(
+    re.escape(COMMENT_PREFIX.encode()) + rb"[0-9a-f]{64}(?: by [a-z][a-z-]{0,30})?\Z"
+)
+#: The longest comment this plugin writes.
+COMMENT_LENGTH = len(COMMENT_PREFIX) + 64 + len(" by ") + 31
 #: Bytes read from a file's end to find the comment.
 _TAIL = 128
 
@@ -99,8 +106,19 @@ def _digest(document: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
-def comment(value: str) -> bytes:
-    return f"{COMMENT_PREFIX}{value}".encode()
+def comment(value: str, builder: str | None = None) -> bytes:
+    """The zip comment: the fingerprint ``value`` and the builder that wrote the zip."""
+    return f"{COMMENT_PREFIX}{value}{f' by {builder}' if builder else ''}".encode()
+
+
+def recorded_builder(output: Path) -> str | None:
+    """The builder the zip at ``output`` says wrote it, if it is one this plugin wrote."""
+    try:
+        with zipfile.ZipFile(output) as archive:
+            match = _COMMENT.fullmatch(archive.comment.decode("ascii", "replace"))
+    except (OSError, zipfile.BadZipFile):
+        return None
+    return match.group(2) if match is not None else None
 
 
 def carries_fingerprint(path: Path) -> bool:

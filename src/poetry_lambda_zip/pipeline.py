@@ -32,6 +32,7 @@ from poetry_lambda_zip.builders import Steps
 from poetry_lambda_zip.builders import TreeReport
 from poetry_lambda_zip.builders import VerifyJob
 from poetry_lambda_zip.builders import choose_builder
+from poetry_lambda_zip.builders import require_engine_for_verify
 from poetry_lambda_zip.builders import verify_handler
 from poetry_lambda_zip.contents import Layout
 from poetry_lambda_zip.contents import apply_excludes
@@ -48,6 +49,7 @@ from poetry_lambda_zip.fetch import WheelFetcher
 from poetry_lambda_zip.fingerprint import comment
 from poetry_lambda_zip.fingerprint import fingerprint
 from poetry_lambda_zip.fingerprint import recorded
+from poetry_lambda_zip.fingerprint import recorded_builder
 from poetry_lambda_zip.fingerprint import tree_key
 from poetry_lambda_zip.handler import check_handler
 from poetry_lambda_zip.index_access import credentials_for
@@ -97,6 +99,8 @@ class BuildResult:
     up_to_date: bool = False
     #: The outputs this build wrote (the others already held what it would have written).
     written: tuple[Path, ...] = ()
+    #: Of those, the ones that replaced a zip another builder wrote: (path, that builder).
+    replaced: tuple[tuple[Path, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,8 @@ def build_functions(
     (and target and steps) share one dependency tree, assembled once; distinct sets build
     concurrently, bounded by the cores. One function's failure is its outcome alone."""
     members, failed = _plans(requests, poetry, progress)
+    if any(member.plan.request.verify for member in members):
+        require_engine_for_verify()
     _remove_what_killed_runs_left([path for member in members for path in member.plan.outputs])
     with _terminate_as_interrupt(), _scratch() as workdir:
         wheel = _project_wheel(members, poetry, workdir)
@@ -321,8 +327,19 @@ def _build_one(
     trees = assemble(builder, dependencies, project, workdir=workdir, progress=progress)
     report = sum((tree.report for tree in trees), TreeReport())
     _report_steps(decided, report, progress)
-    archives, written, sizes = _package(decided, trees, outputs, fingerprints, progress)
-    return BuildResult(decided, archives, builder.name, sizes, report, written=written)
+    # Zips another builder wrote (e.g. --builder local over the docker builder's): said.
+    earlier = {path: recorded_builder(path) for path in outputs}
+    archives, written, sizes = _package(
+        decided, trees, outputs, fingerprints, progress, builder=builder.name
+    )
+    replaced = tuple(
+        (path, wrote)
+        for path, wrote in earlier.items()
+        if path in written and wrote is not None and wrote != builder.name
+    )
+    return BuildResult(
+        decided, archives, builder.name, sizes, report, written=written, replaced=replaced
+    )
 
 
 def _dependency_job(
@@ -410,6 +427,8 @@ def _package(
     outputs: Sequence[Path],
     fingerprints: dict[str, str],
     progress: Progress,
+    *,
+    builder: str,
 ) -> tuple[tuple[ArchiveStats, ...], tuple[Path, ...], dict[str, int]]:
     """The installed trees as the layout's zips; the handler checked in them; the zips whose
     fingerprint changed written atomically. Returns every output's stats, the outputs
@@ -432,7 +451,7 @@ def _package(
     pending, kept = [], {}
     for kind, (path, zipped) in zip(decided.layout.kinds, zips):
         if force or recorded([path]) != fingerprints[kind]:
-            pending.append((path, zipped, comment(fingerprints[kind])))
+            pending.append((path, zipped, comment(fingerprints[kind], builder)))
         else:
             kept[path] = existing_stats(path)
     written = write_zips_atomically(
@@ -440,6 +459,7 @@ def _package(
         decided.timestamp,
         check=lambda stats: _check_size([*stats, *kept.values()], sizes, progress),
         reuse=not force,  # --force: everything from scratch, deflating too
+        count=lambda done, total: progress.count("package", done, total),
     )
     files = sum(stats.files for stats in written)
     progress.phase("package", time.monotonic() - started, f"{files} files")
@@ -508,6 +528,9 @@ class _Prefixed:
 
     def installer_output(self, line: str) -> None:
         self._progress.installer_output(f"{self._function}: {line}")
+
+    def count(self, name: str, done: int, total: int) -> None:
+        self._progress.count(f"{self._function} {name}", done, total)
 
 
 def _report_steps(decided: BuildPlan, report: TreeReport, progress: Progress) -> None:

@@ -116,8 +116,6 @@ def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan
         f"{len(requirements.requirements)} distributions for {target.description},"
         f" {len(requirements.excluded)} other locked ones left out",
     )
-    for requirement in requirements.built_from_source:
-        progress.info(f"  {requirement.name} {requirement.version}: {requirement.describe()}")
 
     output = request.output or _default_output(request, poetry, target)
     if request.layout is Layout.LAYER and request.output is None:

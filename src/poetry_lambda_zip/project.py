@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import OutputError
+from poetry_lambda_zip.fingerprint import COMMENT_LENGTH
 from poetry_lambda_zip.fingerprint import COMMENT_PREFIX
 from poetry_lambda_zip.fingerprint import carries_fingerprint
 from poetry_lambda_zip.fingerprint import ends_with_fingerprint
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["build_project_wheel", "collect_includes"]
 
 _NEVER_INCLUDED = ("__pycache__", ".git", ".venv")
-#: A fingerprint comment: the prefix and a sha256 in hex.
-_COMMENT_LENGTH = len(COMMENT_PREFIX) + 64
 
 
 def build_project_wheel(poetry: Poetry, directory: Path) -> Path | None:
@@ -73,12 +72,12 @@ def _refuse_packaged_outputs(wheel: Path) -> None:
     grow it on every build): refuse it by name."""
     with zipfile.ZipFile(wheel) as archive:
         for info in archive.infolist():
-            if info.file_size < _COMMENT_LENGTH:
+            if info.file_size < len(COMMENT_PREFIX) + 64:  # shorter than any comment of ours
                 continue
             with archive.open(info) as member:
                 tail = b""
                 for block in iter(lambda: member.read(1 << 20), b""):
-                    tail = (tail + block)[-_COMMENT_LENGTH:]
+                    tail = (tail + block)[-COMMENT_LENGTH:]
             if ends_with_fingerprint(tail):
                 raise OutputError(
                     f"{info.filename} is a package poetry-lambda-zip wrote, inside the project's"

@@ -120,6 +120,7 @@ def result_json(result: BuildResult) -> dict[str, Any]:
                 "kind": kind,
                 "path": str(archive.path.resolve()),
                 "sha256": archive.sha256,
+                "code_sha256": archive.code_sha256,
                 "zipped_size": archive.zipped_size,
                 "unzipped_size": archive.unzipped_size,
                 "files": archive.files,

@@ -262,11 +262,16 @@ def _choice_problems(merged: Mapping[str, Any]) -> list[str]:
         "layout": ("layout", LAYOUTS),
         "builder": ("builder", BUILDERS),
     }
-    return [
-        f"Unknown {label} {merged[key]!r}; choose one of {', '.join(allowed)}."
-        for key, (label, allowed) in choices.items()
-        if key in merged and merged[key] not in allowed
-    ]
+    problems = []
+    for key, (label, allowed) in choices.items():
+        if key not in merged or merged[key] in allowed:
+            continue
+        value = str(merged[key])
+        nearest = [f"python{value}"] if f"python{value}" in allowed else []
+        nearest = nearest or difflib.get_close_matches(value, allowed, n=1)
+        hint = f" Did you mean {nearest[0]}?" if nearest else ""
+        problems.append(f"Unknown {label} {value!r}; choose one of {', '.join(allowed)}.{hint}")
+    return problems
 
 
 def _has_type(value: Any, kind: type, key: str) -> bool:

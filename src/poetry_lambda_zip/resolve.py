@@ -74,6 +74,8 @@ class Artifact:
     filename: str | None = None
     #: sha256 from the lock; None where the lock cannot hash the artifact (directory, git).
     sha256: str | None = None
+    #: For an sdist: how many wheels the lock has for other targets (0: none published).
+    other_wheels: int = 0
 
     @property
     def built_in_image(self) -> bool:
@@ -412,6 +414,7 @@ def choose_artifact(files: Iterable[PackageFile], tag_ranks: Mapping[Tag, int]) 
     """
     best: tuple[int, str, str] | None = None
     sdist: tuple[str, str] | None = None
+    wheels = 0
     for filename, value in _hashed_files(files):
         try:
             _, _, _, tags = parse_wheel_filename(filename)
@@ -422,13 +425,14 @@ def choose_artifact(files: Iterable[PackageFile], tag_ranks: Mapping[Tag, int]) 
                 continue
             sdist = min(sdist or (filename, value), (filename, value))
             continue
+        wheels += 1
         ranks = [tag_ranks[tag] for tag in tags if tag in tag_ranks]
         if ranks:
             best = min(best or (min(ranks), filename, value), (min(ranks), filename, value))
     if best is not None:
         return Artifact("wheel", filename=best[1], sha256=best[2])
     if sdist is not None:
-        return Artifact("sdist", filename=sdist[0], sha256=sdist[1])
+        return Artifact("sdist", filename=sdist[0], sha256=sdist[1], other_wheels=wheels)
     return None
 
 

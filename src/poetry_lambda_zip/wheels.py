@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -59,6 +60,10 @@ _PLACES = {
     "scripts": "bin",
     "headers": "include/site/python{python}/{name}",
 }
+# pypa/installer skips a wheel's own __pycache__ files with a RuntimeWarning (numpy's wheels
+# ship one); pip skips them silently, and so do we: the bytecode is compiled for the target.
+warnings.filterwarnings("ignore", message=r"Skip installing .*__pycache__", category=RuntimeWarning)
+
 #: What to do when the wheels alone would not fit: --exclude and --slim prune the unpacked
 #: tree, too late for this check.
 _SIZE_FIX = (

@@ -29,8 +29,14 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 echo "debootstrap bookworm ($deb_arch) ..." >&2
+# Its progress, a line per stage (a first run takes minutes; the full log is kept on failure).
+set +e
 debootstrap --variant=minbase --arch="$deb_arch" --include=python3,python3-venv,ca-certificates,binutils \
-  bookworm "$work/rootfs" >"$work/debootstrap.log" 2>&1 || { tail -30 "$work/debootstrap.log" >&2; exit 1; }
+  bookworm "$work/rootfs" 2>&1 | tee "$work/debootstrap.log" \
+  | grep --line-buffered -E '^I: (Retrieving Release|Validating Packages|Resolving|Found|Checking|Extracting|Installing|Unpacking the base|Configuring the base|Base system)' >&2
+status=${PIPESTATUS[0]}
+set -e
+[ "$status" -eq 0 ] || { tail -30 "$work/debootstrap.log" >&2; exit 1; }
 rm -rf "$work/rootfs/var/cache/apt/archives/"*.deb "$work/rootfs/var/lib/apt/lists/"*
 tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
 rm -rf "$work/rootfs"

@@ -42,6 +42,7 @@ __all__ = [
     "bytecode_only",
     "choose_builder",
     "finish_here",
+    "require_engine_for_verify",
     "verify_handler",
 ]
 
@@ -197,6 +198,10 @@ class Progress(Protocol):
 
     def phase(self, name: str, seconds: float, detail: str) -> None: ...
 
+    def count(self, name: str, done: int, total: int) -> None:
+        """How far a long phase is (``done`` of ``total``); drawn on a terminal only."""
+        ...
+
     def info(self, message: str) -> None: ...
 
     def warning(self, message: str) -> None: ...
@@ -267,15 +272,16 @@ def choose_builder(
 
     missing = list(built)
     runtime = target.runtime
-    if kind == "docker":
-        return DockerBuilder(docker)
     if kind == "local":
         if missing:
             raise no_wheel_error(missing, runtime)
         progress.info("Builder: local (--builder local)")
         return LocalBuilder()
-    if engine_answers():
-        progress.info(f"Builder: docker (an engine answers at {engine_location()})")
+    if kind == "docker" or engine_answers():
+        if kind != "docker":
+            progress.info(f"Builder: docker (an engine answers at {engine_location()})")
+        for requirement in missing:
+            progress.info(f"  {requirement.name} {requirement.version}: {requirement.describe()}")
         return DockerBuilder(docker)
     if missing:
         error = no_wheel_error(missing, runtime)
@@ -288,6 +294,20 @@ def choose_builder(
         f" wheel for {runtime})"
     )
     return LocalBuilder()
+
+
+def require_engine_for_verify() -> None:
+    """--verify runs the image: without an engine, say so before anything is built."""
+    from poetry_lambda_zip.builders.docker import engine_answers
+    from poetry_lambda_zip.builders.docker import engine_location
+    from poetry_lambda_zip.errors import DockerUnavailableError
+
+    if not engine_answers():
+        raise DockerUnavailableError(
+            f"--verify imports the handler in the Lambda image, and no Docker engine answers"
+            f" at {engine_location()}. Nothing was built.",
+            "Start Docker or set DOCKER_HOST, or build without --verify.",
+        )
 
 
 def verify_handler(check: VerifyJob, docker: DockerSettings, progress: Progress) -> float:

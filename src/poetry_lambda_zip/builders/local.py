@@ -49,10 +49,21 @@ class LocalBuilder:
 
 
 def no_wheel_error(missing: list[Requirement], runtime: str) -> ConfigError:
-    """What to say when the local builder cannot do the job, and the two ways out."""
-    lines = "\n".join(f"  - {r.name} {r.version}: {r.describe()}" for r in missing)
+    """What to say when the local builder cannot do the job, and the ways out that apply."""
+    lines = []
+    for r in missing:
+        if r.artifact.kind != "sdist":
+            why = "a source tree"
+        elif r.artifact.other_wheels:
+            why = f"its {r.artifact.other_wheels} locked wheels are for other targets"
+        else:
+            why = "it publishes no wheels at all"
+        lines.append(f"  - {r.name} {r.version}: {r.describe()}; {why}")
+    fix = "Build with --builder docker: it builds them inside the Lambda image."
+    if any(r.artifact.other_wheels for r in missing):
+        fix += " Or choose a runtime or versions for which they publish wheels."
     return ConfigError(
-        f"The local builder can only unpack wheels; these have none for {runtime}:\n{lines}",
-        "Build with --builder docker (it builds them inside the Lambda image), or choose a"
-        " newer runtime or other versions that publish wheels for it.",
+        f"The local builder can only unpack wheels; these have none for {runtime}:\n"
+        + "\n".join(lines),
+        fix,
     )
