@@ -45,6 +45,11 @@ class DependencyJob:
     steps: Steps
     key: str
 
+    @property
+    def made_by_toolchain(self) -> bool:
+        """Whether the builder's toolchain decides the tree's bytes (``Steps``)."""
+        return self.steps.may_need_toolchain()
+
 
 @dataclass(frozen=True)
 class ProjectJob:

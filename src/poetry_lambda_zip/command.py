@@ -1,4 +1,5 @@
-"""``poetry lambda-zip``: options -> BuildRequest -> ``pipeline.build()`` -> exit code."""
+"""``poetry lambda-zip [FUNCTION...]``: options -> BuildRequests -> ``build_functions()`` ->
+exit code."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The pipeline, top-down in ``build()``: plan -> jobs (the project's wheel, the steps) ->
-up to date? -> assemble the trees (the dependencies': a kept tree, or fetched, unpacked here and
-finished by the builder; the project's files) -> package and write -> verify.
+"""The pipeline, top-down in ``build_functions()``: plan each function -> group the functions by
+requirement set -> per group one dependency tree (a kept tree, or fetched, unpacked here and
+finished by the builder; assembled on first use) -> per function: fingerprints, up to date?, the
+project's tree, package, write what changed -> verify. ``build()`` is the one-function case.
 """
 
 from __future__ import annotations
@@ -328,9 +329,12 @@ def _build_one(
     report = sum((tree.report for tree in trees), TreeReport())
     _report_steps(decided, report, progress)
     # Zips another builder wrote (e.g. --builder local over the docker builder's): said.
+    # The zip names its builder where the builder decides its bytes (bytecode, builds,
+    # stripping); unpacked wheels alone are the same bytes from any builder, and so is the zip.
+    made_by = builder.name if key and dependencies and dependencies.job.made_by_toolchain else None
     earlier = {path: recorded_builder(path) for path in outputs}
     archives, written, sizes = _package(
-        decided, trees, outputs, fingerprints, progress, builder=builder.name
+        decided, trees, outputs, fingerprints, progress, builder=made_by
     )
     replaced = tuple(
         (path, wrote)
@@ -428,7 +432,7 @@ def _package(
     fingerprints: dict[str, str],
     progress: Progress,
     *,
-    builder: str,
+    builder: str | None,
 ) -> tuple[tuple[ArchiveStats, ...], tuple[Path, ...], dict[str, int]]:
     """The installed trees as the layout's zips; the handler checked in them; the zips whose
     fingerprint changed written atomically. Returns every output's stats, the outputs

@@ -1,4 +1,5 @@
-"""The frozen BuildRequest: command-line options over ``[tool.poetry-lambda-zip]``, validated."""
+"""The frozen BuildRequest: command-line options over ``[tool.poetry-lambda-zip]`` (and, for a
+function of its ``functions`` table, over that function's table), validated."""
 
 from __future__ import annotations
 

@@ -149,7 +149,7 @@ class DockerBuilder:
                 compiled = compile_here(tree, prefix)
                 where = "here (its bytecode is the image's, byte for byte)"
                 return Finished(tree, replace(report, compile=compiled), where)
-            report = self._run(client, tree, steps, workdir, progress)
+            report = self._run(client, image, tree, steps, workdir=workdir, progress=progress)
         finished = Finished(workdir / "finished", report, f"in the {steps.target.runtime} image")
         if here and prefix is not None and self._verdicts.identical(image.id) is None:
             self._verdicts.compare(image.id, tree, finished.directory, prefix)
@@ -158,14 +158,15 @@ class DockerBuilder:
     def _run(
         self,
         client: docker.DockerClient,
+        image: Image,
         tree: Path,
         steps: Steps,
+        *,
         workdir: Path,
         progress: Progress,
     ) -> TreeReport:
         """Run the steps in a container; the finished tree lands in ``workdir/finished``."""
         image_name = self._settings.image
-        image = _image(client, image_name, steps.target, progress)
 
         build_id = uuid.uuid4().hex[:12]
         name = f"poetry-lambda-zip-{build_id}"
