@@ -11,12 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cleo.io.buffered_io import BufferedIO
 from cleo.io.outputs.output import Verbosity
 from cleo.testers.application_tester import ApplicationTester
 from cleo.testers.command_tester import CommandTester
 from poetry.console.application import Application
 from poetry.factory import Factory
 
+from poetry_lambda_zip.command import ConsoleProgress
 from poetry_lambda_zip.command import LambdaZipCommand
 from tests.docker_helpers import Build
 
@@ -244,3 +246,27 @@ def test_replacing_another_builders_zip_is_said(
     # A rebuild over its own builder's zip (an edit, --force) is not worth a line.
     forced = Build(path, "--runtime python3.11 --builder local --force")
     assert "replaced the zip" not in forced.output
+
+
+@pytest.mark.parametrize(
+    ("interactive", "ci", "as_json", "drawn"),
+    [(True, None, False, True), (False, None, False, False), (True, "true", False, False),
+     (True, None, True, False)],
+)  # fmt: skip
+def test_progress_bars_only_for_a_person_at_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, interactive: bool, ci: str | None, as_json: bool, drawn: bool
+) -> None:
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    io = BufferedIO(decorated=True)
+    io.interactive(interactive)
+    progress = ConsoleProgress(io, stdout_is_data=as_json)
+    for done in range(1, 5):
+        progress.count("fetch", done, 4)
+    progress.phase("fetch", 0.5, "4 wheels")
+    bar = "[" + "=" * 28 + "] 100%"
+    error, output = io.fetch_error(), io.fetch_output()
+    assert (bar in error) == drawn
+    assert "4 wheels" in (error if as_json else output)

@@ -520,7 +520,7 @@ def test_terraform_readme_skips_the_deploy_on_the_deployed_functions_hash() -> N
 def test_terraform_is_formatted(tmp_path: Path) -> None:
     terraform = shutil.which("terraform")
     if terraform is None:
-        pytest.skip("terraform is not installed")
+        unavailable("terraform is not installed")  # fails in CI, skips visibly elsewhere
     checked = subprocess.run(
         [terraform, "fmt", "-check", "-diff", str(EXAMPLES / "terraform")],
         capture_output=True, text=True, check=False, cwd=tmp_path,

@@ -277,6 +277,17 @@ def shipped(path: Path) -> list[str]:
     return sorted(p.name for p in path.glob("dist/*.zip"))
 
 
+def refused(run_command: Callable[[Path, str], CommandTester], path: Path, status: int) -> str:
+    """Build ``path`` with the local builder, expecting exit ``status`` with no traceback
+    and no zip; the error text."""
+    tester = run_command(path, "--runtime python3.11 --builder local --no-compile")
+    error = tester.io.fetch_error()
+    assert tester.status_code == status, error
+    assert "Traceback" not in error
+    assert shipped(path) == []
+    return error
+
+
 @pytest.mark.parametrize("case", MALFORMED.values(), ids=MALFORMED.keys())
 def test_the_command_refuses_a_bad_wheel_with_exit_5_and_ships_nothing(
     project: Callable[[str], Path],
@@ -288,14 +299,10 @@ def test_the_command_refuses_a_bad_wheel_with_exit_5_and_ships_nothing(
     make, detail = case
     fetched["python-dateutil"] = make(tmp_path / "bad")
     path = project("pure-python")
-    tester = run_command(path, "--runtime python3.11 --builder local --no-compile")
-    error = tester.io.fetch_error()
-    assert tester.status_code == 5, error
+    error = refused(run_command, path, 5)
     assert f"{fetched['python-dateutil'].name} for python-dateutil 2.9.0.post0" in error
     assert detail in error
     assert "run `poetry lock`" in error
-    assert "Traceback" not in error
-    assert shipped(path) == []
 
 
 # --- two distributions that install one path --------------------------------------------------
@@ -355,16 +362,12 @@ def test_the_command_refuses_two_dependencies_that_install_one_path_and_ships_no
 ) -> None:
     fetched["six"] = make_wheel(tmp_path / "clash", *SIX, {"dateutil/__init__.py": b"# six"})
     path = project("pure-python")
-    tester = run_command(path, "--runtime python3.11 --builder local --no-compile")
-    error = tester.io.fetch_error()
-    assert tester.status_code == 5, error
+    error = refused(run_command, path, 5)
     assert "python-dateutil 2.9.0.post0" in error
     assert "six 1.17.0" in error
     assert "the zip: dateutil/__init__.py is installed by python-dateutil" in error
     assert "differently" in error
     assert "--exclude-package" in error
-    assert "Traceback" not in error
-    assert shipped(path) == []
 
 
 # --- the size limit, before anything is unpacked ---------------------------------------------
@@ -421,12 +424,8 @@ def test_the_command_refuses_a_wheel_declaring_more_than_lambda_allows_and_ships
 ) -> None:
     fetched["six"] = declared_huge(tmp_path / "bomb", "six", UNZIPPED_LIMIT)
     path = project("pure-python")
-    tester = run_command(path, "--runtime python3.11 --builder local --no-compile")
-    error = tester.io.fetch_error()
-    assert tester.status_code == 6, error
+    error = refused(run_command, path, 6)
     assert "six-1.0-py3-none-any.whl" in error
-    assert "Traceback" not in error
-    assert shipped(path) == []
 
 
 # --- RECORD is CSV everywhere: a comma in a file name --------------------------------------

@@ -29,7 +29,7 @@ from poetry_lambda_zip.errors import BuildInterrupted
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import LambdaZipError
 from poetry_lambda_zip.pipeline import build_functions
-from poetry_lambda_zip.plan import plan
+from poetry_lambda_zip.pipeline import plan_functions
 from poetry_lambda_zip.redact import redact
 from poetry_lambda_zip.render import outcomes_json
 from poetry_lambda_zip.render import plan_json
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
     from poetry_lambda_zip.pipeline import BuildResult
     from poetry_lambda_zip.pipeline import Outcome
-    from poetry_lambda_zip.request import BuildRequest
+    from poetry_lambda_zip.plan import BuildPlan
 
 __all__ = ["LambdaZipCommand"]
 
@@ -239,7 +239,7 @@ the command line wins. Example:
                 project_dir, options, config, self.argument("function") or ()
             )
             if self.option("dry-run"):
-                self._show_plans(requests, poetry, progress, as_json)
+                self._show_plans(plan_functions(requests, poetry, progress), as_json)
                 return 0
             outcomes = build_functions(requests, poetry, progress)
         except LambdaZipError as e:
@@ -311,16 +311,9 @@ the command line wins. Example:
         if self.io.is_debug():
             self.line_error(_shown("".join(traceback.format_exception(error))))
 
-    def _show_plans(
-        self,
-        requests: list[BuildRequest],
-        poetry: Poetry,
-        progress: ConsoleProgress,
-        as_json: bool,
-    ) -> None:
-        plans = [plan(request, poetry, progress) for request in requests]
+    def _show_plans(self, plans: list[BuildPlan], as_json: bool) -> None:
         if as_json:
-            if requests[0].function is None:
+            if plans[0].request.function is None:
                 self._write_json(plan_json(plans[0]))
             else:
                 self._write_json({"functions": [plan_json(decided) for decided in plans]})

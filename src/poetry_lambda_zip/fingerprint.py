@@ -14,6 +14,7 @@ import json
 import os
 import re
 import zipfile
+from dataclasses import dataclass
 from typing import IO
 from typing import TYPE_CHECKING
 from typing import Any
@@ -33,12 +34,12 @@ if TYPE_CHECKING:
 __all__ = [
     "COMMENT_LENGTH",
     "COMMENT_PREFIX",
+    "Recorded",
     "carries_fingerprint",
     "comment",
     "ends_with_fingerprint",
     "fingerprint",
-    "recorded",
-    "recorded_builder",
+    "read_recorded",
     "tree_key",
 ]
 
@@ -111,14 +112,23 @@ def comment(value: str, builder: str | None = None) -> bytes:
     return f"{COMMENT_PREFIX}{value}{f' by {builder}' if builder else ''}".encode()
 
 
-def recorded_builder(output: Path) -> str | None:
-    """The builder the zip at ``output`` says wrote it, if it is one this plugin wrote."""
+@dataclass(frozen=True)
+class Recorded:
+    """What a zip this plugin wrote says of itself: its fingerprint, and the builder that
+    wrote it where the builder decides its bytes."""
+
+    fingerprint: str
+    builder: str | None
+
+
+def read_recorded(output: Path) -> Recorded | None:
+    """The zip comment at ``output``, if it is one this plugin wrote (one read of the zip)."""
     try:
         with zipfile.ZipFile(output) as archive:
             match = _COMMENT.fullmatch(archive.comment.decode("ascii", "replace"))
     except (OSError, zipfile.BadZipFile):
         return None
-    return match.group(2) if match is not None else None
+    return None if match is None else Recorded(match.group(1), match.group(2))
 
 
 def carries_fingerprint(path: Path) -> bool:
@@ -143,21 +153,6 @@ def _tail(handle: IO[bytes]) -> bytes:
     handle.seek(0, os.SEEK_END)
     handle.seek(max(0, handle.tell() - _TAIL))
     return handle.read()
-
-
-def recorded(outputs: Sequence[Path]) -> str | None:
-    """The fingerprint every output carries, if they all exist and agree; else None."""
-    found = set()
-    for output in outputs:
-        try:
-            with zipfile.ZipFile(output) as archive:
-                match = _COMMENT.fullmatch(archive.comment.decode("ascii", "replace"))
-        except (OSError, zipfile.BadZipFile):
-            return None
-        if match is None:
-            return None
-        found.add(match.group(1))
-    return found.pop() if len(found) == 1 else None
 
 
 def _tree_hash(root: Path) -> str:

@@ -49,8 +49,7 @@ from poetry_lambda_zip.errors import OutputError
 from poetry_lambda_zip.fetch import WheelFetcher
 from poetry_lambda_zip.fingerprint import comment
 from poetry_lambda_zip.fingerprint import fingerprint
-from poetry_lambda_zip.fingerprint import recorded
-from poetry_lambda_zip.fingerprint import recorded_builder
+from poetry_lambda_zip.fingerprint import read_recorded
 from poetry_lambda_zip.fingerprint import tree_key
 from poetry_lambda_zip.handler import check_handler
 from poetry_lambda_zip.index_access import credentials_for
@@ -77,7 +76,14 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.fetch import Fetcher
     from poetry_lambda_zip.request import BuildRequest
 
-__all__ = ["ZIPPED_DIRECT_UPLOAD_LIMIT", "BuildResult", "Outcome", "build", "build_functions"]
+__all__ = [
+    "ZIPPED_DIRECT_UPLOAD_LIMIT",
+    "BuildResult",
+    "Outcome",
+    "build",
+    "build_functions",
+    "plan_functions",
+]
 
 #: A larger zip cannot be uploaded directly; it has to go through S3.
 ZIPPED_DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
@@ -184,12 +190,24 @@ class _Context:
     wheel: Path | None
 
 
+def plan_functions(
+    requests: Sequence[BuildRequest], poetry: Poetry, progress: Progress
+) -> list[BuildPlan]:
+    """Every function's plan, building nothing (``--dry-run``); the first problem is raised."""
+    return [plan(request, poetry, _shown_for(request, progress)) for request in requests]
+
+
+def _shown_for(request: BuildRequest, progress: Progress) -> Progress:
+    """Where a function's lines go: prefixed with its name when it is one of a table's."""
+    return progress if request.function is None else _Prefixed(progress, request.function)
+
+
 def _plans(
     requests: Sequence[BuildRequest], poetry: Poetry, progress: Progress
 ) -> tuple[list[_Member], list[Outcome]]:
     members, failed = [], []
     for request in requests:
-        shown = progress if request.function is None else _Prefixed(progress, request.function)
+        shown = _shown_for(request, progress)
         try:
             members.append(_Member(plan(request, poetry, shown), shown))
         except LambdaZipError as e:
@@ -320,9 +338,13 @@ def _build_one(
     project = _project_job(decided, builder, context.wheel, progress)
     key = dependencies.job.key if dependencies is not None else ""
     fingerprints = _fingerprints(decided, key, project)
-    if not decided.request.force and all(
-        recorded([path]) == fingerprints[kind] for kind, path in zip(decided.layout.kinds, outputs)
-    ):
+    # Each output's comment, read once: up to date?, written by which builder?, rewrite it?
+    found = {path: read_recorded(path) for path in outputs}
+    current = {
+        path: (earlier := found[path]) is not None and earlier.fingerprint == fingerprints[kind]
+        for kind, path in zip(decided.layout.kinds, outputs)
+    }
+    if not decided.request.force and all(current.values()):
         return _up_to_date(decided, outputs, builder)
     workdir.mkdir()
     trees = assemble(builder, dependencies, project, workdir=workdir, progress=progress)
@@ -331,15 +353,14 @@ def _build_one(
     # Zips another builder wrote (e.g. --builder local over the docker builder's): said.
     # The zip names its builder where the builder decides its bytes (bytecode, builds,
     # stripping); unpacked wheels alone are the same bytes from any builder, and so is the zip.
-    made_by = builder.name if key and dependencies and dependencies.job.made_by_toolchain else None
-    earlier = {path: recorded_builder(path) for path in outputs}
+    made_by = builder.name if dependencies and dependencies.job.made_by_toolchain else None
     archives, written, sizes = _package(
-        decided, trees, outputs, fingerprints, progress, builder=made_by
+        decided, trees, outputs, fingerprints, progress, builder=made_by, current=current
     )
     replaced = tuple(
-        (path, wrote)
-        for path, wrote in earlier.items()
-        if path in written and wrote is not None and wrote != builder.name
+        (path, earlier.builder)
+        for path, earlier in found.items()
+        if path in written and earlier and earlier.builder and earlier.builder != builder.name
     )
     return BuildResult(
         decided, archives, builder.name, sizes, report, written=written, replaced=replaced
@@ -433,6 +454,7 @@ def _package(
     progress: Progress,
     *,
     builder: str | None,
+    current: dict[Path, bool],
 ) -> tuple[tuple[ArchiveStats, ...], tuple[Path, ...], dict[str, int]]:
     """The installed trees as the layout's zips; the handler checked in them; the zips whose
     fingerprint changed written atomically. Returns every output's stats, the outputs
@@ -454,7 +476,7 @@ def _package(
     force = decided.request.force
     pending, kept = [], {}
     for kind, (path, zipped) in zip(decided.layout.kinds, zips):
-        if force or recorded([path]) != fingerprints[kind]:
+        if force or not current[path]:
             pending.append((path, zipped, comment(fingerprints[kind], builder)))
         else:
             kept[path] = existing_stats(path)
