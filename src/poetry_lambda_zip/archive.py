@@ -335,28 +335,55 @@ def _add_deflated(
     archive.start_dir = handle.tell()
 
 
-#: Bytes read and not yet written at most, beyond the entry being read (peak memory).
-_IN_FLIGHT = 16 << 20
+#: Deflated bytes done and waiting for the entries before them to be written, at most (peak
+#: memory). A large entry at the head does not stop the others' deflating.
+_WAITING = 32 << 20
+#: Entries submitted ahead of the one to be written next, at most.
+_AHEAD = 1024
 
 
 def _deflated(
     entries: list[Entry], previous: _Previous | None
 ) -> Iterator[tuple[Entry, int, bytes]]:
     """Each entry with its CRC and deflated bytes, in order; several deflated at once."""
-    workers = os.cpu_count() or 1
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    waiting = _Waiting()
+
+    def deflate(entry: Entry) -> tuple[int, bytes]:
+        crc, deflated = _deflate(entry, previous)
+        waiting.add(len(deflated))
+        return crc, deflated
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         pending: deque[tuple[Entry, Future[tuple[int, bytes]]]] = deque()
-        in_flight = 0
         for entry in entries:
-            pending.append((entry, pool.submit(_deflate, entry, previous)))
-            in_flight += entry.size
-            while pending and (in_flight > _IN_FLIGHT or len(pending) > 4 * workers):
-                done, future = pending.popleft()
-                in_flight -= done.size
-                yield (done, *future.result())
+            pending.append((entry, pool.submit(deflate, entry)))
+            while pending and (
+                pending[0][1].done() or waiting.bytes > _WAITING or len(pending) > _AHEAD
+            ):
+                yield _written(pending.popleft(), waiting)
         while pending:
-            done, future = pending.popleft()
-            yield (done, *future.result())
+            yield _written(pending.popleft(), waiting)
+
+
+class _Waiting:
+    """Deflated bytes done and not yet written (added by the workers, taken by the writer)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self._lock = threading.Lock()
+
+    def add(self, size: int) -> None:
+        with self._lock:
+            self.bytes += size
+
+
+def _written(
+    head: tuple[Entry, Future[tuple[int, bytes]]], waiting: _Waiting
+) -> tuple[Entry, int, bytes]:
+    entry, future = head
+    crc, deflated = future.result()
+    waiting.add(-len(deflated))
+    return entry, crc, deflated
 
 
 #: How much of a file is read at a time.
@@ -366,25 +393,31 @@ _CHUNK = 1 << 20
 def _deflate(entry: Entry, previous: _Previous | None) -> tuple[int, bytes]:
     """The entry's CRC and deflated bytes: reused from ``previous`` where they are the same
     entry's, else deflated here, a chunk at a time (memory: the deflated bytes)."""
+    if previous is None:
+        return _compress_file(entry)
     crc = _crc(entry)
-    reused = previous.deflated(entry, crc) if previous is not None else None
+    reused = previous.deflated(entry, crc)
     if reused is not None:
         return crc, reused
-    return crc, _compress_file(entry, crc)
-
-
-def _compress_file(entry: Entry, crc: int) -> bytes:
-    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
-    deflated = bytearray()
-    again = 0
-    with entry.open() as source:
-        for chunk in iter(lambda: source.read(_CHUNK), b""):
-            again = zlib.crc32(chunk, again)
-            deflated += compressor.compress(chunk)
-    deflated += compressor.flush()
+    again, deflated = _compress_file(entry)
     if again != crc:
         raise OutputError(f"{entry.name} changed while it was packaged.")
-    return bytes(deflated)
+    return crc, deflated
+
+
+def _compress_file(entry: Entry) -> tuple[int, bytes]:
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    deflated = bytearray()
+    crc, size = 0, 0
+    with entry.open() as source:
+        for chunk in iter(lambda: source.read(_CHUNK), b""):
+            crc = zlib.crc32(chunk, crc)
+            size += len(chunk)
+            deflated += compressor.compress(chunk)
+    deflated += compressor.flush()
+    if size != entry.size:
+        raise OutputError(f"{entry.name} changed while it was packaged ({size} bytes).")
+    return crc, bytes(deflated)
 
 
 def _crc(entry: Entry) -> int:
@@ -470,7 +503,7 @@ class _Previous:
         is reused, so a reuse build is the build from scratch."""
         with self._lock:
             if self._same_zlib is None:
-                telling = 4096 <= len(data) <= _IN_FLIGHT and len(deflated) * 10 < len(data) * 9
+                telling = 4096 <= len(data) <= _WAITING and len(deflated) * 10 < len(data) * 9
                 if not telling:
                     return False
                 self._same_zlib = _compress(data) == deflated
