@@ -83,6 +83,21 @@ def bytecode_verdicts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(plan_module, "_bytecode_verdicts", lambda poetry: None)
 
 
+@pytest.fixture(autouse=True)
+def no_stamps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No no-op shortcut (``stamps``) unless a test asks for it (``stamps_here``): a test
+    that builds twice must see the second build decide from contents."""
+    monkeypatch.setattr(pipeline, "cache_directory", lambda project_dir: None)
+
+
+@pytest.fixture
+def stamps_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This test's own cache directory for stamps (they go to its lambda-zip-stamps/)."""
+    directory = tmp_path / "stamps-cache"
+    monkeypatch.setattr(pipeline, "cache_directory", lambda project_dir: directory)
+    return directory / "lambda-zip-stamps"
+
+
 @pytest.fixture
 def verdicts_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """This test's own file of bytecode verdicts."""

@@ -44,6 +44,8 @@ class DependencyJob:
     requirements: tuple[Requirement, ...]
     steps: Steps
     key: str
+    #: The builder's identity in ``key``: "wheels only" where no toolchain decides the bytes.
+    identity: str = "wheels only"
 
     @property
     def made_by_toolchain(self) -> bool:

@@ -23,6 +23,7 @@ from cleo.io.outputs.output import Verbosity
 from cleo.ui.progress_bar import ProgressBar
 from poetry.console.commands.command import Command
 from poetry.core.pyproject.exceptions import PyProjectError
+from poetry.core.pyproject.toml import PyProjectTOML
 from poetry.factory import Factory
 
 from poetry_lambda_zip.errors import BuildInterrupted
@@ -42,12 +43,14 @@ from poetry_lambda_zip.target import ARCHITECTURES
 from poetry_lambda_zip.target import RUNTIMES
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from cleo.io.inputs.argument import Argument
     from cleo.io.inputs.option import Option
     from cleo.io.io import IO
     from poetry.poetry import Poetry
 
-    from poetry_lambda_zip.pipeline import BuildResult
+    from poetry_lambda_zip.archive import ArchiveStats
     from poetry_lambda_zip.pipeline import Outcome
     from poetry_lambda_zip.plan import BuildPlan
 
@@ -232,16 +235,18 @@ the command line wins. Example:
         as_json = bool(self.option("json"))
         progress = ConsoleProgress(self.io, stdout_is_data=as_json)
         try:
-            poetry = self._project_poetry()
-            project_dir = poetry.pyproject_path.parent
-            config = poetry.pyproject.data.get("tool", {}).get(CONFIG_TABLE, {})
+            project_dir, config = self._project()
             requests = function_requests(
                 project_dir, options, config, self.argument("function") or ()
             )
             if self.option("dry-run"):
-                self._show_plans(plan_functions(requests, poetry, progress), as_json)
+                plans = plan_functions(requests, self._project_poetry(), progress)
+                self._show_plans(plans, as_json)
                 return 0
-            outcomes = build_functions(requests, poetry, progress)
+            # Poetry loads the project only when a function's stamp shows a change.
+            outcomes = build_functions(
+                requests, self._project_poetry, progress, results_in_full=as_json
+            )
         except LambdaZipError as e:
             self._show_error(e)
             return e.exit_code
@@ -262,6 +267,23 @@ the command line wins. Example:
             return BuildInterrupted.exit_code
         return self._show_outcomes(outcomes, as_json)
 
+    def _project(self) -> tuple[Path, dict[str, Any]]:
+        """The project's directory and its [tool.poetry-lambda-zip] table, found as Poetry
+        finds pyproject.toml, without loading the project."""
+        try:
+            if self._poetry is not None:  # set by whoever runs the command on its own
+                found = self._poetry.pyproject_path
+            else:
+                where = self.get_application().project_directory
+                if not where.is_absolute():
+                    where = Path.cwd()  # `poetry -C relative/dir`: Poetry runs us from inside it
+                found = Factory.locate(where)
+            data = PyProjectTOML(found).data
+        except (RuntimeError, PyProjectError) as e:
+            raise _not_a_project(e) from e
+        table = data.get("tool", {}).get(CONFIG_TABLE, {})
+        return found.parent.absolute(), table if isinstance(table, dict) else {}
+
     def _project_poetry(self) -> Poetry:
         # With -vvv Poetry prints each source's URL as it loads the project, credentials and
         # all (a URL may carry them, as poetry.lock does): load it one verbosity lower.
@@ -276,12 +298,7 @@ the command line wins. Example:
             # `build` fails the same way). Load the project again from here, absolutely.
             return Factory().create_poetry(Path.cwd(), io=self.io)
         except (RuntimeError, PyProjectError) as e:
-            # Poetry's words for a missing or invalid pyproject.toml, without its traceback.
-            raise ConfigError(
-                f"This is not a Poetry project Poetry can load: {e}",
-                "Run the command in the project's directory (or pass -C DIR); its"
-                " pyproject.toml needs [project] or [tool.poetry] with a name and version.",
-            ) from e
+            raise _not_a_project(e) from e
         finally:
             self.io.set_verbosity(shown)
 
@@ -298,7 +315,12 @@ the command line wins. Example:
             if outcome.error is not None:
                 self._show_error(outcome.error, outcome.function)
             elif outcome.result is not None and not as_json:
-                self._show_result(outcome.result)
+                result = outcome.result
+                self._show_archives(
+                    outcome.function, result.archives, result.written, dict(result.replaced)
+                )
+            elif outcome.unchanged and not as_json:
+                self._show_archives(outcome.function, outcome.unchanged, (), {})
         return max((o.error.exit_code for o in outcomes if o.error is not None), default=0)
 
     def _show_error(self, error: LambdaZipError, function: str | None = None) -> None:
@@ -325,19 +347,26 @@ the command line wins. Example:
     def _write_json(self, document: dict[str, Any]) -> None:
         self.io.write_line(redact(json.dumps(document, indent=2)), type=OutputType.RAW)
 
-    def _show_result(self, result: BuildResult) -> None:
-        function = result.plan.request.function
+    def _show_archives(
+        self,
+        function: str | None,
+        archives: Sequence[ArchiveStats],
+        written: Sequence[Path],
+        replaced: dict[Path, str],
+    ) -> None:
+        """Each output: built (replacing another builder's zip?) or up to date, and what it
+        holds."""
         prefix = f"{function}: " if function is not None else ""
-        for archive in result.archives:
+        for archive in archives:
             # Absolute: with -C, Poetry runs us from the project, not from where the user is.
             path = archive.path.resolve()
-            if archive.path not in result.written:
+            if archive.path not in written:
                 self.line(f"{prefix}<info>Up to date</info> {path} (built from the same inputs;"
                           " --force rebuilds)")  # fmt: skip
-            elif archive.path in dict(result.replaced):
-                other = dict(result.replaced)[archive.path]
+            elif archive.path in replaced:
                 self.line(f"{prefix}Built <info>{path}</info>")
-                self.line(f"  (replaced the zip the {other} builder had written there)")
+                self.line(f"  (replaced the zip the {replaced[archive.path]} builder had written"
+                          " there)")  # fmt: skip
             else:
                 self.line(f"{prefix}Built <info>{path}</info>")
             self.line(
@@ -346,6 +375,15 @@ the command line wins. Example:
             )
             self.line(f"  sha256 {archive.sha256}")
             self.line(f"  code_sha256 {archive.code_sha256} (Lambda's CodeSha256)")
+
+
+def _not_a_project(error: Exception) -> ConfigError:
+    """Poetry's words for a missing or invalid pyproject.toml, without its traceback."""
+    return ConfigError(
+        f"This is not a Poetry project Poetry can load: {error}",
+        "Run the command in the project's directory (or pass -C DIR); its"
+        " pyproject.toml needs [project] or [tool.poetry] with a name and version.",
+    )
 
 
 def _given_options(options: dict[str, Any]) -> dict[str, Any]:

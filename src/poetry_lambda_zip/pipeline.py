@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
+from poetry_lambda_zip.archive import ArchiveStats
 from poetry_lambda_zip.archive import entries_from_files
 from poetry_lambda_zip.archive import existing_stats
 from poetry_lambda_zip.archive import remove_stale_temporaries
@@ -32,6 +33,7 @@ from poetry_lambda_zip.assemble import dependencies_tree
 from poetry_lambda_zip.builders import Steps
 from poetry_lambda_zip.builders import TreeReport
 from poetry_lambda_zip.builders import VerifyJob
+from poetry_lambda_zip.builders import builder_unchanged
 from poetry_lambda_zip.builders import choose_builder
 from poetry_lambda_zip.builders import require_engine_for_verify
 from poetry_lambda_zip.builders import verify_handler
@@ -59,16 +61,20 @@ from poetry_lambda_zip.project import build_project_wheel
 from poetry_lambda_zip.source_trees import source_trees
 from poetry_lambda_zip.stale import owner_tag
 from poetry_lambda_zip.stale import remove_stale
+from poetry_lambda_zip.stamps import Stamp
+from poetry_lambda_zip.stamps import Stamps
+from poetry_lambda_zip.stamps import cache_directory
+from poetry_lambda_zip.stamps import outputs_now
 from poetry_lambda_zip.tree_cache import TreeCache
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from collections.abc import Iterator
     from collections.abc import Sequence
     from types import FrameType
 
     from poetry.poetry import Poetry
 
-    from poetry_lambda_zip.archive import ArchiveStats
     from poetry_lambda_zip.archive import Entry
     from poetry_lambda_zip.builders import Builder
     from poetry_lambda_zip.builders import Finished
@@ -108,6 +114,9 @@ class BuildResult:
     written: tuple[Path, ...] = ()
     #: Of those, the ones that replaced a zip another builder wrote: (path, that builder).
     replaced: tuple[tuple[Path, str], ...] = ()
+    #: The builder's identity the fingerprints hold (``DependencyJob.identity``; "" without
+    #: dependencies).
+    identity: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,8 @@ class Outcome:
     function: str | None
     result: BuildResult | None = None
     error: LambdaZipError | None = None
+    #: Known up to date from the function's stamp, without loading the project: its outputs.
+    unchanged: tuple[ArchiveStats, ...] = ()
 
 
 def build(
@@ -127,7 +138,9 @@ def build(
     fetcher: Fetcher | None = None,
 ) -> BuildResult:
     """Build the Lambda package(s) ``request`` asks for and return what was written."""
-    (outcome,) = build_functions([request], poetry, progress, builder, fetcher)
+    (outcome,) = build_functions(
+        [request], poetry, progress, builder, fetcher, results_in_full=True
+    )
     if outcome.result is None or outcome.error is not None:
         raise outcome.error or BuildFailedError("The build ended without a result.")
     return outcome.result
@@ -135,28 +148,139 @@ def build(
 
 def build_functions(
     requests: Sequence[BuildRequest],
-    poetry: Poetry,
+    poetry: Poetry | Callable[[], Poetry],
     progress: Progress,
     builder: Builder | None = None,
     fetcher: Fetcher | None = None,
+    *,
+    results_in_full: bool = False,
 ) -> list[Outcome]:
     """Build every function's package(s): plan each; functions with one requirement set
     (and target and steps) share one dependency tree, assembled once; distinct sets build
-    concurrently, bounded by the cores. One function's failure is its outcome alone."""
-    members, failed = _plans(requests, poetry, progress)
+    concurrently, bounded by the cores. One function's failure is its outcome alone.
+
+    ``poetry`` may be a function that loads the project: it is not called when every
+    function's stamp shows nothing changed (``stamps``), unless ``results_in_full`` (every
+    result with its plan, e.g. for JSON)."""
+    stamps = _stamps(requests) if builder is None and fetcher is None else None
+    if stamps is not None:
+        stamps.look(requests[0].project_dir)  # before Poetry reads pyproject.toml and the lock
+        unchanged = None if results_in_full else _unchanged(requests, stamps, progress)
+        if unchanged is not None:
+            return unchanged
+    project = poetry() if callable(poetry) else poetry
+    members, failed = _plans(requests, project, progress)
     if any(member.plan.request.verify for member in members):
         require_engine_for_verify()
-    _remove_what_killed_runs_left([path for member in members for path in member.plan.outputs])
+    outputs = [path for member in members for path in member.plan.outputs]
+    _remove_what_killed_runs_left(outputs)
+    read = _inputs_read(members, stamps, outputs)
     with _terminate_as_interrupt(), _scratch() as workdir:
-        wheel = _project_wheel(members, poetry, workdir)
-        context = _Context(poetry, progress, builder, fetcher, workdir, wheel)
+        wheel = _project_wheel(members, project, workdir)
+        context = _Context(project, progress, builder, fetcher, workdir, wheel)
         groups = list(_groups(members).values())
         outcomes = _run_groups(groups, context)
     outcomes += failed
     order = {request.function: number for number, request in enumerate(requests)}
-    return [
+    outcomes = [
         _verify(outcome, members) for outcome in sorted(outcomes, key=lambda o: order[o.function])
     ]
+    if stamps is not None:
+        _write_stamps(outcomes, stamps, read, outputs)
+    return outcomes
+
+
+def _stamps(requests: Sequence[BuildRequest]) -> Stamps | None:
+    """The stamps, when the builds may use them: not with --force, --verify or --no-cache."""
+    if any(request.force or request.verify or not request.cache for request in requests):
+        return None
+    cache = cache_directory(requests[0].project_dir)
+    return None if cache is None else Stamps(cache / "lambda-zip-stamps")
+
+
+def _unchanged(
+    requests: Sequence[BuildRequest], stamps: Stamps, progress: Progress
+) -> list[Outcome] | None:
+    """Every function up to date by its stamp (its inputs and outputs as they were when it
+    was written, and the same builder), or None: then every function is built."""
+    started = time.monotonic()
+    found = [stamps.read(request) for request in requests]
+    if any(stamp is None for stamp in found):
+        return None
+    outputs = [path for stamp in found if stamp is not None for path, _, _ in stamp.outputs]
+    outcomes = []
+    for request in requests:
+        stamp = stamps.unchanged(request, outputs)
+        if stamp is None or not builder_unchanged(stamp.identity, stamp.image, request.builder):
+            return None
+        archives = tuple(
+            ArchiveStats(Path(path), *archive)
+            for (path, _, _), archive in zip(stamp.outputs, stamp.archives)
+        )
+        outcomes.append(Outcome(request.function, unchanged=archives))
+    progress.phase(
+        "check",
+        time.monotonic() - started,
+        "nothing read by the last build changed since (pyproject.toml, poetry.lock, the"
+        " project's files, settings, builder)",
+    )
+    return outcomes
+
+
+def _inputs_read(
+    members: Sequence[_Member], stamps: Stamps | None, outputs: Sequence[Path]
+) -> dict[str | None, tuple[tuple[str, ...], str | None]]:
+    """Each function's stamp roots and inputs before its build reads them."""
+    if stamps is None:
+        return {}
+    read = {}
+    for member in members:
+        roots = _stamp_roots(member.plan)
+        read[member.function] = (
+            roots,
+            stamps.inputs(member.plan.request, roots, map(str, outputs)),
+        )
+    return read
+
+
+def _stamp_roots(decided: BuildPlan) -> tuple[str, ...]:
+    """What a build reads outside the project's directory: path dependencies, include
+    files."""
+    inside = decided.project_dir.resolve()
+    paths = [path for _, path in decided.includes]
+    for requirement in decided.requirements.requirements:
+        origin = requirement.origin
+        if origin.type in ("directory", "file") and origin.url is not None:
+            paths.append(decided.project_dir / origin.url)
+    outside = {str(path.resolve()) for path in paths if not path.resolve().is_relative_to(inside)}
+    return tuple(sorted(outside))
+
+
+def _write_stamps(
+    outcomes: Sequence[Outcome],
+    stamps: Stamps,
+    read: dict[str | None, tuple[tuple[str, ...], str | None]],
+    outputs: Sequence[Path],
+) -> None:
+    """A stamp for each function built (or found up to date) whose inputs did not change
+    while it was built."""
+    stamps.forget()
+    for outcome in outcomes:
+        result = outcome.result
+        if result is None or outcome.error is not None or outcome.function not in read:
+            continue
+        roots, before = read[outcome.function]
+        request = result.plan.request
+        now = stamps.inputs(request, roots, map(str, outputs))
+        found = outputs_now(archive.path for archive in result.archives)
+        if before is None or now != before or found is None:
+            continue
+        docker_image = result.plan.docker.image if result.identity.startswith("docker ") else None
+        archives = tuple(
+            (a.sha256, a.zipped_size, a.unzipped_size, a.files, a.distributions)
+            for a in result.archives
+        )
+        stamps.write(request, Stamp(before, roots, found, result.identity, docker_image, archives))
 
 
 @contextlib.contextmanager
@@ -337,6 +461,7 @@ def _build_one(
         outputs[1] = layers[str(member.function)]
     project = _project_job(decided, builder, context.wheel, progress)
     key = dependencies.job.key if dependencies is not None else ""
+    identity = dependencies.job.identity if dependencies is not None else ""
     fingerprints = _fingerprints(decided, key, project)
     # Each output's comment, read once: up to date?, written by which builder?, rewrite it?
     found = {path: read_recorded(path) for path in outputs}
@@ -345,7 +470,7 @@ def _build_one(
         for kind, path in zip(decided.layout.kinds, outputs)
     }
     if not decided.request.force and all(current.values()):
-        return _up_to_date(decided, outputs, builder)
+        return _up_to_date(decided, outputs, builder, identity)
     workdir.mkdir()
     trees = assemble(builder, dependencies, project, workdir=workdir, progress=progress)
     report = sum((tree.report for tree in trees), TreeReport())
@@ -363,8 +488,9 @@ def _build_one(
         if path in written and earlier and earlier.builder and earlier.builder != builder.name
     )
     return BuildResult(
-        decided, archives, builder.name, sizes, report, written=written, replaced=replaced
-    )
+        decided, archives, builder.name, sizes, report, written=written, replaced=replaced,
+        identity=identity,
+    )  # fmt: skip
 
 
 def _dependency_job(
@@ -388,7 +514,7 @@ def _dependency_job(
     # image (a test holds the builders to that); anything compiled, built or stripped depends
     # on the toolchain that did it.
     identity = builder.identity(steps, progress) if steps.may_need_toolchain() else "wheels only"
-    return DependencyJob(requirements, steps, tree_key(requirements, steps, identity))
+    return DependencyJob(requirements, steps, tree_key(requirements, steps, identity), identity)
 
 
 def _project_job(
@@ -430,9 +556,13 @@ def _fingerprints(decided: BuildPlan, key: str, project: ProjectJob) -> dict[str
     }
 
 
-def _up_to_date(decided: BuildPlan, outputs: Sequence[Path], builder: Builder) -> BuildResult:
+def _up_to_date(
+    decided: BuildPlan, outputs: Sequence[Path], builder: Builder, identity: str
+) -> BuildResult:
     archives = tuple(existing_stats(path) for path in outputs)
-    return BuildResult(decided, archives, builder.name, {}, TreeReport(), up_to_date=True)
+    return BuildResult(
+        decided, archives, builder.name, {}, TreeReport(), up_to_date=True, identity=identity
+    )
 
 
 def _fetcher(decided: BuildPlan, poetry: Poetry, workdir: Path) -> Fetcher:

@@ -39,6 +39,7 @@ __all__ = [
     "Steps",
     "TreeReport",
     "VerifyJob",
+    "builder_unchanged",
     "bytecode_only",
     "choose_builder",
     "finish_here",
@@ -316,3 +317,18 @@ def verify_handler(check: VerifyJob, docker: DockerSettings, progress: Progress)
     from poetry_lambda_zip.builders.docker import verify_in_image
 
     return verify_in_image(check, docker, progress)
+
+
+def builder_unchanged(identity: str, image: str | None, kind: str) -> bool:
+    """Whether the builder ``kind`` (--builder) would be the one whose ``identity`` an
+    earlier build's fingerprints hold: the same image id for the docker builder; for a local
+    builder chosen by "auto", still no engine to choose instead. Wheels alone ("wheels only")
+    and no dependencies ("") are the same bytes from any builder."""
+    from poetry_lambda_zip.builders.docker import engine_answers
+    from poetry_lambda_zip.builders.docker import image_id
+
+    if identity.startswith("docker "):
+        return image is not None and identity == f"docker {image_id(image)}"
+    if identity.startswith("local") and kind == "auto":
+        return not engine_answers()
+    return True

@@ -121,6 +121,15 @@ def engine_answers() -> bool:
     return True
 
 
+def image_id(name: str) -> str | None:
+    """The id of the image ``name`` on the engine; None without an engine or such an image."""
+    try:
+        with contextlib.closing(docker.from_env(timeout=10)) as client:
+            return str(client.images.get(name).id)
+    except DockerException:
+        return None
+
+
 class DockerBuilder:
     """Runs pip (for what must be built), slimming and precompiling in a container started
     from the settings' image."""

@@ -1,0 +1,301 @@
+"""The no-op shortcut: a build whose inputs all read as they did when its outputs were last
+written is up to date, known before Poetry loads the project (which costs more than the rest
+of a no-op).
+
+After a build, each function's *stamp* (one small JSON file per command line, beside the kept
+trees in Poetry's cache directory) records what can change the build: the request, this plugin's,
+Poetry's and Python's versions, the environment variables and Poetry config files a build reads,
+every file below the project's directory and below path dependencies and include files outside
+it (name, size, mtime, ctime, mode), the builder's identity (for the docker builder the image's
+id), and each output's fingerprint. A later run whose inputs all read the same, whose outputs
+still carry those fingerprints and whose builder is the same one is up to date. A stamp is
+written only when nothing it covers changed while the build ran.
+
+Anything else takes the full path, which decides from contents (``fingerprint``): no stamp or a
+damaged one, any listed file touched (even with the same contents), a symlinked directory or
+more than ``_MAX_FILES`` files below a root, --force, --verify, --no-cache. The stamp never makes a
+build happen; it only lets one be skipped when nothing it read changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from poetry_lambda_zip import __version__
+from poetry_lambda_zip.fingerprint import read_recorded
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from collections.abc import Sequence
+
+    from poetry_lambda_zip.request import BuildRequest
+
+__all__ = ["Stamp", "Stamps", "cache_directory", "outputs_now"]
+
+#: Raised when a stamp's format changes: older stamps are then never a match.
+_FORMAT = 1
+#: Directories no build reads: version control, virtual environments, tool caches and the
+#: output of deployment tools (which may unpack the zip next to the project).
+_PRUNED = frozenset(
+    {".git", ".hg", ".svn", ".venv", "__pycache__", "node_modules", ".mypy_cache",
+     ".pytest_cache", ".ruff_cache", ".tox", ".nox", ".aws-sam", "cdk.out", ".terraform",
+     ".serverless"}
+)  # fmt: skip
+#: More files than this below a root: no shortcut (listing them would cost what it saves).
+_MAX_FILES = 20_000
+#: Environment variables a build reads (Poetry's settings, the docker SDK's, pip's in the image,
+#: CA bundles, proxies, SOURCE_DATE_EPOCH), by prefix or by name (either case for proxies).
+_VARIABLE_PREFIXES = ("POETRY_", "DOCKER_", "PIP_")
+_VARIABLES = frozenset(
+    {"REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE", "SOURCE_DATE_EPOCH", "HTTP_PROXY",
+     "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"}
+)  # fmt: skip
+
+
+class _NoShortcut(Exception):
+    """Something below a root the stamp cannot vouch for (a symlinked directory, too many
+    files, an unreadable directory)."""
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What one function's outputs were last built from."""
+
+    #: sha256 over every input the listing covers (``Stamps.inputs``).
+    inputs: str
+    #: Roots listed besides the project's directory (path dependencies, include files).
+    roots: tuple[str, ...]
+    #: Each output, the fingerprint it carried when the stamp was written, its file's state
+    #: (``outputs_now``).
+    outputs: tuple[tuple[str, str, tuple[int, ...]], ...]
+    #: The builder identity the fingerprints hold ("docker sha256:…", "local 3.11.9",
+    #: "wheels only", "" without dependencies) and, for the docker builder, the image's name.
+    identity: str
+    image: str | None
+    #: What each output holds, as shown for an up-to-date build: sha256, zipped and unzipped
+    #: size, files, distributions.
+    archives: tuple[tuple[str, int, int, int, int], ...]
+
+    def to_json(self) -> str:
+        return json.dumps({"format": _FORMAT, "inputs": self.inputs, "roots": self.roots,
+                           "outputs": self.outputs, "identity": self.identity,
+                           "image": self.image, "archives": self.archives}, indent=1)  # fmt: skip
+
+    @classmethod
+    def from_json(cls, text: str) -> Stamp | None:
+        """The stamp ``text`` holds, or None for anything else (another format, damage)."""
+        try:
+            data = json.loads(text)
+            if data["format"] != _FORMAT:
+                return None
+            stamp = cls(
+                inputs=str(data["inputs"]),
+                roots=tuple(str(root) for root in data["roots"]),
+                outputs=tuple(
+                    (str(path), str(said), tuple(int(number) for number in state))
+                    for path, said, state in data["outputs"]
+                ),
+                identity=str(data["identity"]),
+                image=None if data["image"] is None else str(data["image"]),
+                archives=tuple(
+                    (str(sha256), int(zipped), int(unzipped), int(files), int(distributions))
+                    for sha256, zipped, unzipped, files, distributions in data["archives"]
+                ),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+        return stamp
+
+
+class Stamps:
+    """The stamps in ``directory``; ``skipped`` are paths never listed (the outputs, the
+    cache directory itself when it lies in the project)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        #: Never listed: the cache directory, should it lie in the project.
+        self._pruned = str(directory.parent)
+        #: Each root's files as listed (None: not to be vouched for), until ``forget``.
+        self._walks: dict[str, list[tuple[str, list[int]]] | None] = {}
+
+    def forget(self) -> None:
+        """List every root again (after a build: what it may have changed)."""
+        self._walks.clear()
+
+    def look(self, root: Path) -> None:
+        """List ``root`` now: before anything of it is read, so that a stamp says what the
+        build read, not what it found afterwards."""
+        self._walked(str(root))
+
+    def read(self, request: BuildRequest) -> Stamp | None:
+        try:
+            text = self._path(request).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        return Stamp.from_json(text)
+
+    def unchanged(self, request: BuildRequest, outputs: Iterable[str]) -> Stamp | None:
+        """The request's stamp, when its inputs and outputs are still what it records (the
+        builder is checked by the caller); else None. ``outputs``: every output of the run
+        (none of them is an input)."""
+        stamp = self.read(request)
+        if stamp is None or self.inputs(request, stamp.roots, outputs) != stamp.inputs:
+            return None
+        if outputs_now(Path(path) for path, _, _ in stamp.outputs) != stamp.outputs:
+            return None
+        return stamp
+
+    def inputs(
+        self, request: BuildRequest, roots: Sequence[str], outputs: Iterable[str]
+    ) -> str | None:
+        """sha256 over the request's inputs as they read now, but for ``outputs``; None when
+        they cannot be vouched for."""
+        skipped = frozenset(os.path.abspath(output) for output in outputs)
+        try:
+            listings = [self._listing(root, skipped) for root in (str(request.project_dir), *roots)]
+        except _NoShortcut:
+            return None
+        document = {
+            "format": _FORMAT,
+            "versions": [__version__, _version("poetry"), _version("poetry-core"), sys.version],
+            "request": repr(request),
+            "environment": sorted(
+                (name, value)
+                for name, value in os.environ.items()
+                if name.startswith(_VARIABLE_PREFIXES) or name.upper() in _VARIABLES
+            ),
+            "config": [_state(path) for path in _poetry_config_files()],
+            "roots": list(roots),
+            "listings": listings,
+        }
+        return hashlib.sha256(json.dumps(document).encode()).hexdigest()
+
+    def write(self, request: BuildRequest, stamp: Stamp) -> None:
+        """Write ``stamp`` atomically; a stamp that cannot be written is no stamp."""
+        path = self._path(request)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(stamp.to_json(), encoding="utf-8")
+            os.replace(temporary, path)
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+
+    def _path(self, request: BuildRequest) -> Path:
+        return self.directory / f"{hashlib.sha256(repr(request).encode()).hexdigest()}.json"
+
+    def _listing(self, root: str, skipped: frozenset[str]) -> str:
+        """sha256 over every file below ``root`` (or of ``root``, a file) but ``skipped``:
+        name, size, mtime, ctime, mode, inode."""
+        walked = self._walked(root)
+        if walked is None:
+            raise _NoShortcut(root)
+        entries = [
+            entry
+            for entry in walked
+            if os.path.abspath(os.path.join(root, entry[0])) not in skipped
+        ]
+        return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+
+    def _walked(self, root: str) -> list[tuple[str, list[int]]] | None:
+        if root not in self._walks:
+            try:
+                self._walks[root] = sorted(self._walk(root))
+            except _NoShortcut:
+                self._walks[root] = None
+        return self._walks[root]
+
+    def _walk(self, root: str) -> list[tuple[str, list[int]]]:
+        try:
+            if not stat.S_ISDIR(os.stat(root).st_mode):
+                return [("", _state(Path(root)))]
+        except OSError:
+            return [("", [])]  # missing: listed as missing
+        entries: list[tuple[str, list[int]]] = []
+        pending = [root]
+        while pending:
+            directory = pending.pop()
+            try:
+                with os.scandir(directory) as listed:
+                    for entry in listed:
+                        if entry.path == self._pruned:
+                            continue
+                        if entry.is_dir(follow_symlinks=False):
+                            if entry.name not in _PRUNED:
+                                pending.append(entry.path)
+                        elif entry.is_symlink() and entry.is_dir():
+                            raise _NoShortcut(entry.path)
+                        else:
+                            name = os.path.relpath(entry.path, root)
+                            entries.append((name, _state(Path(entry.path))))
+            except OSError as e:
+                raise _NoShortcut(directory) from e
+            if len(entries) > _MAX_FILES:
+                raise _NoShortcut(root)
+        return entries
+
+
+def _state(path: Path) -> list[int]:
+    """A file's size, mtime, ctime and mode (following links); [] when it is missing. The
+    ctime changes with every write and cannot be set back, so a file put back with its old
+    mtime is still seen."""
+    try:
+        info = path.stat()
+    except OSError:
+        return []
+    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_mode, info.st_ino]
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def _poetry_config_files() -> list[Path]:
+    from poetry.locations import CONFIG_DIR
+
+    return [Path(CONFIG_DIR) / "config.toml", Path(CONFIG_DIR) / "auth.toml"]
+
+
+def outputs_now(paths: Iterable[Path]) -> tuple[tuple[str, str, tuple[int, ...]], ...] | None:
+    """Each output: its path, the fingerprint it carries (and builder), its file's state;
+    None when one carries no fingerprint (a zip this plugin did not write, or none)."""
+    found = []
+    for path in paths:
+        recorded = read_recorded(path)
+        if recorded is None:
+            return None
+        said = f"{recorded.fingerprint} {recorded.builder or ''}".rstrip()
+        found.append((str(path), said, tuple(_state(path))))
+    return tuple(found)
+
+
+def cache_directory(project_dir: Path) -> Path | None:
+    """Poetry's cache directory, settled as Poetry settles it (POETRY_CACHE_DIR, else the
+    project's poetry.toml, else Poetry's config.toml), without loading the project; None when
+    a config file cannot be read (the build says why)."""
+    from poetry.config.config import Config
+    from poetry.toml.file import TOMLFile
+
+    variable = os.environ.get("POETRY_CACHE_DIR", "").strip()
+    if variable:
+        return Path(variable).expanduser()
+    try:
+        local = TOMLFile(project_dir / "poetry.toml")
+        configured = local.read().get("cache-dir") if local.exists() else None
+        if not isinstance(configured, str):
+            configured = Config.create().get("cache-dir")
+    except Exception:  # Poetry says what is wrong with its config when it loads the project
+        return None
+    return Path(str(configured)).expanduser()

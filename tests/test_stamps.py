@@ -1,0 +1,162 @@
+"""The no-op shortcut: a run whose inputs all read as the last build left them is up to date
+without loading the project; anything else takes the full path, which decides from contents."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING
+from typing import Any
+
+import pytest
+
+from poetry_lambda_zip import pipeline
+from poetry_lambda_zip.builders import builder_unchanged
+from poetry_lambda_zip.builders import docker as docker_builder
+from poetry_lambda_zip.command import LambdaZipCommand
+from tests.docker_helpers import Build
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+ARGS = "--runtime python3.11 --builder local"
+#: The shortcut's phase line; the full path says "resolve" first instead.
+SHORTCUT = "nothing read by the last build changed since"
+
+
+def shortcut_taken(build: Build) -> bool:
+    assert build.status == 0, build.error
+    assert "Up to date" in build.output or "Built" in build.output
+    return SHORTCUT in build.output
+
+
+@pytest.fixture
+def built(project: Callable[[str], Path], stamps_here: Path) -> Path:
+    """pure-python, built once (its stamp written)."""
+    path = project("pure-python")
+    first = Build(path, ARGS)
+    assert first.status == 0, first.error
+    assert not shortcut_taken(first)
+    assert len(list(stamps_here.glob("*.json"))) == 1
+    return path
+
+
+def test_a_no_op_is_decided_without_loading_the_project(
+    built: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def not_loaded(self: LambdaZipCommand) -> None:
+        raise AssertionError("the project was loaded")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(LambdaZipCommand, "_project_poetry", not_loaded)
+        again = Build(built, ARGS)
+        assert shortcut_taken(again)
+    first_sha = Build(built, f"{ARGS} --force").sha256
+    assert again.output.count("Up to date") == 1
+    assert f"sha256 {first_sha}" in again.output  # what the zip holds, as the full path says
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "touch the handler (same bytes)",
+        "add a file to the project",
+        "touch poetry.lock",
+        "touch the zip",
+        "set a Poetry variable",
+        "damage the stamp",
+    ],
+)
+def test_any_change_to_what_a_build_reads_takes_the_full_path(
+    built: Path, stamps_here: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    handler = built / "src" / "hello_pure" / "handler.py"
+    if change == "touch the handler (same bytes)":
+        handler.write_bytes(handler.read_bytes())
+    elif change == "add a file to the project":
+        (built / "notes.txt").write_text("a new file\n")
+    elif change == "touch poetry.lock":
+        os.utime(built / "poetry.lock", (2_000_000_000, 2_000_000_000))
+    elif change == "touch the zip":
+        (zip_path,) = (built / "dist").glob("*.zip")
+        os.utime(zip_path, (2_000_000_000, 2_000_000_000))
+    elif change == "set a Poetry variable":
+        monkeypatch.setenv("POETRY_REQUESTS_TIMEOUT", "77")
+    else:
+        (stamp,) = stamps_here.glob("*.json")
+        stamp.write_text(stamp.read_text()[:40])
+    full = Build(built, ARGS)
+    assert not shortcut_taken(full)
+    assert "Up to date" in full.output  # the contents did not change: the full path says so
+    assert shortcut_taken(Build(built, ARGS))  # and wrote the stamp again
+
+
+def test_an_edit_is_built_and_the_next_run_is_a_no_op_again(built: Path) -> None:
+    handler = built / "src" / "hello_pure" / "handler.py"
+    handler.write_text(handler.read_text() + "\n# edited\n")
+    edited = Build(built, ARGS)
+    assert not shortcut_taken(edited)
+    assert "Built" in edited.output
+    assert shortcut_taken(Build(built, ARGS))
+
+
+def test_no_stamp_when_an_input_changes_while_the_build_runs(
+    project: Callable[[str], Path], stamps_here: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = project("pure-python")
+    handler = path / "src" / "hello_pure" / "handler.py"
+    build_groups = pipeline._run_groups
+
+    def edited_meanwhile(groups: Any, context: Any) -> list[pipeline.Outcome]:
+        outcomes = build_groups(groups, context)
+        handler.write_text(handler.read_text() + "\n# edited while it was packaged\n")
+        return outcomes
+
+    with monkeypatch.context() as patched:
+        patched.setattr(pipeline, "_run_groups", edited_meanwhile)
+        assert Build(path, ARGS).status == 0
+    assert not list(stamps_here.glob("*.json"))
+    rebuilt = Build(path, ARGS)
+    assert not shortcut_taken(rebuilt)
+    assert "Built" in rebuilt.output  # the edit is in the zip now
+
+
+@pytest.mark.parametrize("option", ["--force", "--no-cache", "--json"])
+def test_force_no_cache_and_json_take_the_full_path(built: Path, option: str) -> None:
+    result = Build(built, f"{ARGS} {option}")
+    assert result.status == 0, result.error
+    assert SHORTCUT not in result.output
+    if option == "--json":
+        document = json.loads(result.output)
+        assert document["up_to_date"] is True
+        assert document["runtime"] == "python3.11"  # the full result, from the plan
+
+
+def test_a_symlinked_directory_in_the_project_means_no_shortcut(
+    project: Callable[[str], Path], stamps_here: Path, tmp_path: Path
+) -> None:
+    path = project("pure-python")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (path / "linked").symlink_to(elsewhere)
+    assert Build(path, ARGS).status == 0
+    assert not list(stamps_here.glob("*.json"))  # what is behind the link cannot be vouched for
+    assert not shortcut_taken(Build(path, ARGS))
+
+
+def test_the_builder_must_be_the_same_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    image = "stand-in:python3.11"
+    monkeypatch.setattr(docker_builder, "image_id", lambda name: "sha256:aaa")
+    assert builder_unchanged("docker sha256:aaa", image, "auto")
+    assert not builder_unchanged("docker sha256:bbb", image, "docker")  # the tag moved
+    assert not builder_unchanged("docker sha256:aaa", None, "docker")
+    monkeypatch.setattr(docker_builder, "image_id", lambda name: None)  # no engine, no image
+    assert not builder_unchanged("docker sha256:aaa", image, "docker")
+    # "auto" chose the local builder for lack of an engine: an engine now means docker.
+    monkeypatch.setattr(docker_builder, "engine_answers", lambda: True)
+    assert not builder_unchanged("local 3.11.9", None, "auto")
+    assert builder_unchanged("local 3.11.9", None, "local")
+    assert builder_unchanged("wheels only", None, "auto")  # the same bytes from any builder
+    monkeypatch.setattr(docker_builder, "engine_answers", lambda: False)
+    assert builder_unchanged("local 3.11.9", None, "auto")
