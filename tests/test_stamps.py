@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -18,7 +19,6 @@ from tests.docker_helpers import Build
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
 ARGS = "--runtime python3.11 --builder local"
 #: The shortcut's phase line; the full path says "resolve" first instead.
@@ -160,3 +160,16 @@ def test_the_builder_must_be_the_same_one(monkeypatch: pytest.MonkeyPatch) -> No
     assert builder_unchanged("wheels only", None, "auto")  # the same bytes from any builder
     monkeypatch.setattr(docker_builder, "engine_answers", lambda: False)
     assert builder_unchanged("local 3.11.9", None, "auto")
+
+
+def test_a_cache_directory_inside_the_project_is_not_an_input(
+    project: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI jobs often keep Poetry's cache in the project (to cache it): the stamps and kept
+    trees written there must not count as a change to the project."""
+    path = project("pure-python")
+    monkeypatch.chdir(path)
+    monkeypatch.setattr(pipeline, "cache_directory", lambda project_dir: Path(".cache/pypoetry"))
+    assert not shortcut_taken(Build(path, ARGS))
+    assert list((path / ".cache" / "pypoetry" / "lambda-zip-stamps").glob("*.json"))
+    assert shortcut_taken(Build(path, ARGS))

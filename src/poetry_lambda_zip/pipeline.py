@@ -204,14 +204,13 @@ def _unchanged(
     """Every function up to date by its stamp (its inputs and outputs as they were when it
     was written, and the same builder), or None: then every function is built."""
     started = time.monotonic()
-    found = [stamps.read(request) for request in requests]
-    if any(stamp is None for stamp in found):
-        return None
-    outputs = [path for stamp in found if stamp is not None for path, _, _ in stamp.outputs]
+    found = {request: stamps.read(request) for request in requests}
+    outputs = [path for stamp in found.values() if stamp for path, _, _ in stamp.outputs]
     outcomes = []
-    for request in requests:
-        stamp = stamps.unchanged(request, outputs)
-        if stamp is None or not builder_unchanged(stamp.identity, stamp.image, request.builder):
+    for request, stamp in found.items():
+        if stamp is None or not stamps.current(request, stamp, outputs):
+            return None
+        if not builder_unchanged(stamp.identity, stamp.image, request.builder):
             return None
         archives = tuple(
             ArchiveStats(Path(path), *archive)

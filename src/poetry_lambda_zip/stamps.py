@@ -117,13 +117,14 @@ class Stamp:
 
 
 class Stamps:
-    """The stamps in ``directory``; ``skipped`` are paths never listed (the outputs, the
-    cache directory itself when it lies in the project)."""
+    """The stamps in ``directory`` (in Poetry's cache directory), and the listing of what
+    builds read."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        #: Never listed: the cache directory, should it lie in the project.
-        self._pruned = str(directory.parent)
+        #: Never listed: the cache directory, should it lie in the project (as CI jobs that
+        #: cache it often have it).
+        self._pruned = os.path.abspath(directory.parent)
         #: Each root's files as listed (None: not to be vouched for), until ``forget``.
         self._walks: dict[str, list[tuple[str, list[int]]] | None] = {}
 
@@ -143,16 +144,13 @@ class Stamps:
             return None
         return Stamp.from_json(text)
 
-    def unchanged(self, request: BuildRequest, outputs: Iterable[str]) -> Stamp | None:
-        """The request's stamp, when its inputs and outputs are still what it records (the
-        builder is checked by the caller); else None. ``outputs``: every output of the run
-        (none of them is an input)."""
-        stamp = self.read(request)
-        if stamp is None or self.inputs(request, stamp.roots, outputs) != stamp.inputs:
-            return None
-        if outputs_now(Path(path) for path, _, _ in stamp.outputs) != stamp.outputs:
-            return None
-        return stamp
+    def current(self, request: BuildRequest, stamp: Stamp, outputs: Iterable[str]) -> bool:
+        """Whether the request's inputs and outputs are still what its ``stamp`` records (the
+        builder is checked by the caller). ``outputs``: every output of the run (none of them
+        is an input)."""
+        if self.inputs(request, stamp.roots, outputs) != stamp.inputs:
+            return False
+        return outputs_now(Path(path) for path, _, _ in stamp.outputs) == stamp.outputs
 
     def inputs(
         self, request: BuildRequest, roots: Sequence[str], outputs: Iterable[str]
@@ -227,10 +225,9 @@ class Stamps:
             try:
                 with os.scandir(directory) as listed:
                     for entry in listed:
-                        if entry.path == self._pruned:
-                            continue
                         if entry.is_dir(follow_symlinks=False):
-                            if entry.name not in _PRUNED:
+                            pruned = entry.name in _PRUNED
+                            if not pruned and os.path.abspath(entry.path) != self._pruned:
                                 pending.append(entry.path)
                         elif entry.is_symlink() and entry.is_dir():
                             raise _NoShortcut(entry.path)

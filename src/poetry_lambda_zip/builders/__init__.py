@@ -324,11 +324,12 @@ def builder_unchanged(identity: str, image: str | None, kind: str) -> bool:
     earlier build's fingerprints hold: the same image id for the docker builder; for a local
     builder chosen by "auto", still no engine to choose instead. Wheels alone ("wheels only")
     and no dependencies ("") are the same bytes from any builder."""
-    from poetry_lambda_zip.builders.docker import engine_answers
-    from poetry_lambda_zip.builders.docker import image_id
-
     if identity.startswith("docker "):
+        from poetry_lambda_zip.builders.docker import image_id
+
         return image is not None and identity == f"docker {image_id(image)}"
     if identity.startswith("local") and kind == "auto":
+        from poetry_lambda_zip.builders.docker import engine_answers
+
         return not engine_answers()
     return True
