@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from poetry_lambda_zip import pipeline
+from poetry_lambda_zip import stamps as stamps_module
 from poetry_lambda_zip.builders import builder_unchanged
 from poetry_lambda_zip.builders import docker as docker_builder
 from poetry_lambda_zip.command import LambdaZipCommand
@@ -173,3 +174,15 @@ def test_a_cache_directory_inside_the_project_is_not_an_input(
     assert not shortcut_taken(Build(path, ARGS))
     assert list((path / ".cache" / "pypoetry" / "lambda-zip-stamps").glob("*.json"))
     assert shortcut_taken(Build(path, ARGS))
+
+
+def test_a_project_with_too_many_files_is_built_the_full_way(
+    project: Callable[[str], Path], stamps_here: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listing a huge directory would cost what the shortcut saves: past the limit there is
+    no stamp, and the build is the full path's."""
+    monkeypatch.setattr(stamps_module, "_MAX_FILES", 3)
+    path = project("pure-python")
+    assert not shortcut_taken(Build(path, ARGS))
+    assert not list(stamps_here.glob("*.json"))
+    assert not shortcut_taken(Build(path, ARGS))
