@@ -7,7 +7,9 @@ import zipfile
 from typing import TYPE_CHECKING
 
 import pytest
+from poetry.factory import Factory
 
+from poetry_lambda_zip.builders.local import LocalBuilder
 from poetry_lambda_zip.fingerprint import COMMENT_PREFIX
 from tests.docker_helpers import Build
 
@@ -76,3 +78,29 @@ def test_source_date_epoch_is_an_input(
     assert Build(path, ARGS).status == 0
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     assert "Up to date" not in Build(path, ARGS).output
+
+
+def test_without_dependencies_the_python_that_compiled_the_project_is_an_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A project with no dependencies still ships bytecode: the interpreter (or image) that
+    compiled it decides its bytes, as it does for a dependencies' tree."""
+    path = tmp_path / "solo"
+    (path / "solo").mkdir(parents=True)
+    (path / "solo" / "__init__.py").write_text("def handler(event, context):\n    return 1\n")
+    (path / "pyproject.toml").write_text(
+        '[project]\nname = "solo"\nversion = "1.0"\nrequires-python = ">=3.11,<3.12"\n'
+        'dependencies = []\n\n[tool.poetry]\npackages = [{include = "solo"}]\n'
+    )
+    poetry = Factory().create_poetry(path)
+    poetry.locker.set_lock_data(poetry.package, {})
+    first = Build(path, ARGS)
+    assert first.status == 0, first.error
+    with zipfile.ZipFile(first.zip_path) as archive:
+        assert archive.comment.decode().endswith(" by local")  # its builder decided the bytes
+        assert "solo/__pycache__/__init__.cpython-311.pyc" in archive.namelist()
+    assert "Up to date" in Build(path, ARGS).output
+    monkeypatch.setattr(LocalBuilder, "identity", lambda self, steps, progress: "local 3.11.99")
+    again = Build(path, ARGS)
+    assert again.status == 0, again.error
+    assert "Up to date" not in again.output

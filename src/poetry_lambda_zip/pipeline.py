@@ -114,8 +114,8 @@ class BuildResult:
     written: tuple[Path, ...] = ()
     #: Of those, the ones that replaced a zip another builder wrote: (path, that builder).
     replaced: tuple[tuple[Path, str], ...] = ()
-    #: The builder's identity the fingerprints hold (``DependencyJob.identity``; "" without
-    #: dependencies).
+    #: The builder's identity the fingerprints hold (``DependencyJob.identity``, or the
+    #: project's alone without dependencies).
     identity: str = ""
 
 
@@ -461,8 +461,10 @@ def _build_one(
     if decided.layout is Layout.SPLIT:
         outputs[1] = layers[str(member.function)]
     project = _project_job(decided, builder, context.wheel, progress)
-    key = dependencies.job.key if dependencies is not None else ""
-    identity = dependencies.job.identity if dependencies is not None else ""
+    if dependencies is not None:
+        key, identity = dependencies.job.key, dependencies.job.identity
+    else:
+        key, identity = _project_only_key(project, builder, progress)
     fingerprints = _fingerprints(decided, key, project)
     # Each output's comment, read once: up to date?, written by which builder?, rewrite it?
     found = {path: read_recorded(path) for path in outputs}
@@ -479,7 +481,10 @@ def _build_one(
     # Zips another builder wrote (e.g. --builder local over the docker builder's): said.
     # The zip names its builder where the builder decides its bytes (bytecode, builds,
     # stripping); unpacked wheels alone are the same bytes from any builder, and so is the zip.
-    made_by = builder.name if dependencies and dependencies.job.made_by_toolchain else None
+    toolchain = project.steps.may_need_toolchain() or (
+        dependencies is not None and dependencies.job.made_by_toolchain
+    )
+    made_by = builder.name if toolchain else None
     archives, written, sizes = _package(
         decided, trees, outputs, fingerprints, progress, builder=made_by, current=current
     )
@@ -492,6 +497,14 @@ def _build_one(
         decided, archives, builder.name, sizes, report, written=written, replaced=replaced,
         identity=identity,
     )  # fmt: skip
+
+
+def _project_only_key(project: ProjectJob, builder: Builder, progress: Progress) -> tuple[str, str]:
+    """Without dependencies, the key and builder identity the fingerprints hold: the
+    project's tree alone, finished by ``builder`` (its Python's bytecode), by this plugin."""
+    steps = project.steps
+    identity = builder.identity(steps, progress) if steps.may_need_toolchain() else "wheels only"
+    return tree_key((), steps, identity), identity
 
 
 def _dependency_job(

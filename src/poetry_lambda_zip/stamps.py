@@ -78,7 +78,7 @@ class Stamp:
     #: (``outputs_now``).
     outputs: tuple[tuple[str, str, tuple[int, ...]], ...]
     #: The builder identity the fingerprints hold ("docker sha256:…", "local 3.11.9",
-    #: "wheels only", "" without dependencies) and, for the docker builder, the image's name.
+    #: "wheels only") and, for the docker builder, the image's name.
     identity: str
     image: str | None
     #: What each output holds, as shown for an up-to-date build: sha256, zipped and unzipped

@@ -323,7 +323,7 @@ def builder_unchanged(identity: str, image: str | None, kind: str) -> bool:
     """Whether the builder ``kind`` (--builder) would be the one whose ``identity`` an
     earlier build's fingerprints hold: the same image id for the docker builder; for a local
     builder chosen by "auto", still no engine to choose instead. Wheels alone ("wheels only")
-    and no dependencies ("") are the same bytes from any builder."""
+    are the same bytes from any builder."""
     if identity.startswith("docker "):
         from poetry_lambda_zip.builders.docker import image_id
 
