@@ -185,6 +185,22 @@ def hash_mismatch(directory: Path) -> Path:
     return write_wheel(directory, *DATEUTIL, members)
 
 
+def script_mismatch(directory: Path) -> Path:
+    """A script (its stream is rewound to fix the shebang) that is not what RECORD says."""
+    script = "python_dateutil-2.9.0.post0.data/scripts/tool"
+    members = members_of(*DATEUTIL, {script: b"#!python\nprint('safe')\n"})
+    members[script] = b"#!python\nprint('evil')\n"
+    return write_wheel(directory, *DATEUTIL, members, executable=[script])
+
+
+def size_mismatch(directory: Path) -> Path:
+    """The right hash with the wrong size."""
+    members = members_of(*DATEUTIL, {"dateutil/__init__.py": b"x = 1\n"})
+    name = "python_dateutil-2.9.0.post0.dist-info/RECORD"
+    members[name] = members[name].replace(b",6\n", b",7\n", 1)
+    return write_wheel(directory, *DATEUTIL, members)
+
+
 def bad_crc(directory: Path) -> Path:
     content = b"VERSION = '2.9.0'\n"
     wheel = write_wheel(
@@ -221,6 +237,8 @@ MALFORMED: dict[str, tuple[Callable[[Path], Path], str]] = {
     ),
     "metadata of another": (other_metadata, "(METADATA: requests 99.0), not python-dateutil"),
     "RECORD hash mismatch": (hash_mismatch, "dateutil/__init__.py didn't match RECORD"),
+    "script hash mismatch": (script_mismatch, "data/scripts/tool didn't match RECORD"),
+    "RECORD size mismatch": (size_mismatch, "dateutil/__init__.py didn't match RECORD"),
     "bad CRC": (bad_crc, "it is damaged (Bad CRC-32 for file 'dateutil/v.py')"),
     "file and directory": (file_and_directory, "dateutil/tz both as a file and as a directory"),
     "latin-1 RECORD": (latin1_record, "its RECORD is not UTF-8 text"),

@@ -5,6 +5,8 @@ are checked against Lambda's limit before anything is unpacked."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import posixpath
 import shutil
@@ -16,6 +18,7 @@ from pathlib import Path
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 from typing import BinaryIO
+from typing import cast
 
 import installer
 from installer.destinations import SchemeDictionaryDestination
@@ -40,10 +43,13 @@ from poetry_lambda_zip.tree_steps import LAMBDA_PYTHON
 from poetry_lambda_zip.tree_steps import merge_trees
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from collections.abc import Iterable
+    from collections.abc import Iterator
     from collections.abc import Sequence
 
     from installer.scripts import ScriptSection
+    from installer.sources import WheelContentElement
     from installer.utils import Scheme
     from packaging.utils import NormalizedName
 
@@ -101,7 +107,9 @@ def install_wheels(wheels: Sequence[PinnedWheel], target: Path, python_version: 
     """Install wheels into one tree, where ``pip install --target`` puts their files, with
     every check pypa/installer makes: each must be the distribution it is pinned to, match its
     RECORD and stay inside ``target``; a path two of them install must hold the same bytes.
-    Nothing is written when their declared sizes already exceed Lambda's limit."""
+    Nothing is written when their declared sizes already exceed Lambda's limit. Each member
+    is checked against RECORD as it is unpacked (read once): a wheel that fails a check stops
+    the build, and its tree (in the build's scratch directory) is never packaged."""
     _check_declared_size(wheels)
     target.mkdir(parents=True, exist_ok=True)
     written: dict[str, PinnedWheel] = {}
@@ -154,14 +162,17 @@ def add_project_files(
 def _install_wheel(
     wheel: PinnedWheel, target: Path, python_version: str, written: dict[str, PinnedWheel]
 ) -> None:
-    """Check one wheel against its pin and its RECORD, then install it with pypa/installer."""
+    """Check one wheel against its pin and RECORD's names, then install it with
+    pypa/installer, each member checked against RECORD as it is read."""
     destination = _TreeDestination(target, python_version, wheel, written)
     try:
         with zipfile.ZipFile(wheel.path) as archive:
             _check_members(archive, wheel)
             _check_identity(archive, wheel)
-            source = WheelFile(archive)
-            source.validate_record()
+            source = _CheckedWheel(archive)
+            # Every member named in RECORD, with a hash and size; the contents are checked
+            # against them as they are installed (one read of each member, not two).
+            source.validate_record(validate_contents=False)
             installer.install(source, destination, additional_metadata={})
     except LambdaZipError:
         raise
@@ -178,6 +189,72 @@ def _install_wheel(
     ) as e:
         # Reading the wheel failed (writing raises its own errors, in _TreeDestination).
         raise _wheel_error(wheel, e) from e
+
+
+class _CheckedWheel(WheelFile):
+    """A wheel whose members are checked against RECORD (hash and size) while they are read:
+    the end of each member's stream (read to its end or not) raises the validation error
+    ``validate_record`` would have raised."""
+
+    def get_contents(self) -> Iterator[WheelContentElement]:
+        for record, stream, is_executable in super().get_contents():
+            path, hash_, size = record
+            entry = RecordEntry.from_elements(path, hash_, size)
+            checked = _CheckedStream(stream, entry, self._zipfile.filename, self.validation_error)
+            yield record, cast("BinaryIO", checked), is_executable
+            checked.finish()
+
+
+class _CheckedStream:
+    """``stream``, hashed as it is read; ``finish`` reads what is left and compares."""
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        entry: RecordEntry,
+        wheel: str | None,
+        error: Callable[[list[str]], Exception],
+    ) -> None:
+        self._stream = stream
+        self._entry = entry
+        self._wheel = wheel
+        self._error = error
+        self._digest = hashlib.new(entry.hash_.name) if entry.hash_ is not None else None
+        self._size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        return self._counted(self._stream.read(size))
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._counted(self._stream.readline(size))
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Back to the start only (installer rewinds a script to fix its shebang): the
+        hashing starts over with it."""
+        if (offset, whence) != (0, os.SEEK_SET):
+            raise OSError(f"{self._entry.path}: only a seek back to the start is supported")
+        self._digest = hashlib.new(self._entry.hash_.name) if self._entry.hash_ else None
+        self._size = 0
+        return self._stream.seek(0)
+
+    def _counted(self, data: bytes) -> bytes:
+        self._size += len(data)
+        if self._digest is not None:
+            self._digest.update(data)
+        return data
+
+    def finish(self) -> None:
+        while self.read(1 << 20):
+            pass
+        entry = self._entry
+        found = None
+        if self._digest is not None:
+            found = base64.urlsafe_b64encode(self._digest.digest()).decode("ascii").rstrip("=")
+        wrong_hash = entry.hash_ is not None and found != entry.hash_.value
+        if wrong_hash or (entry.size is not None and self._size != entry.size):
+            raise self._error(
+                [f"In {self._wheel}, hash / size of {entry.path} didn't match RECORD"]
+            )
 
 
 def _check_members(archive: zipfile.ZipFile, wheel: PinnedWheel) -> None:
