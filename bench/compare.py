@@ -28,8 +28,9 @@ the largest resident set of the Poetry process that builds (shown for this plugi
 ``--big`` adds the memory check on a generated 250 MB package (a path dependency holding 240 MiB
 of random bytes). ``--data-science`` adds a generated numpy + pandas project (about 150 MB
 unzipped), locked here (through a temporary simple-API source, removed again), built cold by
-this plugin (docker builder, bytecode) and by the uv pins pipeline, with this plugin's peak
-memory.
+this plugin (docker builder, with bytecode and with ``--no-compile``) and by the uv pins
+pipeline, with this plugin's peak memory. This plugin's modules are compiled first, as an
+installed plugin's are.
 """
 
 from __future__ import annotations
