@@ -3,6 +3,7 @@ without loading the project; anything else takes the full path, which decides fr
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -15,11 +16,15 @@ from poetry_lambda_zip import pipeline
 from poetry_lambda_zip import stamps as stamps_module
 from poetry_lambda_zip.builders import builder_unchanged
 from poetry_lambda_zip.builders import docker as docker_builder
+from poetry_lambda_zip.builders.docker import OWNER_LABEL
 from poetry_lambda_zip.command import LambdaZipCommand
 from tests.docker_helpers import Build
+from tests.docker_helpers import owner
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    import docker
 
 ARGS = "--runtime python3.11 --builder local"
 #: The shortcut's phase line; the full path says "resolve" first instead.
@@ -186,3 +191,29 @@ def test_a_project_with_too_many_files_is_built_the_full_way(
     assert not shortcut_taken(Build(path, ARGS))
     assert not list(stamps_here.glob("*.json"))
     assert not shortcut_taken(Build(path, ARGS))
+
+
+@pytest.mark.docker
+def test_a_moved_image_tag_takes_the_full_path(
+    project: Callable[[str], Path],
+    stamps_here: Path,
+    docker_client: docker.DockerClient,
+    stand_in_image: str,
+) -> None:
+    """The image's id is asked of the engine again on every no-op: a tag that names another
+    image now is a change (the image decides the bytecode)."""
+    tag = f"poetry-lambda-zip-tests/stamps:{owner()}"  # this test's own tag
+    docker_client.images.get(stand_in_image).tag(tag)
+    try:
+        path = project("pure-python")
+        arguments = f"--runtime python3.11 --builder docker --image {tag}"
+        assert not shortcut_taken(Build(path, arguments))
+        assert shortcut_taken(Build(path, arguments))
+        dockerfile = f"FROM {stand_in_image}\nLABEL {OWNER_LABEL}={owner()}\n"
+        docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+        moved = Build(path, arguments)
+        assert not shortcut_taken(moved)
+        assert "Built" in moved.output
+        assert shortcut_taken(Build(path, arguments))
+    finally:
+        docker_client.images.remove(tag)  # the image built here (only this tag names it)
