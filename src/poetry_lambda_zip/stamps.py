@@ -20,6 +20,7 @@ build happen; it only lets one be skipped when nothing it read changed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -252,6 +253,7 @@ def _state(path: Path) -> list[int]:
     return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_mode, info.st_ino]
 
 
+@functools.cache
 def _version(distribution: str) -> str:
     try:
         return metadata.version(distribution)

@@ -153,14 +153,13 @@ def tree_sha256(tree: Path) -> str:
     Anything but a regular file or a directory (a link) makes it unreadable."""
     digest = hashlib.sha256()
     for path in sorted(tree.rglob("*")):
-        if path.is_symlink() or not (path.is_file() or path.is_dir()):
-            raise OSError(f"{path} is not a regular file")
-        if path.is_file():
-            executable = path.stat().st_mode & stat.S_IXUSR
-            digest.update(
-                f"{path.relative_to(tree).as_posix()}\0{int(bool(executable))}\0".encode()
-            )
+        mode = path.lstat().st_mode  # one call: a link is not followed, nor looked at twice
+        if stat.S_ISREG(mode):
+            executable = bool(mode & stat.S_IXUSR)
+            digest.update(f"{path.relative_to(tree).as_posix()}\0{int(executable)}\0".encode())
             digest.update(file_sha256(path).encode())
+        elif not stat.S_ISDIR(mode):
+            raise OSError(f"{path} is not a regular file")
     return digest.hexdigest()
 
 
