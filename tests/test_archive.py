@@ -226,9 +226,9 @@ def test_unchanged_entries_reuse_the_replaced_zips_deflated_bytes(
     compressed: list[str] = []
     original = archive_module._compress_file
 
-    def counting(item: Entry) -> tuple[int, bytes]:
+    def counting(item: Entry, data: bytes | None = None) -> tuple[int, bytes]:
         compressed.append(item.name)
-        return original(item)
+        return original(item, data)
 
     monkeypatch.setattr(archive_module, "_compress_file", counting)
     write_zip_atomically(changed, output, DEFAULT_EPOCH)

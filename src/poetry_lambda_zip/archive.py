@@ -390,11 +390,21 @@ def _written(
 _CHUNK = 1 << 20
 
 
+#: Entries up to this size are read whole when the zip being replaced may hold them: one
+#: read serves the CRC, the comparison with its bytes there and, if need be, deflating.
+_WHOLE = 8 << 20
+
+
 def _deflate(entry: Entry, previous: _Previous | None) -> tuple[int, bytes]:
     """The entry's CRC and deflated bytes: reused from ``previous`` where they are the same
     entry's, else deflated here, a chunk at a time (memory: the deflated bytes)."""
     if previous is None:
         return _compress_file(entry)
+    if entry.size <= _WHOLE:
+        data = _read_whole(entry)
+        crc = zlib.crc32(data)
+        reused = previous.deflated(entry, crc, data)
+        return (crc, reused) if reused is not None else _compress_file(entry, data)
     crc = _crc(entry)
     reused = previous.deflated(entry, crc)
     if reused is not None:
@@ -405,7 +415,19 @@ def _deflate(entry: Entry, previous: _Previous | None) -> tuple[int, bytes]:
     return crc, deflated
 
 
-def _compress_file(entry: Entry) -> tuple[int, bytes]:
+def _read_whole(entry: Entry) -> bytes:
+    with entry.open() as source:
+        data = source.read(entry.size + 1)
+    if len(data) != entry.size:
+        raise OutputError(f"{entry.name} changed while it was packaged ({len(data)} bytes).")
+    return data
+
+
+def _compress_file(entry: Entry, data: bytes | None = None) -> tuple[int, bytes]:
+    """The entry's CRC and deflated bytes: from ``data`` when they were read already, else
+    read a chunk at a time."""
+    if data is not None:
+        return zlib.crc32(data), _compress(data)
     compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
     deflated = bytearray()
     crc, size = 0, 0
@@ -473,7 +495,9 @@ class _Previous:
         os.close(self._descriptor)
         self._archive.close()
 
-    def deflated(self, entry: Entry, crc: int) -> bytes | None:
+    def deflated(self, entry: Entry, crc: int, data: bytes | None = None) -> bytes | None:
+        """The entry's deflated bytes in this zip, if they inflate to exactly its bytes
+        (``data`` when the caller has them, else read again from the entry)."""
         info = self._infos.get(entry.name)
         if (
             info is None
@@ -492,7 +516,9 @@ class _Previous:
             inflated = zlib.decompressobj(-15).decompress(deflated, entry.size + 1)
         except (OSError, struct.error, zlib.error):
             return None
-        if len(deflated) != info.compress_size or not _same_bytes(entry, inflated):
+        if len(deflated) != info.compress_size:
+            return None
+        if not (inflated == data if data is not None else _same_bytes(entry, inflated)):
             return None
         return deflated if self._deflates_alike(inflated, deflated) else None
 
