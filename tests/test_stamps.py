@@ -20,6 +20,7 @@ from poetry_lambda_zip.builders.docker import OWNER_LABEL
 from poetry_lambda_zip.command import LambdaZipCommand
 from tests.docker_helpers import Build
 from tests.docker_helpers import owner
+from tests.docker_helpers import owner_filter
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -203,6 +204,7 @@ def test_a_moved_image_tag_takes_the_full_path(
     """The image's id is asked of the engine again on every no-op: a tag that names another
     image now is a change (the image decides the bytecode)."""
     tag = f"poetry-lambda-zip-tests/stamps:{owner()}"  # this test's own tag
+    other = None
     docker_client.images.get(stand_in_image).tag(tag)
     try:
         path = project("pure-python")
@@ -210,10 +212,16 @@ def test_a_moved_image_tag_takes_the_full_path(
         assert not shortcut_taken(Build(path, arguments))
         assert shortcut_taken(Build(path, arguments))
         dockerfile = f"FROM {stand_in_image}\nLABEL {OWNER_LABEL}={owner()}\n"
-        docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+        other, _ = docker_client.images.build(
+            fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True
+        )
         moved = Build(path, arguments)
         assert not shortcut_taken(moved)
         assert "Built" in moved.output
         assert shortcut_taken(Build(path, arguments))
     finally:
         docker_client.images.remove(tag)  # the image built here (only this tag names it)
+        # The pip-cache volume the build made for that image (named by its id), this test's.
+        for volume in docker_client.volumes.list(filters={"label": owner_filter()}):
+            if other is not None and volume.name.endswith(str(other.id)[7:19]):
+                volume.remove()
