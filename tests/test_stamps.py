@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 import pytest
+from poetry.config import config as poetry_config
+from poetry.factory import Factory
 
 from poetry_lambda_zip import pipeline
 from poetry_lambda_zip import stamps as stamps_module
@@ -225,3 +227,18 @@ def test_a_moved_image_tag_takes_the_full_path(
         for volume in docker_client.volumes.list(filters={"label": owner_filter()}):
             if other is not None and volume.name.endswith(str(other.id)[7:19]):
                 volume.remove()
+
+
+def test_stamps_live_in_the_cache_directory_poetry_settles(
+    project: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found before Poetry loads the project, as Poetry's Factory settles it: the project's
+    poetry.toml over Poetry's config, POETRY_CACHE_DIR over both."""
+    monkeypatch.setattr(poetry_config, "_default_config", None)  # a fresh global config
+    monkeypatch.delenv("POETRY_CACHE_DIR", raising=False)
+    path = project("pure-python")
+    (path / "poetry.toml").write_text(f'cache-dir = "{tmp_path / "local-cache"}"\n')
+    loaded = Factory().create_poetry(path).config.artifacts_cache_directory.parent
+    assert stamps_module.cache_directory(path) == loaded == tmp_path / "local-cache"
+    monkeypatch.setenv("POETRY_CACHE_DIR", str(tmp_path / "from-environment"))
+    assert stamps_module.cache_directory(path) == tmp_path / "from-environment"

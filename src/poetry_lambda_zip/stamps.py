@@ -281,20 +281,18 @@ def outputs_now(paths: Iterable[Path]) -> tuple[tuple[str, str, tuple[int, ...]]
 
 
 def cache_directory(project_dir: Path) -> Path | None:
-    """Poetry's cache directory, settled as Poetry settles it (POETRY_CACHE_DIR, else the
-    project's poetry.toml, else Poetry's config.toml), without loading the project; None when
-    a config file cannot be read (the build says why)."""
+    """Poetry's cache directory for the project, settled by Poetry's own config as its
+    Factory settles it (its config files, then the project's poetry.toml, with POETRY_*
+    variables over both), without loading the project; None when a config file cannot be
+    read (the build says why when Poetry loads it)."""
     from poetry.config.config import Config
     from poetry.toml.file import TOMLFile
 
-    variable = os.environ.get("POETRY_CACHE_DIR", "").strip()
-    if variable:
-        return Path(variable).expanduser()
     try:
+        config = Config.create()
         local = TOMLFile(project_dir / "poetry.toml")
-        configured = local.read().get("cache-dir") if local.exists() else None
-        if not isinstance(configured, str):
-            configured = Config.create().get("cache-dir")
+        if local.exists():
+            config.merge(local.read())  # as Poetry's Factory does (merged again there)
+        return Path(config.get("cache-dir")).expanduser()
     except Exception:  # Poetry says what is wrong with its config when it loads the project
         return None
-    return Path(str(configured)).expanduser()
