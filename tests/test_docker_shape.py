@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from poetry_lambda_zip.fingerprint import steps_digest
 from tests.docker_helpers import BINARY_WHEEL_DISTRIBUTIONS
 from tests.docker_helpers import RUNNER
 from tests.docker_helpers import distributions
@@ -167,7 +168,7 @@ def test_bytecode_compiled_here_is_the_images_byte_for_byte(
     assert first.status == 0, first.error
     assert "the project's files: precompiled in the python3.11 image" in first.output
     image_id = docker_client.images.get(stand_in_image).id
-    interpreter = f"{sys.implementation.name} {sys.version.split()[0]}"
+    interpreter = f"{sys.implementation.name} {sys.version.split()[0]} {steps_digest()[:16]}"
     assert json.loads(verdicts_here.read_text()) == {f"{image_id} {interpreter}": True}
     in_the_image = first.zip_path.read_bytes()
 

@@ -69,7 +69,7 @@ def test_a_no_op_is_decided_without_loading_the_project(
 @pytest.mark.parametrize(
     "change",
     [
-        "touch the handler (same bytes)",
+        "touch pyproject.toml (same bytes)",
         "add a file to the project",
         "touch poetry.lock",
         "touch the zip",
@@ -80,9 +80,9 @@ def test_a_no_op_is_decided_without_loading_the_project(
 def test_any_change_to_what_a_build_reads_takes_the_full_path(
     built: Path, stamps_here: Path, monkeypatch: pytest.MonkeyPatch, change: str
 ) -> None:
-    handler = built / "src" / "hello_pure" / "handler.py"
-    if change == "touch the handler (same bytes)":
-        handler.write_bytes(handler.read_bytes())
+    pyproject = built / "pyproject.toml"
+    if change == "touch pyproject.toml (same bytes)":
+        pyproject.write_bytes(pyproject.read_bytes())
     elif change == "add a file to the project":
         (built / "notes.txt").write_text("a new file\n")
     elif change == "touch poetry.lock":
@@ -97,6 +97,7 @@ def test_any_change_to_what_a_build_reads_takes_the_full_path(
         stamp.write_text(stamp.read_text()[:40])
     full = Build(built, ARGS)
     assert not shortcut_taken(full)
+    assert "resolve " in full.output  # the full path (a touched project file: see test_patch)
     assert "Up to date" in full.output  # the contents did not change: the full path says so
     assert shortcut_taken(Build(built, ARGS))  # and wrote the stamp again
 
@@ -104,9 +105,13 @@ def test_any_change_to_what_a_build_reads_takes_the_full_path(
 def test_an_edit_is_built_and_the_next_run_is_a_no_op_again(built: Path) -> None:
     handler = built / "src" / "hello_pure" / "handler.py"
     handler.write_text(handler.read_text() + "\n# edited\n")
-    edited = Build(built, ARGS)
+    edited = Build(built, ARGS)  # patched (test_patch)
     assert not shortcut_taken(edited)
     assert "Built" in edited.output
+    assert shortcut_taken(Build(built, ARGS))
+    (built / "pyproject.toml").write_text((built / "pyproject.toml").read_text() + "\n")
+    rebuilt = Build(built, ARGS)  # the full path this time
+    assert "resolve " in rebuilt.output
     assert shortcut_taken(Build(built, ARGS))
 
 

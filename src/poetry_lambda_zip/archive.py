@@ -71,6 +71,9 @@ class Entry:
     size: int
     executable: bool
     open: Callable[[], IO[bytes]]
+    #: The entry of this name in the zip an output replaces, unchanged (``patch``): its
+    #: deflated bytes and CRC there are copied as they are.
+    verbatim: bool = False
 
 
 @dataclass(frozen=True)
@@ -400,6 +403,10 @@ def _deflate(entry: Entry, previous: _Previous | None) -> tuple[int, bytes]:
     entry's, else deflated here, a chunk at a time (memory: the deflated bytes)."""
     if previous is None:
         return _compress_file(entry)
+    if entry.verbatim:
+        copied = previous.verbatim(entry)
+        if copied is not None:
+            return copied
     if entry.size <= _WHOLE:
         data = _read_whole(entry)
         crc = zlib.crc32(data)
@@ -495,28 +502,42 @@ class _Previous:
         os.close(self._descriptor)
         self._archive.close()
 
-    def deflated(self, entry: Entry, crc: int, data: bytes | None = None) -> bytes | None:
-        """The entry's deflated bytes in this zip, if they inflate to exactly its bytes
-        (``data`` when the caller has them, else read again from the entry)."""
+    def verbatim(self, entry: Entry) -> tuple[int, bytes] | None:
+        """The CRC and deflated bytes of the entry of ``entry``'s name, as stored. Not
+        inflated again: the caller vouches for this zip (``patch``: its stamp saw it as this
+        plugin wrote it, as the no-op shortcut does)."""
         info = self._infos.get(entry.name)
-        if (
-            info is None
-            or info.file_size != entry.size
-            or crc != info.CRC
-            or info.compress_type != zipfile.ZIP_DEFLATED
-            or info.flag_bits & 0x9  # encrypted, or sizes in a data descriptor
-        ):
+        if info is None or info.file_size != entry.size:
+            return None
+        deflated = self._raw(info)
+        return None if deflated is None else (info.CRC, deflated)
+
+    def _raw(self, info: zipfile.ZipInfo) -> bytes | None:
+        """An entry's deflated bytes as stored (None: not deflated, encrypted, or unreadable)."""
+        if info.compress_type != zipfile.ZIP_DEFLATED or info.flag_bits & 0x9:
             return None
         try:
             header = os.pread(self._descriptor, 30, info.header_offset)
             name_length, extra_length = struct.unpack("<HH", header[26:30])
             start = info.header_offset + 30 + name_length + extra_length
             deflated = os.pread(self._descriptor, info.compress_size, start)
+        except (OSError, struct.error):
+            return None
+        return deflated if len(deflated) == info.compress_size else None
+
+    def deflated(self, entry: Entry, crc: int, data: bytes | None = None) -> bytes | None:
+        """The entry's deflated bytes in this zip, if they inflate to exactly its bytes
+        (``data`` when the caller has them, else read again from the entry)."""
+        info = self._infos.get(entry.name)
+        if info is None or info.file_size != entry.size or crc != info.CRC:
+            return None
+        deflated = self._raw(info)
+        if deflated is None:
+            return None
+        try:
             # At most one byte more than the entry holds: a bomb inflates no further.
             inflated = zlib.decompressobj(-15).decompress(deflated, entry.size + 1)
-        except (OSError, struct.error, zlib.error):
-            return None
-        if len(deflated) != info.compress_size:
+        except zlib.error:
             return None
         if not (inflated == data if data is not None else _same_bytes(entry, inflated)):
             return None

@@ -186,7 +186,7 @@ def _finish(
         finished = builder.finish(tree, steps, _subdirectory(workdir, "builder"), progress)
         done = steps.describe()
     else:
-        finished = Finished(tree, finish_here(tree, steps), "here")
+        finished = Finished(tree, finish_here(tree, steps), "here", here=True)
         done = "slimmed" if steps.slim else "unpacked"
     progress.phase("install", time.monotonic() - started, f"{what}: {done} {finished.where}")
     return finished

@@ -319,8 +319,8 @@ the command line wins. Example:
                 self._show_archives(
                     outcome.function, result.archives, result.written, dict(result.replaced)
                 )
-            elif outcome.unchanged and not as_json:
-                self._show_archives(outcome.function, outcome.unchanged, (), {})
+            elif outcome.shortcut and not as_json:
+                self._show_archives(outcome.function, outcome.shortcut, outcome.written, {})
         return max((o.error.exit_code for o in outcomes if o.error is not None), default=0)
 
     def _show_error(self, error: LambdaZipError, function: str | None = None) -> None:

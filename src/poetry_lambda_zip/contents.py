@@ -31,6 +31,7 @@ __all__ = [
     "LAYER_PREFIX",
     "Layout",
     "apply_excludes",
+    "bytecode_source",
     "distribution_sizes",
     "layer_output",
     "merge_entries",
@@ -119,12 +120,17 @@ def owners(entries: Iterable[Entry]) -> dict[str, str]:
             distribution = canonicalize_name(match.group(1).rsplit("-", 1)[0])
             owner.update(dict.fromkeys(record_paths(entry), distribution))
     for name in by_name:
-        pyc = _PYC.match(name)
-        if pyc and name not in owner:
-            source = f"{pyc.group(1)}{pyc.group(2)}.py"
-            if source in owner:
-                owner[name] = owner[source]
+        source = bytecode_source(name)
+        if source is not None and name not in owner and source in owner:
+            owner[name] = owner[source]
     return owner
+
+
+def bytecode_source(name: str) -> str | None:
+    """The module a ``.pyc`` in a ``__pycache__`` directory was compiled from (``x/y.py`` for
+    ``x/__pycache__/y.cpython-312.pyc``); None for any other name."""
+    pyc = _PYC.match(name)
+    return None if pyc is None else f"{pyc.group(1)}{pyc.group(2)}.py"
 
 
 def normalize_installed(entries: Sequence[Entry]) -> list[Entry]:
@@ -161,7 +167,10 @@ def normalize_installed(entries: Sequence[Entry]) -> list[Entry]:
         ]
         content = _record_text([*rows, (record_name, "", "")]).encode()
         present[record_name] = replace(
-            present[record_name], size=len(content), open=functools.partial(io.BytesIO, content)
+            present[record_name],
+            size=len(content),
+            open=functools.partial(io.BytesIO, content),
+            verbatim=False,
         )
     return [present[entry.name] for entry in normalized]
 

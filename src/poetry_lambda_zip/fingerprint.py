@@ -9,12 +9,14 @@ network settings are not part of it; they do not change the result.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
 import zipfile
 from dataclasses import dataclass
+from importlib import resources
 from typing import IO
 from typing import TYPE_CHECKING
 from typing import Any
@@ -35,12 +37,15 @@ __all__ = [
     "COMMENT_LENGTH",
     "COMMENT_PREFIX",
     "Recorded",
+    "WheelMember",
     "carries_fingerprint",
     "comment",
     "ends_with_fingerprint",
     "fingerprint",
     "read_recorded",
+    "steps_digest",
     "tree_key",
+    "wheel_members",
 ]
 
 COMMENT_PREFIX = "poetry-lambda-zip fingerprint sha256:"
@@ -53,6 +58,7 @@ _COMMENT_AT_END = re.compile(
 COMMENT_LENGTH = len(COMMENT_PREFIX) + 64 + len(" by ") + 31
 #: Bytes read from a file's end to find the comment.
 _TAIL = 128
+_WHEEL_RECORD = re.compile(r"^[^/]+\.dist-info/RECORD$")
 
 
 def tree_key(requirements: Sequence[Requirement], steps: Steps, builder_identity: str) -> str:
@@ -61,6 +67,7 @@ def tree_key(requirements: Sequence[Requirement], steps: Steps, builder_identity
     project's wheel and include files are not part of it, nor are zip options (applied later)."""
     document = {
         "plugin": __version__,
+        "steps": steps_digest(),
         "builder": builder_identity,
         "target": [steps.target.runtime, steps.target.arch],
         "requirements": [
@@ -84,19 +91,51 @@ def tree_key(requirements: Sequence[Requirement], steps: Steps, builder_identity
     return _digest(document)
 
 
+#: A wheel member as what decides the installed file: its name, its contents' sha256 and its
+#: executable bit.
+WheelMember = tuple[str, str, bool]
+
+
+def wheel_members(wheel: Path) -> tuple[WheelMember, ...]:
+    """What decides the tree the project's ``wheel`` installs: every member but RECORD (the
+    installer writes that anew), sorted. Not the wheel file's own hash: an edit of the
+    project's files is then fingerprinted from those files alone (``patch``)."""
+    members = []
+    with zipfile.ZipFile(wheel) as archive:
+        for info in archive.infolist():
+            if info.is_dir() or _WHEEL_RECORD.match(info.filename):
+                continue
+            digest = hashlib.sha256()
+            with archive.open(info) as member:
+                for block in iter(lambda: member.read(1 << 20), b""):
+                    digest.update(block)
+            executable = bool((info.external_attr >> 16) & 0o100)
+            members.append((info.filename, digest.hexdigest(), executable))
+    return tuple(sorted(members))
+
+
+@functools.cache
+def steps_digest() -> str:
+    """sha256 of ``tree_steps``, the code that slims and compiles every tree (here and in the
+    image): another version of it may compile other bytes."""
+    steps = resources.files("poetry_lambda_zip").joinpath("tree_steps.py").read_bytes()
+    return hashlib.sha256(steps).hexdigest()
+
+
 def fingerprint(
     dependencies_key: str,
-    project_wheel: Path | None,
-    includes: Sequence[tuple[str, Path]],
+    project_wheel: Sequence[WheelMember] | None,
+    includes: Sequence[tuple[str, str]],
     options: dict[str, Any],
     timestamp: int,
 ) -> str:
     """A sha256 over everything that decides the output's bytes: the dependencies' key
-    (``tree_key``), the project's own files, the zip options and the timestamp."""
+    (``tree_key``), the project's own files (its wheel's members, ``wheel_members``, and the
+    include files as name and sha256), the zip options and the timestamp."""
     document = {
         "dependencies": dependencies_key,
-        "project_wheel": file_sha256(project_wheel) if project_wheel else None,
-        "includes": [[name, file_sha256(path)] for name, path in includes],
+        "project_wheel": None if project_wheel is None else [list(m) for m in project_wheel],
+        "includes": [[name, sha256] for name, sha256 in includes],
         "options": options,
         "timestamp": timestamp,
     }

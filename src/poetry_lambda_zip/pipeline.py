@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+from typing import Any
 
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
 from poetry_lambda_zip.archive import ArchiveStats
 from poetry_lambda_zip.archive import entries_from_files
 from poetry_lambda_zip.archive import existing_stats
+from poetry_lambda_zip.archive import file_sha256
 from poetry_lambda_zip.archive import remove_stale_temporaries
 from poetry_lambda_zip.archive import write_zips_atomically
 from poetry_lambda_zip.assemble import DependencyJob
@@ -53,8 +55,15 @@ from poetry_lambda_zip.fingerprint import comment
 from poetry_lambda_zip.fingerprint import fingerprint
 from poetry_lambda_zip.fingerprint import read_recorded
 from poetry_lambda_zip.fingerprint import tree_key
+from poetry_lambda_zip.fingerprint import wheel_members
 from poetry_lambda_zip.handler import check_handler
 from poetry_lambda_zip.index_access import credentials_for
+from poetry_lambda_zip.patch import EditRecord
+from poetry_lambda_zip.patch import PatchJob
+from poetry_lambda_zip.patch import ProjectParts
+from poetry_lambda_zip.patch import patch
+from poetry_lambda_zip.patch import patch_job
+from poetry_lambda_zip.patch import record_edits
 from poetry_lambda_zip.plan import BuildPlan
 from poetry_lambda_zip.plan import plan
 from poetry_lambda_zip.project import build_project_wheel
@@ -117,6 +126,9 @@ class BuildResult:
     #: The builder's identity the fingerprints hold (``DependencyJob.identity``, or the
     #: project's alone without dependencies).
     identity: str = ""
+    #: What the function zip took from the project, when an edit of the project's files can
+    #: be patched into it (``patch``); None: the next edit takes the full path.
+    parts: ProjectParts | None = None
 
 
 @dataclass(frozen=True)
@@ -126,8 +138,10 @@ class Outcome:
     function: str | None
     result: BuildResult | None = None
     error: LambdaZipError | None = None
-    #: Known up to date from the function's stamp, without loading the project: its outputs.
-    unchanged: tuple[ArchiveStats, ...] = ()
+    #: Settled from the function's stamp, without loading the project: its outputs, up to
+    #: date, or patched after an edit of the project's own files (those ``written``).
+    shortcut: tuple[ArchiveStats, ...] = ()
+    written: tuple[Path, ...] = ()
 
 
 def build(
@@ -160,14 +174,14 @@ def build_functions(
     concurrently, bounded by the cores. One function's failure is its outcome alone.
 
     ``poetry`` may be a function that loads the project: it is not called when every
-    function's stamp shows nothing changed (``stamps``), unless ``results_in_full`` (every
-    result with its plan, e.g. for JSON)."""
+    function's stamp shows nothing changed (``stamps``) or only the project's own files
+    (``patch``), unless ``results_in_full`` (every result with its plan, e.g. for JSON)."""
     stamps = _stamps(requests) if builder is None and fetcher is None else None
     if stamps is not None:
         stamps.look(requests[0].project_dir)  # before Poetry reads pyproject.toml and the lock
-        unchanged = None if results_in_full else _unchanged(requests, stamps, progress)
-        if unchanged is not None:
-            return unchanged
+        settled = None if results_in_full else _shortcut(requests, stamps, progress)
+        if settled is not None:
+            return settled
     project = poetry() if callable(poetry) else poetry
     members, failed = _plans(requests, project, progress)
     if any(member.plan.request.verify for member in members):
@@ -198,32 +212,76 @@ def _stamps(requests: Sequence[BuildRequest]) -> Stamps | None:
     return None if cache is None else Stamps(cache / "lambda-zip-stamps")
 
 
-def _unchanged(
+def _shortcut(
     requests: Sequence[BuildRequest], stamps: Stamps, progress: Progress
 ) -> list[Outcome] | None:
     """Every function up to date by its stamp (its inputs and outputs as they were when it
-    was written, and the same builder), or None: then every function is built."""
+    was written, and the same builder), or brought up to date by patching its zip after an
+    edit of the project's own files alone; None: then every function is built."""
     started = time.monotonic()
     found = {request: stamps.read(request) for request in requests}
     outputs = [path for stamp in found.values() if stamp for path, _, _ in stamp.outputs]
-    outcomes = []
+    jobs: dict[BuildRequest, tuple[Stamp, PatchJob | None]] = {}
     for request, stamp in found.items():
-        if stamp is None or not stamps.current(request, stamp, outputs):
+        if stamp is None:
             return None
+        job = None
+        if not stamps.current(request, stamp, outputs):
+            job = patch_job(request, stamp, stamps, outputs)
+            if job is None:
+                return None
         if not builder_unchanged(stamp.identity, stamp.image, request.builder):
             return None
-        archives = tuple(
-            ArchiveStats(Path(path), *archive)
-            for (path, _, _), archive in zip(stamp.outputs, stamp.archives)
-        )
-        outcomes.append(Outcome(request.function, unchanged=archives))
+        jobs[request] = (stamp, job)
+    edited = sorted({s.path for _, job in jobs.values() if job for s in job.changed})
     progress.phase(
         "check",
         time.monotonic() - started,
-        "nothing read by the last build changed since (pyproject.toml, poetry.lock, the"
+        f"only the project's own files changed since the last build ({', '.join(edited)}):"
+        " patching the zip where their contents did"
+        if edited
+        else "nothing read by the last build changed since (pyproject.toml, poetry.lock, the"
         " project's files, settings, builder)",
     )
+    outcomes = []
+    for request, (stamp, job) in jobs.items():
+        if job is None:
+            archives = tuple(
+                ArchiveStats(Path(path), *archive)
+                for (path, _, _), archive in zip(stamp.outputs, stamp.archives)
+            )
+            outcomes.append(Outcome(request.function, shortcut=archives))
+            continue
+        outcome = _patched(job, stamps, outputs, _shown_for(request, progress))
+        if outcome is None:
+            return None
+        outcomes.append(outcome)
     return outcomes
+
+
+def _patched(
+    job: PatchJob, stamps: Stamps, outputs: Sequence[str], progress: Progress
+) -> Outcome | None:
+    """``job`` applied, and the function's stamp written again (when nothing changed
+    meanwhile); None when it cannot be (the full path then builds)."""
+    started = time.monotonic()
+    done = patch(job, progress)
+    if done is None:
+        return None
+    if done.written:
+        progress.phase("package", time.monotonic() - started, f"{len(job.changed)} files patched")
+    stamp = job.stamp
+    stamps.forget()
+    found = outputs_now(archive.path for archive in done.archives)
+    if stamps.inputs(job.request, stamp.roots, outputs) == job.inputs and found is not None:
+        archives = tuple(
+            (a.sha256, a.zipped_size, a.unzipped_size, a.files, a.distributions)
+            for a in done.archives
+        )
+        edit = done.record.to_json()
+        stamps.write(job.request, replace(stamp, inputs=job.inputs, outputs=found,
+                                          archives=archives, edit=edit))  # fmt: skip
+    return Outcome(job.request.function, shortcut=done.archives, written=done.written)
 
 
 def _inputs_read(
@@ -281,7 +339,39 @@ def _write_stamps(
             (a.sha256, a.zipped_size, a.unzipped_size, a.files, a.distributions)
             for a in result.archives
         )
-        stamps.write(request, Stamp(before, roots, found, result.identity, docker_image, archives))
+        edit = _edit_record(result, stamps, roots, outputs)
+        stamp = Stamp(before, roots, found, result.identity, docker_image, archives, edit)
+        stamps.write(request, stamp)
+
+
+def _edit_record(
+    result: BuildResult, stamps: Stamps, roots: tuple[str, ...], outputs: Sequence[Path]
+) -> dict[str, Any] | None:
+    """What the edit shortcut needs of a function just built, as the stamp keeps it; None when
+    an edit of its project cannot be patched in (``patch``)."""
+    parts = result.parts
+    if parts is None:
+        return None
+    project_dir = result.plan.request.project_dir
+    sources = record_edits(parts, project_dir, stamps.listed(project_dir))
+    if sources is None:
+        return None
+    aside = frozenset(os.path.abspath(project_dir / source.path) for source in sources)
+    rest = stamps.inputs(result.plan.request, roots, map(str, outputs), aside)
+    if rest is None:
+        return None
+    record = EditRecord(
+        rest=rest,
+        sources=sources,
+        dependencies_key=parts.dependencies_key,
+        options=parts.options,
+        timestamp=parts.timestamp,
+        wheel=parts.wheel,
+        includes=tuple((name, sha256) for name, _, sha256 in parts.includes),
+        compile_prefix=parts.compile_prefix,
+        made_by=parts.made_by,
+    )
+    return record.to_json()
 
 
 @contextlib.contextmanager
@@ -465,7 +555,13 @@ def _build_one(
         key, identity = dependencies.job.key, dependencies.job.identity
     else:
         key, identity = _project_only_key(project, builder, progress)
-    fingerprints = _fingerprints(decided, key, project)
+    # The zip names its builder where the builder decides its bytes (bytecode, builds,
+    # stripping); unpacked wheels alone are the same bytes from any builder, and so is the zip.
+    toolchain = project.steps.may_need_toolchain() or (
+        dependencies is not None and dependencies.job.made_by_toolchain
+    )
+    parts = _project_parts(decided, key, project, builder.name if toolchain else None)
+    fingerprints = {"function": parts.fingerprint(), "layer": _layer_fingerprint(decided, key)}
     # Each output's comment, read once: up to date?, written by which builder?, rewrite it?
     found = {path: read_recorded(path) for path in outputs}
     current = {
@@ -478,24 +574,26 @@ def _build_one(
     trees = assemble(builder, dependencies, project, workdir=workdir, progress=progress)
     report = sum((tree.report for tree in trees), TreeReport())
     _report_steps(decided, report, progress)
-    # Zips another builder wrote (e.g. --builder local over the docker builder's): said.
-    # The zip names its builder where the builder decides its bytes (bytecode, builds,
-    # stripping); unpacked wheels alone are the same bytes from any builder, and so is the zip.
-    toolchain = project.steps.may_need_toolchain() or (
-        dependencies is not None and dependencies.job.made_by_toolchain
-    )
-    made_by = builder.name if toolchain else None
     archives, written, sizes = _package(
-        decided, trees, outputs, fingerprints, progress, builder=made_by, current=current
+        decided, trees, outputs, fingerprints, progress, builder=parts.made_by, current=current
     )
+    # Zips another builder wrote (e.g. --builder local over the docker builder's): said.
     replaced = tuple(
         (path, earlier.builder)
         for path, earlier in found.items()
         if path in written and earlier and earlier.builder and earlier.builder != builder.name
     )
+    # An edit of the project's files can be patched in later where the project's tree was
+    # finished here (its bytecode by this machine's Python) and the zip holds all of it.
+    patchable = (
+        decided.layout.ships_project
+        and not decided.request.exclude
+        and (project.wheel is not None or bool(project.includes))
+        and trees[-1].here
+    )
     return BuildResult(
         decided, archives, builder.name, sizes, report, written=written, replaced=replaced,
-        identity=identity,
+        identity=identity, parts=parts if patchable else None,
     )  # fmt: skip
 
 
@@ -558,16 +656,31 @@ def _compile_prefix(
     return decided.compile.dependencies if which == "dependencies" else decided.compile.project
 
 
-def _fingerprints(decided: BuildPlan, key: str, project: ProjectJob) -> dict[str, str]:
-    """Each output's fingerprint, by kind: a layer's covers the dependencies alone, so it
-    outlives a change to the project's code."""
+def _project_parts(
+    decided: BuildPlan, key: str, project: ProjectJob, made_by: str | None
+) -> ProjectParts:
+    """What the function zip's fingerprint covers of the project (its wheel's members, the
+    include files' contents), with the rest of it and how its project part is made."""
+    return ProjectParts(
+        dependencies_key=key,
+        options=_zip_options(decided),
+        timestamp=decided.timestamp,
+        wheel=wheel_members(project.wheel) if project.wheel is not None else None,
+        includes=tuple((name, path, file_sha256(path)) for name, path in project.includes),
+        compile_prefix=project.steps.compile_prefix,
+        made_by=made_by,
+    )
+
+
+def _layer_fingerprint(decided: BuildPlan, key: str) -> str:
+    """A layer's fingerprint covers the dependencies alone: it outlives a change to the
+    project's code."""
+    return fingerprint(key, None, (), _zip_options(decided), decided.timestamp)
+
+
+def _zip_options(decided: BuildPlan) -> dict[str, Any]:
     request = decided.request
-    options = {"layout": request.layout.value, "exclude": sorted(request.exclude)}
-    timestamp = decided.timestamp
-    return {
-        "function": fingerprint(key, project.wheel, project.includes, options, timestamp),
-        "layer": fingerprint(key, None, (), options, timestamp),
-    }
+    return {"layout": request.layout.value, "exclude": sorted(request.exclude)}
 
 
 def _up_to_date(

@@ -26,10 +26,12 @@ import json
 import os
 import stat
 import sys
+import zlib
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
+from typing import Any
 
 from poetry_lambda_zip import __version__
 from poetry_lambda_zip.fingerprint import read_recorded
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["Stamp", "Stamps", "cache_directory", "outputs_now"]
 
 #: Raised when a stamp's format changes: older stamps are then never a match.
-_FORMAT = 1
+_FORMAT = 2
 #: Directories no build reads: version control, virtual environments, tool caches and the
 #: output of deployment tools (which may unpack the zip next to the project).
 _PRUNED = frozenset(
@@ -85,11 +87,14 @@ class Stamp:
     #: What each output holds, as shown for an up-to-date build: sha256, zipped and unzipped
     #: size, files, distributions.
     archives: tuple[tuple[str, int, int, int, int], ...]
+    #: What the edit shortcut reads (``patch.EditRecord``, as JSON); None: it never applies.
+    edit: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps({"format": _FORMAT, "inputs": self.inputs, "roots": self.roots,
                            "outputs": self.outputs, "identity": self.identity,
-                           "image": self.image, "archives": self.archives}, indent=1)  # fmt: skip
+                           "image": self.image, "archives": self.archives,
+                           "edit": self.edit}, indent=1)  # fmt: skip
 
     @classmethod
     def from_json(cls, text: str) -> Stamp | None:
@@ -111,6 +116,7 @@ class Stamp:
                     (str(sha256), int(zipped), int(unzipped), int(files), int(distributions))
                     for sha256, zipped, unzipped, files, distributions in data["archives"]
                 ),
+                edit=data["edit"] if isinstance(data["edit"], dict) else None,
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -154,18 +160,30 @@ class Stamps:
         return outputs_now(Path(path) for path, _, _ in stamp.outputs) == stamp.outputs
 
     def inputs(
-        self, request: BuildRequest, roots: Sequence[str], outputs: Iterable[str]
+        self,
+        request: BuildRequest,
+        roots: Sequence[str],
+        outputs: Iterable[str],
+        aside: frozenset[str] = frozenset(),
     ) -> str | None:
-        """sha256 over the request's inputs as they read now, but for ``outputs``; None when
-        they cannot be vouched for."""
-        skipped = frozenset(os.path.abspath(output) for output in outputs)
+        """sha256 over the request's inputs as they read now, but for ``outputs`` and the
+        files ``aside`` (absolute paths); None when they cannot be vouched for."""
+        skipped = aside | frozenset(os.path.abspath(output) for output in outputs)
         try:
             listings = [self._listing(root, skipped) for root in (str(request.project_dir), *roots)]
         except _NoShortcut:
             return None
         document = {
             "format": _FORMAT,
-            "versions": [__version__, _version("poetry"), _version("poetry-core"), sys.version],
+            # zlib's too: the edit shortcut copies deflated bytes a full build might deflate
+            # again (``archive``).
+            "versions": [
+                __version__,
+                _version("poetry"),
+                _version("poetry-core"),
+                sys.version,
+                zlib.ZLIB_RUNTIME_VERSION,
+            ],
             "request": repr(request),
             "environment": sorted(
                 (name, value)
@@ -177,6 +195,11 @@ class Stamps:
             "listings": listings,
         }
         return hashlib.sha256(json.dumps(document).encode()).hexdigest()
+
+    def listed(self, root: Path) -> list[tuple[str, list[int]]]:
+        """The files below ``root`` and their states, as listed (empty when not to be vouched
+        for)."""
+        return self._walked(str(root)) or []
 
     def write(self, request: BuildRequest, stamp: Stamp) -> None:
         """Write ``stamp`` atomically; a stamp that cannot be written is no stamp."""

@@ -126,6 +126,11 @@ def slim_tree(target: str, strip: Optional[str]) -> dict[str, int]:
             "libraries_unstripped": unstripped}  # fmt: skip
 
 
+#: Trees of at most this many modules compile in this process: starting workers would cost
+#: more than the compiling (a project's few files after an edit).
+INLINE_COMPILE = 32
+
+
 def compile_tree(target: str, prefix: str) -> dict[str, int]:
     """PEP 552 unchecked-hash .pyc for this interpreter: valid whatever the mtimes after unzip,
     identical across builds. Tracebacks name the path the file has on Lambda: ``prefix`` plus
@@ -139,8 +144,11 @@ def compile_tree(target: str, prefix: str) -> dict[str, int]:
             source = os.path.join(directory, name)
             relative = os.path.relpath(source, target).replace(os.sep, "/")
             jobs.append((source, f"{prefix}/{relative}"))
-    with ProcessPoolExecutor() as pool:
-        results = list(pool.map(_compile_one, jobs, chunksize=64))
+    if len(jobs) <= INLINE_COMPILE:
+        results = [_compile_one(job) for job in jobs]
+    else:
+        with ProcessPoolExecutor() as pool:
+            results = list(pool.map(_compile_one, jobs, chunksize=64))
     return {"compiled": results.count(True), "failed": results.count(False)}
 
 

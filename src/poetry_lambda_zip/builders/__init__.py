@@ -105,10 +105,17 @@ def bytecode_only(steps: Steps, tree: Path) -> bool:
 
 def finish_here(tree: Path, steps: Steps) -> TreeReport:
     """Slim and precompile ``tree`` in place with this machine's ``strip`` (for the target's
-    architecture only) and Python: what the container's script does in the image."""
+    architecture only) and Python: what the container's script does in the image. Bytecode is
+    compiled by a fresh interpreter (``compile_here``), so its bytes never depend on what this
+    process has loaded (Poetry, its plugins)."""
+    from poetry_lambda_zip.builders.bytecode_here import compile_here
+
     native = os.uname().machine == steps.target.machine
     strip = shutil.which("strip") if native and steps.slim else None
-    return TreeReport.from_json(finish_tree(str(tree), steps.slim, strip, steps.compile_prefix))
+    report = TreeReport.from_json(finish_tree(str(tree), steps.slim, strip, None))
+    if steps.compile_prefix is None:
+        return report
+    return TreeReport(report.slim, compile_here(tree, steps.compile_prefix))
 
 
 def _holds_shared_library(tree: Path) -> bool:
@@ -192,6 +199,9 @@ class Finished:
     report: TreeReport
     #: Where it was done, for the progress line: "here", "in the python3.12 image".
     where: str
+    #: Finished here (``finish_here``): its bytecode by this machine's Python, in a fresh
+    #: interpreter.
+    here: bool = False
 
 
 class Progress(Protocol):

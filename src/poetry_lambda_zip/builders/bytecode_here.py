@@ -3,10 +3,10 @@
 The docker builder precompiles in the image. When this machine's Python is the runtime's
 version, a small tree the image compiled is compiled here as well (``tree_steps`` run by a fresh
 ``python -I``, as the container runs it) and compared ``.pyc`` by ``.pyc``. The verdict is kept
-per image and interpreter; where it was "identical", later trees for that image compile here,
-without a container (a code edit then costs no container start). Where it differed, the image
-keeps compiling. Only trees of up to ``PROBE_LIMIT`` modules are compared (the project's own
-files); a verdict covers every later tree.
+per image, interpreter and version of ``tree_steps``; where it was "identical", later trees for
+that image compile here, without a container (a code edit then costs no container start). Where
+it differed, the image keeps compiling. Only trees of up to ``PROBE_LIMIT`` modules are compared
+(the project's own files); a verdict covers every later tree.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from poetry_lambda_zip.builders import CompileReport
 from poetry_lambda_zip.errors import BuildFailedError
+from poetry_lambda_zip.fingerprint import steps_digest
 from poetry_lambda_zip.stale import partial_name
 
 if TYPE_CHECKING:
@@ -56,7 +57,10 @@ class BytecodeVerdicts:
 
     def __init__(self, record: Path | None) -> None:
         self._record = record
+        # The compile step's own code is part of the key: a verdict reached with another
+        # version of it says nothing of this one.
         self._interpreter = f"{sys.implementation.name} {sys.version.split()[0]}"
+        self._interpreter += f" {steps_digest()[:16]}"
 
     def can_compile(self, target: LambdaTarget) -> bool:
         """Whether this interpreter is the runtime's version at all."""

@@ -16,7 +16,6 @@ import time
 import uuid
 import zipfile
 from collections import deque
-from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from pathlib import PurePosixPath
@@ -37,7 +36,6 @@ from poetry_lambda_zip.builders import TreeReport
 from poetry_lambda_zip.builders import bytecode_only
 from poetry_lambda_zip.builders import finish_here
 from poetry_lambda_zip.builders.bytecode_here import BytecodeVerdicts
-from poetry_lambda_zip.builders.bytecode_here import compile_here
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import DockerUnavailableError
@@ -154,10 +152,8 @@ class DockerBuilder:
             # machine's Python is known to compile as the image does.
             here = bytecode_only(steps, tree) and self._verdicts.can_compile(steps.target)
             if here and prefix is not None and self._verdicts.identical(image.id):
-                report = finish_here(tree, replace(steps, compile_prefix=None))
-                compiled = compile_here(tree, prefix)
                 where = "here (its bytecode is the image's, byte for byte)"
-                return Finished(tree, replace(report, compile=compiled), where)
+                return Finished(tree, finish_here(tree, steps), where, here=True)
             report = self._run(client, image, tree, steps, workdir=workdir, progress=progress)
         finished = Finished(workdir / "finished", report, f"in the {steps.target.runtime} image")
         if here and prefix is not None and self._verdicts.identical(image.id) is None:

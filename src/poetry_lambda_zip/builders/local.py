@@ -30,7 +30,7 @@ class LocalBuilder:
         the image."""
         if steps.builds:
             raise no_wheel_error(list(steps.build), steps.target.runtime)
-        return Finished(tree, finish_here(tree, steps), "here")
+        return Finished(tree, finish_here(tree, steps), "here", here=True)
 
     def identity(self, steps: Steps, progress: Progress) -> str:
         # Bytecode is compiled by this interpreter when its version is the runtime's.
