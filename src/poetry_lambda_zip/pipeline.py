@@ -832,6 +832,11 @@ def _report_steps(decided: BuildPlan, report: TreeReport, progress: Progress) ->
         progress.info(
             f"  compiled {report.compile.compiled} modules for {decided.target.runtime}"
             f" (unchecked-hash .pyc), {report.compile.failed} could not be compiled"
+            + (
+                f", {report.compile.tests} in test directories left as source"
+                if report.compile.tests
+                else ""
+            )
         )
 
 

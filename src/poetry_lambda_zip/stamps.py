@@ -3,18 +3,19 @@ written is up to date, known before Poetry loads the project (which costs more t
 of a no-op).
 
 After a build, each function's *stamp* (one small JSON file per command line, beside the kept
-trees in Poetry's cache directory) records what can change the build: the request, this plugin's,
-Poetry's and Python's versions, the environment variables and Poetry config files a build reads,
-every file below the project's directory and below path dependencies and include files outside
-it (name, size, mtime, ctime, mode), the builder's identity (for the docker builder the image's
-id), and each output's fingerprint. A later run whose inputs all read the same, whose outputs
-still carry those fingerprints and whose builder is the same one is up to date. A stamp is
-written only when nothing it covers changed while the build ran.
+trees in Poetry's cache directory) records what can change the build: the request, this
+plugin's, Poetry's, Python's and zlib's versions, the environment variables and Poetry config
+files a build reads, every file below the project's directory and below path dependencies and
+include files outside it (name, size, mtime, ctime, mode), the builder's identity (for the
+docker builder the image's id), and each output's fingerprint. A later run whose inputs all
+read the same, whose outputs still carry those fingerprints and whose builder is the same one
+is up to date. A stamp is written only when nothing it covers changed while the build ran.
 
-Anything else takes the full path, which decides from contents (``fingerprint``): no stamp or a
-damaged one, any listed file touched (even with the same contents), a symlinked directory or
-more than ``_MAX_FILES`` files below a root, --force, --verify, --no-cache. The stamp never makes a
-build happen; it only lets one be skipped when nothing it read changed.
+A stamp may also carry the edit shortcut's record (``patch``): when only the project's own
+files changed, their entries are patched into the zip. Anything else takes the full path, which
+decides from contents (``fingerprint``): no stamp or a damaged one, any other listed file
+touched (even with the same contents), a symlinked directory or more than ``_MAX_FILES`` files
+below a root, --force, --verify, --no-cache.
 """
 
 from __future__ import annotations

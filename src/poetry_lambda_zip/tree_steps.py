@@ -100,7 +100,7 @@ def slim_tree(target: str, strip: Optional[str]) -> dict[str, int]:
         relative = os.path.relpath(directory, target)
         depth = 0 if relative == "." else relative.count(os.sep) + 1
         for name in list(subdirectories):
-            doomed = name == "__pycache__" or (name in ("tests", "test") and depth >= 1)
+            doomed = name == "__pycache__" or (name in TEST_DIRECTORIES and depth >= 1)
             if doomed and not relative.endswith(".dist-info"):
                 path = os.path.join(directory, name)
                 for root, _, names in os.walk(path):
@@ -126,6 +126,8 @@ def slim_tree(target: str, strip: Optional[str]) -> dict[str, int]:
             "libraries_unstripped": unstripped}  # fmt: skip
 
 
+#: Directories of tests inside a package (not at the tree's top): slimmed away, never compiled.
+TEST_DIRECTORIES = ("tests", "test")
 #: Trees of at most this many modules compile in this process: starting workers would cost
 #: more than the compiling (a project's few files after an edit).
 INLINE_COMPILE = 32
@@ -134,12 +136,21 @@ INLINE_COMPILE = 32
 def compile_tree(target: str, prefix: str) -> dict[str, int]:
     """PEP 552 unchecked-hash .pyc for this interpreter: valid whatever the mtimes after unzip,
     identical across builds. Tracebacks name the path the file has on Lambda: ``prefix`` plus
-    its path in the tree."""
+    its path in the tree. Modules in ``tests``/``test`` directories inside packages (those
+    ``slim_tree`` removes) stay source alone: a handler never imports them, and in packages
+    such as pandas they are most of the modules (and of the bytecode's bytes)."""
     jobs = []
+    tests = 0
     for directory, subdirectories, files in os.walk(target):
         subdirectories.sort()
+        relative_directory = os.path.relpath(directory, target)
+        parts = [] if relative_directory == "." else relative_directory.split(os.sep)
+        in_tests = any(part in TEST_DIRECTORIES for part in parts[1:])
         for name in sorted(files):
             if not name.endswith(".py"):
+                continue
+            if in_tests:
+                tests += 1
                 continue
             source = os.path.join(directory, name)
             relative = os.path.relpath(source, target).replace(os.sep, "/")
@@ -149,7 +160,7 @@ def compile_tree(target: str, prefix: str) -> dict[str, int]:
     else:
         with ProcessPoolExecutor() as pool:
             results = list(pool.map(_compile_one, jobs, chunksize=64))
-    return {"compiled": results.count(True), "failed": results.count(False)}
+    return {"compiled": results.count(True), "failed": results.count(False), "tests": tests}
 
 
 def _compile_one(job: tuple[str, str]) -> bool:

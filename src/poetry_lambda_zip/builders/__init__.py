@@ -146,6 +146,8 @@ class SlimReport(_StepCounts):
 class CompileReport(_StepCounts):
     compiled: int = 0
     failed: int = 0
+    #: Modules in test directories inside packages, left as source (``compile_tree``).
+    tests: int = 0
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from poetry_lambda_zip.builders import CompileReport
+from poetry_lambda_zip.builders import TreeReport
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.fingerprint import steps_digest
 from poetry_lambda_zip.stale import partial_name
@@ -47,8 +48,8 @@ def compile_here(tree: Path, prefix: str) -> CompileReport:
         )
     if done.returncode:
         raise BuildFailedError(f"Precompiling here failed:\n{done.stderr[-2000:]}")
-    counts = json.loads(done.stdout)
-    return CompileReport(compiled=int(counts["compiled"]), failed=int(counts["failed"]))
+    compiled = TreeReport.from_json({"compile": json.loads(done.stdout)}).compile
+    return compiled if compiled is not None else CompileReport()
 
 
 class BytecodeVerdicts:
