@@ -359,7 +359,14 @@ def _deflated(
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         pending: deque[tuple[Entry, Future[tuple[int, bytes]]]] = deque()
         for entry in entries:
-            pending.append((entry, pool.submit(deflate, entry)))
+            copied = previous.verbatim(entry) if entry.verbatim and previous else None
+            if copied is not None:  # a copy needs no worker (a patch copies most entries)
+                done: Future[tuple[int, bytes]] = Future()
+                done.set_result(copied)
+                waiting.add(len(copied[1]))
+                pending.append((entry, done))
+            else:
+                pending.append((entry, pool.submit(deflate, entry)))
             while pending and (
                 pending[0][1].done() or waiting.bytes > _WAITING or len(pending) > _AHEAD
             ):
@@ -403,10 +410,6 @@ def _deflate(entry: Entry, previous: _Previous | None) -> tuple[int, bytes]:
     entry's, else deflated here, a chunk at a time (memory: the deflated bytes)."""
     if previous is None:
         return _compress_file(entry)
-    if entry.verbatim:
-        copied = previous.verbatim(entry)
-        if copied is not None:
-            return copied
     if entry.size <= _WHOLE:
         data = _read_whole(entry)
         crc = zlib.crc32(data)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from dataclasses import replace
 from pathlib import Path
 from pathlib import PurePosixPath
+from typing import IO
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -52,7 +53,17 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.stamps import Stamp
     from poetry_lambda_zip.stamps import Stamps
 
-__all__ = ["EditRecord", "PatchJob", "ProjectParts", "patch", "patch_job", "record_edits"]
+__all__ = [
+    "EditRecord",
+    "PatchJob",
+    "Patched",
+    "Prepared",
+    "ProjectParts",
+    "patch_job",
+    "prepare",
+    "record_edits",
+    "write",
+]
 
 _DIST_INFO = re.compile(r"^([^/]+\.dist-info)/")
 
@@ -237,6 +248,18 @@ def patch_job(
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A patch ready to be written: the function zip's entries (None: the files were touched,
+    not changed, and the zip stays as it is), its fingerprint, and the record for the next
+    stamp."""
+
+    job: PatchJob
+    entries: list[Entry] | None
+    fingerprint: str
+    record: EditRecord
+
+
+@dataclass(frozen=True)
 class Patched:
     """A patch done: every output's stats (the function zip first), the outputs written, and
     the record for the next stamp."""
@@ -246,9 +269,9 @@ class Patched:
     record: EditRecord
 
 
-def patch(job: PatchJob, progress: Progress) -> Patched | None:
-    """Apply ``job``: the edited files' entries and bytecode replaced in the function zip, the
-    project's RECORD written again, the zip fingerprinted anew. None when the result would be
+def prepare(job: PatchJob) -> Prepared | None:
+    """The patched zip's entries: the edited files', their bytecode (compiled here) and the
+    project's RECORD replaced, every other entry to be copied. None when the result would be
     over Lambda's limit (the full path then says so, with the largest distributions)."""
     record, stamp = job.record, job.stamp
     root = job.request.project_dir
@@ -269,32 +292,49 @@ def patch(job: PatchJob, progress: Progress) -> Patched | None:
         includes=includes,
     )
     value = fingerprint(record.dependencies_key, wheel, includes, record.options, record.timestamp)
+    if stamp.outputs[0][1].split()[0] == value:  # touched, not changed: nothing to write
+        return Prepared(job, None, value, record)
+    entries = _patched_entries(Path(stamp.outputs[0][0]), job, contents)
+    layers = sum(unzipped for _, _, unzipped, _, _ in stamp.archives[1:])
+    if sum(entry.size for entry in entries) + layers > UNZIPPED_LIMIT:
+        return None
+    return Prepared(job, entries, value, record)
+
+
+def write(prepared: Prepared, progress: Progress) -> Patched:
+    """Write the prepared zip in place of the function zip (the layer, if any, is kept)."""
+    stamp, record = prepared.job.stamp, prepared.record
     outputs = [Path(path) for path, _, _ in stamp.outputs]
     earlier = [ArchiveStats(path, *archive) for path, archive in zip(outputs, stamp.archives)]
-    if stamp.outputs[0][1].split()[0] == value:  # touched, not changed: nothing to write
+    if prepared.entries is None:
         return Patched(tuple(earlier), (), record)
-    with zipfile.ZipFile(outputs[0]) as archive:
-        entries = _patched_entries(archive, job, contents)
-        unzipped = sum(entry.size for entry in entries) + sum(a.unzipped_size for a in earlier[1:])
-        if unzipped > UNZIPPED_LIMIT:
-            return None
-        written = write_zips_atomically(
-            [(outputs[0], entries, comment(value, record.made_by))],
-            record.timestamp,
-            count=lambda done, total: progress.count("package", done, total),
-        )
+    written = write_zips_atomically(
+        [(outputs[0], prepared.entries, comment(prepared.fingerprint, record.made_by))],
+        record.timestamp,
+        count=lambda done, total: progress.count("package", done, total),
+    )
     return Patched((written[0], *earlier[1:]), (outputs[0],), record)
 
 
-def _patched_entries(
-    archive: zipfile.ZipFile, job: PatchJob, contents: dict[str, bytes]
-) -> list[Entry]:
+def _patched_entries(output: Path, job: PatchJob, contents: dict[str, bytes]) -> list[Entry]:
     """The zip's entries with the edited files', their bytecode's and the project's RECORD
-    replaced (an edited file the zip does not hold, e.g. slimmed away, stays out)."""
-    infos = {info.filename: info for info in archive.infolist() if not info.is_dir()}
+    replaced (an edited file the zip does not hold, e.g. slimmed away, stays out). The others
+    are copied from the zip when it is written (``Entry.verbatim``)."""
+    with zipfile.ZipFile(output) as archive:
+        infos = {info.filename: info for info in archive.infolist() if not info.is_dir()}
+        record = _record_name(job.record.wheel)
+        listed: list[str] = []
+        if record in infos and any(s.kind == "wheel" and s.name in infos for s in job.changed):
+            listed = record_paths(_bytes_entry(record, archive.read(record), executable=False))
+        # The files the project's RECORD lists (itself too), as the zip holds them.
+        project = {name: archive.read(name) for name in listed if name in infos}
     entries = {
         name: Entry(
-            name, info.file_size, _executable(info), functools.partial(archive.open, info), True
+            name,
+            info.file_size,
+            _executable(info),
+            functools.partial(_open_member, output, name),
+            verbatim=True,
         )
         for name, info in infos.items()
     }
@@ -310,19 +350,21 @@ def _patched_entries(
             del entries[name]
         for name, data in _compiled(edited, sources, prefix).items():
             entries[name] = _bytes_entry(name, data, executable=False)
-    record = _record_name(job.record.wheel)
-    if (
-        record is not None
-        and record in entries
-        and any(_kind(job, name) == "wheel" for name in edited)
-    ):
-        listed = set(record_paths(entries[record]))
-        part = [entries[name] for name in sorted(listed) if name in entries and name != record]
-        (rewritten,) = [
-            e for e in normalize_installed([*part, entries[record]]) if e.name == record
+    if record is not None and project:
+        part = [
+            _bytes_entry(name, edited.get(name, data), entries[name].executable)
+            for name, data in project.items()
         ]
+        (rewritten,) = [e for e in normalize_installed(part) if e.name == record]
         entries[record] = rewritten
     return list(entries.values())
+
+
+def _open_member(output: Path, name: str) -> IO[bytes]:
+    """One entry of the zip being replaced, read from it (only where its deflated bytes cannot
+    be copied)."""
+    with zipfile.ZipFile(output) as archive:
+        return io.BytesIO(archive.read(name))
 
 
 def _compiled(edited: dict[str, bytes], sources: Sequence[str], prefix: str) -> dict[str, bytes]:

@@ -59,11 +59,12 @@ from poetry_lambda_zip.fingerprint import wheel_members
 from poetry_lambda_zip.handler import check_handler
 from poetry_lambda_zip.index_access import credentials_for
 from poetry_lambda_zip.patch import EditRecord
-from poetry_lambda_zip.patch import PatchJob
+from poetry_lambda_zip.patch import Prepared
 from poetry_lambda_zip.patch import ProjectParts
-from poetry_lambda_zip.patch import patch
 from poetry_lambda_zip.patch import patch_job
+from poetry_lambda_zip.patch import prepare
 from poetry_lambda_zip.patch import record_edits
+from poetry_lambda_zip.patch import write
 from poetry_lambda_zip.plan import BuildPlan
 from poetry_lambda_zip.plan import plan
 from poetry_lambda_zip.project import build_project_wheel
@@ -220,20 +221,27 @@ def _shortcut(
     edit of the project's own files alone; None: then every function is built."""
     started = time.monotonic()
     found = {request: stamps.read(request) for request in requests}
-    outputs = [path for stamp in found.values() if stamp for path, _, _ in stamp.outputs]
-    jobs: dict[BuildRequest, tuple[Stamp, PatchJob | None]] = {}
-    for request, stamp in found.items():
-        if stamp is None:
-            return None
-        job = None
-        if not stamps.current(request, stamp, outputs):
+    stamped = {request: stamp for request, stamp in found.items() if stamp is not None}
+    if len(stamped) != len(found):
+        return None
+    outputs = [path for stamp in stamped.values() for path, _, _ in stamp.outputs]
+    # The builders are asked (the engine, for the docker builder's image id) while the stamps
+    # are compared and any patch's bytecode compiles; nothing is written before they answer.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        same_builders = pool.submit(_same_builders, stamped)
+        prepared: dict[BuildRequest, Prepared | None] = {}
+        for request, stamp in stamped.items():
+            if stamps.current(request, stamp, outputs):
+                prepared[request] = None
+                continue
             job = patch_job(request, stamp, stamps, outputs)
-            if job is None:
+            ready = prepare(job) if job is not None else None
+            if ready is None:
                 return None
-        if not builder_unchanged(stamp.identity, stamp.image, request.builder):
+            prepared[request] = ready
+        if not same_builders.result():
             return None
-        jobs[request] = (stamp, job)
-    edited = sorted({s.path for _, job in jobs.values() if job for s in job.changed})
+    edited = sorted({s.path for p in prepared.values() if p for s in p.job.changed})
     progress.phase(
         "check",
         time.monotonic() - started,
@@ -244,30 +252,34 @@ def _shortcut(
         " project's files, settings, builder)",
     )
     outcomes = []
-    for request, (stamp, job) in jobs.items():
-        if job is None:
+    for request, ready in prepared.items():
+        if ready is None:
+            stamp = stamped[request]
             archives = tuple(
                 ArchiveStats(Path(path), *archive)
                 for (path, _, _), archive in zip(stamp.outputs, stamp.archives)
             )
             outcomes.append(Outcome(request.function, shortcut=archives))
-            continue
-        outcome = _patched(job, stamps, outputs, _shown_for(request, progress))
-        if outcome is None:
-            return None
-        outcomes.append(outcome)
+        else:
+            outcomes.append(_patched(ready, stamps, outputs, _shown_for(request, progress)))
     return outcomes
 
 
+def _same_builders(stamped: dict[BuildRequest, Stamp]) -> bool:
+    return all(
+        builder_unchanged(stamp.identity, stamp.image, request.builder)
+        for request, stamp in stamped.items()
+    )
+
+
 def _patched(
-    job: PatchJob, stamps: Stamps, outputs: Sequence[str], progress: Progress
-) -> Outcome | None:
-    """``job`` applied, and the function's stamp written again (when nothing changed
-    meanwhile); None when it cannot be (the full path then builds)."""
+    ready: Prepared, stamps: Stamps, outputs: Sequence[str], progress: Progress
+) -> Outcome:
+    """The prepared patch written, and the function's stamp written again (when nothing
+    changed meanwhile)."""
     started = time.monotonic()
-    done = patch(job, progress)
-    if done is None:
-        return None
+    done = write(ready, progress)
+    job = ready.job
     if done.written:
         progress.phase("package", time.monotonic() - started, f"{len(job.changed)} files patched")
     stamp = job.stamp
