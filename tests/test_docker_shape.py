@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from poetry_lambda_zip import plan as plan_module
 from poetry_lambda_zip.fingerprint import steps_digest
 from tests.docker_helpers import BINARY_WHEEL_DISTRIBUTIONS
 from tests.docker_helpers import RUNNER
@@ -159,23 +160,34 @@ def test_verify_fails_with_the_traceback_when_the_handler_does_not_import(
 def test_bytecode_compiled_here_is_the_images_byte_for_byte(
     project: Callable[[str], Path],
     build: Callable[..., Build],
-    verdicts_here: Path,
-    docker_client: docker.DockerClient,
-    stand_in_image: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     path = project("binary-wheel")
-    first = build(path)  # no verdict yet: the image compiles; the project's tree is compared
+    first = build(path)  # no verdicts kept at all: the image compiles every tree
     assert first.status == 0, first.error
     assert "the project's files: precompiled in the python3.11 image" in first.output
-    image_id = docker_client.images.get(stand_in_image).id
-    interpreter = f"{sys.implementation.name} {sys.version.split()[0]} {steps_digest()[:16]}"
-    assert json.loads(verdicts_here.read_text()) == {f"{image_id} {interpreter}": True}
+    assert "the dependencies: precompiled in the python3.11 image" in first.output
     in_the_image = first.zip_path.read_bytes()
 
-    # The verdict: the project's files (and every tree that needs only bytecode) compile here,
-    # and the zip is the one the image made.
+    # Verdicts kept: the image compiles one tree (the first to ask), which is compared here;
+    # the other waits for that verdict (no container of its own) and compiles here.
+    record = tmp_path / "bytecode-here.json"
+    monkeypatch.setattr(plan_module, "_bytecode_verdicts", lambda poetry: record)
+    probed = build(path, "--force")
+    assert probed.status == 0, probed.error
+    here = "precompiled here (its bytecode is the image's, byte for byte)"
+    assert probed.output.count("precompiled in the python3.11 image") == 1
+    assert probed.output.count(here) == 1
+    interpreter = f"{sys.implementation.name} {sys.version.split()[0]} {steps_digest()[:16]}"
+    ((key, verdict),) = json.loads(record.read_text()).items()  # the stand-in image's verdict
+    assert key.startswith("sha256:")
+    assert key.endswith(f" {interpreter}")
+    assert verdict is True
+    assert probed.zip_path.read_bytes() == in_the_image
+
+    # With the verdict, every tree that needs only bytecode compiles here.
     second = build(path, "--force")
     assert second.status == 0, second.error
-    here = "precompiled here (its bytecode is the image's, byte for byte)"
     assert f"the project's files: {here}" in second.output
     assert second.zip_path.read_bytes() == in_the_image

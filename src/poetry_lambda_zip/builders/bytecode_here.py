@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,10 @@ class BytecodeVerdicts:
 
     def __init__(self, record: Path | None) -> None:
         self._record = record
+        #: Images compiling a tree that will be compared (a probe): a tree of the same image
+        #: waits for its verdict rather than starting a container of its own.
+        self._probing: set[str] = set()
+        self._changed = threading.Condition()
         # The compile step's own code is part of the key: a verdict reached with another
         # version of it says nothing of this one.
         self._interpreter = f"{sys.implementation.name} {sys.version.split()[0]}"
@@ -71,6 +76,31 @@ class BytecodeVerdicts:
         """The verdict for ``image_id``: None when none was reached yet."""
         verdict = self._read().get(f"{image_id} {self._interpreter}")
         return verdict if isinstance(verdict, bool) else None
+
+    def claim(self, image_id: str, tree: Path) -> tuple[bool | None, bool]:
+        """The verdict for ``image_id`` once no probe of it is in flight, and whether the
+        caller is now that probe: with no verdict yet and a ``tree`` that can be compared, the
+        caller compiles it in the image, compares (``compare``) and ``release``s; every other
+        tree of the image waits for that verdict rather than starting a container of its own."""
+        with self._changed:
+            self._changed.wait_for(lambda: image_id not in self._probing)
+            verdict = self.identical(image_id)
+            probe = verdict is None and self._comparable(tree)
+            if probe:
+                self._probing.add(image_id)
+        return verdict, probe
+
+    def release(self, image_id: str) -> None:
+        """The probe of ``image_id`` is over (its verdict kept, or none reached)."""
+        with self._changed:
+            self._probing.discard(image_id)
+            self._changed.notify_all()
+
+    def _comparable(self, tree: Path) -> bool:
+        if self._record is None:
+            return False
+        modules = sum(1 for path in tree.rglob("*.py") if path.is_file())
+        return 0 < modules <= PROBE_LIMIT
 
     def compare(self, image_id: str, tree: Path, compiled: Path, prefix: str) -> bool | None:
         """Compile ``tree`` here and compare it with ``compiled`` (the image's result for the

@@ -151,13 +151,22 @@ class DockerBuilder:
             # Bytecode alone (and slimming without stripping) needs no container where this
             # machine's Python is known to compile as the image does.
             here = bytecode_only(steps, tree) and self._verdicts.can_compile(steps.target)
-            if here and prefix is not None and self._verdicts.identical(image.id):
+            verdict, probe = (
+                self._verdicts.claim(image.id, tree) if here and prefix else (None, False)
+            )
+            if verdict:
                 where = "here (its bytecode is the image's, byte for byte)"
                 return Finished(tree, finish_here(tree, steps), where, here=True)
-            report = self._run(client, image, tree, steps, workdir=workdir, progress=progress)
-        finished = Finished(workdir / "finished", report, f"in the {steps.target.runtime} image")
-        if here and prefix is not None and self._verdicts.identical(image.id) is None:
-            self._verdicts.compare(image.id, tree, finished.directory, prefix)
+            try:
+                report = self._run(client, image, tree, steps, workdir=workdir, progress=progress)
+                finished = Finished(
+                    workdir / "finished", report, f"in the {steps.target.runtime} image"
+                )
+                if probe and prefix is not None:
+                    self._verdicts.compare(image.id, tree, finished.directory, prefix)
+            finally:
+                if probe:
+                    self._verdicts.release(image.id)
         return finished
 
     def _run(
