@@ -121,6 +121,12 @@ class EditRecord:
     compile_prefix: str | None
     made_by: str | None
 
+    def fingerprint(self) -> str:
+        """The function zip's fingerprint, as ``ProjectParts.fingerprint`` computes it."""
+        return fingerprint(
+            self.dependencies_key, self.wheel, self.includes, self.options, self.timestamp
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "rest": self.rest,
@@ -291,7 +297,7 @@ def prepare(job: PatchJob) -> Prepared | None:
         wheel=wheel,
         includes=includes,
     )
-    value = fingerprint(record.dependencies_key, wheel, includes, record.options, record.timestamp)
+    value = record.fingerprint()
     if stamp.outputs[0][1].split()[0] == value:  # touched, not changed: nothing to write
         return Prepared(job, None, value, record)
     entries = _patched_entries(Path(stamp.outputs[0][0]), job, contents)
