@@ -56,6 +56,28 @@ def test_a_builders_tree_and_report_come_back(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["k", "k.json"]
 
 
+@pytest.mark.parametrize("same_file_system", [True, False])
+def test_a_tree_the_build_is_done_with_is_moved_in_or_copied_across_file_systems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, same_file_system: bool
+) -> None:
+    """A finished tree is moved into the cache (no second copy of a 100 MB tree on the way to
+    the zip); where it cannot be renamed (another file system), it is copied."""
+    if not same_file_system:
+
+        def across(source: object, destination: object) -> None:
+            raise OSError(18, "Invalid cross-device link")
+
+        monkeypatch.setattr(os, "rename", across)
+    cache = TreeCache(tmp_path / "cache")
+    tree = finished(tmp_path / "tree", {"six.py": b"six", "a/b.py": b"b"})
+    cache.put("k", tree, move=True)
+    assert tree.directory.exists() is not same_file_system
+    found = get(cache, "k")
+    assert found is not None
+    assert found.kept
+    assert files(found.directory) == {"six.py": "six", "a/b.py": "b"}
+
+
 def test_the_least_recently_used_entries_go_first(tmp_path: Path) -> None:
     cache = TreeCache(tmp_path / "cache", keep=2)
     tree = finished(tmp_path / "tree", {"x.py": b""})

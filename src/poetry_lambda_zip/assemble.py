@@ -66,14 +66,31 @@ class ProjectJob:
 class DependencyTree:
     """The dependencies' tree of ``job``, assembled once (by ``assemble``, e.g.
     ``dependencies_tree`` bound to its arguments) on first use and shared by every function
-    whose requirement set it is. A failure is kept and raised to each of them."""
+    whose requirement set it is. A failure is kept and raised to each of them. Once they are
+    all packaged, ``keep`` hands a tree assembled by this build to ``keeper`` (the tree cache,
+    which moves it there rather than copying it on the way to the zip)."""
 
-    def __init__(self, job: DependencyJob, assemble: Callable[[], Finished]) -> None:
+    def __init__(
+        self,
+        job: DependencyJob,
+        assemble: Callable[[], Finished],
+        keeper: Callable[[Finished], None] | None = None,
+    ) -> None:
         self.job = job
         self._assemble = assemble
+        self._keeper = keeper
         self._lock = threading.Lock()
         self._tree: Finished | None = None
         self._error: BaseException | None = None
+
+    def keep(self) -> None:
+        """The group is done with the tree: a tree assembled here (not one reused from the
+        cache) goes to the keeper. The tree is not to be used after this."""
+        with self._lock:
+            tree, self._tree = self._tree, None
+            self._error = self._error or BuildFailedError("The dependencies' tree was kept.")
+        if tree is not None and not tree.kept and self._keeper is not None:
+            self._keeper(tree)
 
     def get(self) -> Finished:
         with self._lock:
@@ -124,7 +141,8 @@ def dependencies_tree(
     workdir: Path,
     progress: Progress,
 ) -> Finished:
-    """Reused from ``cache`` (unless ``force``), or fetched, unpacked and finished."""
+    """Reused from ``cache`` (unless ``force``), or fetched, unpacked and finished (and kept
+    in the cache once the functions are packaged: ``DependencyTree.keep``)."""
     started = time.monotonic()
     directory = _subdirectory(workdir, "dependencies")
     reused = cache.get(job.key) if cache is not None and not force else None
@@ -136,13 +154,10 @@ def dependencies_tree(
         )
         return reused
     unpacked = _unpacked_wheels(job, fetcher, directory / "unpacked", progress)
-    finished = _finish(
+    return _finish(
         builder, unpacked, job.steps, workdir=directory, what="the dependencies",
         progress=progress,
     )  # fmt: skip
-    if cache is not None:
-        cache.put(job.key, finished)
-    return finished
 
 
 def _unpacked_wheels(

@@ -519,6 +519,8 @@ def _build_group(group: Sequence[_Member], context: _Context) -> list[Outcome]:
             if isinstance(e, BuildInterrupted):
                 raise
             outcomes.append(Outcome(member.function, error=e))
+    if dependencies is not None:
+        dependencies.keep()  # every function is packaged: the tree may move to the cache
     return outcomes
 
 
@@ -537,7 +539,8 @@ def _dependencies(
         cache=cache if request.cache else None,
         force=request.force, workdir=directory, progress=first.progress,
     )  # fmt: skip
-    return DependencyTree(job, assemble_once)
+    keeper = functools.partial(cache.put, job.key, move=True) if request.cache else None
+    return DependencyTree(job, assemble_once, keeper)
 
 
 def _shared_layers(group: Sequence[_Member]) -> dict[str, Path]:

@@ -94,10 +94,11 @@ class TreeCache:
             return None
         with contextlib.suppress(OSError):  # a read-only cache is still a cache
             os.utime(record)  # most recently used: kept longest
-        return Finished(tree, report, f"reused from {self.directory}")
+        return Finished(tree, report, f"reused from {self.directory}", kept=True)
 
-    def put(self, key: str, finished: Finished) -> None:
-        """Keep a finished tree. Best effort: a cache that cannot be written (read-only,
+    def put(self, key: str, finished: Finished, *, move: bool = False) -> None:
+        """Keep a finished tree (with ``move``, the tree itself where it can be renamed into
+        the cache, else a copy). Best effort: a cache that cannot be written (read-only,
         full) only costs the next build time."""
         tree, record = self._paths(key)
         partial = tree.with_name(partial_name(tree.name))
@@ -106,7 +107,8 @@ class TreeCache:
             remove_stale(self.directory, ".", ".part")  # what a killed build left
             # No record while the tree is replaced: a reader finds nothing, not a mismatch.
             record.unlink(missing_ok=True)
-            shutil.copytree(finished.directory, partial, symlinks=True)
+            if not (move and _renamed(finished.directory, partial)):
+                shutil.copytree(finished.directory, partial, symlinks=True)
             document = {
                 "sha256": tree_sha256(partial),
                 "bytes": sum(p.stat().st_size for p in partial.rglob("*") if p.is_file()),
@@ -196,3 +198,12 @@ def _write_atomically(destination: Path, write: Callable[[Path], None]) -> None:
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
     path.write_text(json.dumps(document, sort_keys=True), encoding="utf-8")
+
+
+def _renamed(source: Path, destination: Path) -> bool:
+    """Whether ``source`` could be renamed to ``destination`` (not across file systems)."""
+    try:
+        os.rename(source, destination)
+    except OSError:
+        return False
+    return True

@@ -204,6 +204,8 @@ class Finished:
     #: Finished here (``finish_here``): its bytecode by this machine's Python, in a fresh
     #: interpreter.
     here: bool = False
+    #: Taken from the tree cache, where it stays (``tree_cache``).
+    kept: bool = False
 
 
 class Progress(Protocol):
