@@ -215,6 +215,27 @@ def test_a_damaged_or_hostile_edit_record_is_ignored(
     assert not patched(Build(path, ARGS))
 
 
+def test_a_stamp_naming_another_zip_never_gets_it_written(
+    project: Callable[[str], Path], stamps_here: Path, tmp_path: Path
+) -> None:
+    """A stamp is read, not trusted: a zip it names that the command would not write (moved
+    elsewhere, its new state recorded; every other input reads as before) is not patched."""
+    path = project("pure-python")
+    built = first_build(path)
+    elsewhere = tmp_path / "elsewhere.zip"
+    shutil.move(built.zip_path, elsewhere)
+    before = elsewhere.read_bytes()
+    info = elsewhere.stat()
+    (stamp,) = stamps_here.glob("*.json")
+    document = json.loads(stamp.read_text())
+    state = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_mode, info.st_ino]
+    document["outputs"][0] = [str(elsewhere), document["outputs"][0][1], state]
+    stamp.write_text(json.dumps(document))
+    edit(path / "src" / "hello_pure" / "handler.py")
+    assert not patched(Build(path, ARGS))
+    assert elsewhere.read_bytes() == before
+
+
 def test_the_split_layout_patches_the_function_zip_and_leaves_the_layer(
     project: Callable[[str], Path], stamps_here: Path
 ) -> None:

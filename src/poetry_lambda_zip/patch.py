@@ -231,7 +231,7 @@ def patch_job(
     """The patch that brings ``request``'s zip up to date, if only its project's own files
     changed since ``stamp`` (and the zip is as that build left it); else None."""
     record = EditRecord.from_json(stamp.edit)
-    if record is None or not record.sources:
+    if record is None or not record.sources or not _asked_for(request, Path(stamp.outputs[0][0])):
         return None
     if outputs_now(Path(path) for path, _, _ in stamp.outputs) != stamp.outputs:
         return None
@@ -418,6 +418,14 @@ def _now(source: Source, changed: Sequence[Source]) -> Source:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _asked_for(request: BuildRequest, output: Path) -> bool:
+    """Whether ``output`` is where ``request`` writes its zip (a stamp is read, not trusted):
+    its -o, or else the project's dist/, where the default names lie."""
+    if request.output is not None:
+        return output == request.output
+    return output.parent == request.project_dir / "dist"
 
 
 def _safe(name: str) -> bool:
