@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -270,3 +273,26 @@ def test_progress_bars_only_for_a_person_at_a_terminal(
     error, output = io.fetch_error(), io.fetch_output()
     assert (bar in error) == drawn
     assert "4 wheels" in (error if as_json else output)
+
+
+def test_a_reader_that_stops_early_does_not_stop_the_build(
+    project: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """`poetry lambda-zip | head -1`: the lines after the first find the pipe closed; the build
+    goes on, writes its zip and exits 0 without an error about the pipe."""
+    path = project("pure-python")
+    command = [sys.executable, "-m", "poetry", "lambda-zip", "-C", str(path), "--runtime",
+               "python3.11", "--builder", "local"]  # fmt: skip
+    environment = {**os.environ, "POETRY_CACHE_DIR": str(tmp_path / "cache")}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment
+    )
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    process.stdout.close()  # what `head -1` does after its line
+    _, error = process.communicate(timeout=600)
+    assert process.returncode == 0, error.decode()
+    assert first.startswith(b"resolve")
+    assert len(list((path / "dist").glob("*.zip"))) == 1
+    assert b"pipe" not in error.lower()
+    assert b"Traceback" not in error

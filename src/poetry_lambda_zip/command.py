@@ -7,6 +7,7 @@ import difflib
 import json
 import os
 import re
+import sys
 import threading
 import traceback
 from pathlib import Path
@@ -99,17 +100,35 @@ class ConsoleProgress:
     def phase(self, name: str, seconds: float, detail: str) -> None:
         with self._lock:
             self._clear()
-        self._write(f"<info>{name:<8}</info> {seconds:7.2f}s  {_shown(detail)}")
+        self._line(f"<info>{name:<8}</info> {seconds:7.2f}s  {_shown(detail)}")
 
     def info(self, message: str) -> None:
-        self._write(_shown(message))
+        self._line(_shown(message))
+
+    def _line(self, text: str) -> None:
+        """A progress line; a reader that went away (``| head``) does not stop the build."""
+        try:
+            self._write(text)
+        except BrokenPipeError:
+            stdout_gone()
 
     def warning(self, message: str) -> None:
         self._io.write_error_line(f"<fg=yellow>Warning: {_shown(message)}</>")
 
     def installer_output(self, line: str) -> None:
         if self._io.is_verbose():
-            self._write(f"<fg=default>  | {_shown(line)}</>")
+            self._line(f"<fg=default>  | {_shown(line)}</>")
+
+
+def stdout_gone() -> None:
+    """Standard output's reader closed it (``poetry lambda-zip | head -1``): what is still to
+    be printed goes to /dev/null, as a pipeline's output after its reader stopped does, and
+    the build goes on to write its zip."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 class LambdaZipCommand(Command):
@@ -312,16 +331,24 @@ the command line wins. Example:
             elif functions:
                 self._write_json(outcomes_json(outcomes))
         for outcome in outcomes:
-            if outcome.error is not None:
-                self._show_error(outcome.error, outcome.function)
-            elif outcome.result is not None and not as_json:
-                result = outcome.result
-                self._show_archives(
-                    outcome.function, result.archives, result.written, dict(result.replaced)
-                )
-            elif outcome.shortcut and not as_json:
-                self._show_archives(outcome.function, outcome.shortcut, outcome.written, {})
+            try:
+                self._show_outcome(outcome, as_json)
+            except BrokenPipeError:  # `| head`: the rest of stdout is not read; errors still are
+                stdout_gone()
+                if outcome.error is not None:
+                    self._show_error(outcome.error, outcome.function)
         return max((o.error.exit_code for o in outcomes if o.error is not None), default=0)
+
+    def _show_outcome(self, outcome: Outcome, as_json: bool) -> None:
+        if outcome.error is not None:
+            self._show_error(outcome.error, outcome.function)
+        elif outcome.result is not None and not as_json:
+            result = outcome.result
+            self._show_archives(
+                outcome.function, result.archives, result.written, dict(result.replaced)
+            )
+        elif outcome.shortcut and not as_json:
+            self._show_archives(outcome.function, outcome.shortcut, outcome.written, {})
 
     def _show_error(self, error: LambdaZipError, function: str | None = None) -> None:
         """The one place errors are shown: what went wrong, the fix, a traceback with -vvv."""
