@@ -333,10 +333,8 @@ the command line wins. Example:
         for outcome in outcomes:
             try:
                 self._show_outcome(outcome, as_json)
-            except BrokenPipeError:  # `| head`: the rest of stdout is not read; errors still are
-                stdout_gone()
-                if outcome.error is not None:
-                    self._show_error(outcome.error, outcome.function)
+            except BrokenPipeError:  # `| head`: the rest of stdout is not read (errors go to
+                stdout_gone()  # stderr, which is not the pipe that closed)
         return max((o.error.exit_code for o in outcomes if o.error is not None), default=0)
 
     def _show_outcome(self, outcome: Outcome, as_json: bool) -> None:
