@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -16,6 +17,7 @@ from poetry_lambda_zip import archive as archive_module
 from poetry_lambda_zip.archive import DEFAULT_EPOCH
 from poetry_lambda_zip.archive import ArchiveStats
 from poetry_lambda_zip.archive import Entry
+from poetry_lambda_zip.archive import Shipped
 from poetry_lambda_zip.archive import entries_from_files
 from poetry_lambda_zip.archive import entries_from_tar
 from poetry_lambda_zip.archive import timestamp_from_environment
@@ -237,6 +239,117 @@ def test_unchanged_entries_reuse_the_replaced_zips_deflated_bytes(
     assert "big/text.py" in compressed
     assert len(compressed) < len(MIXED) // 2
     assert output.read_bytes() == fresh
+
+
+# ---- a wheel's deflated bytes, copied --------------------------------------------------------
+
+#: A wheel's writer: deflated at level 9, so its bytes differ from this writer's (level 6).
+WHEEL_LEVEL = 9
+WHEEL_MEMBERS = {
+    "pkg/text.py": b"value = 1\n" * 20_000,
+    "pkg/small.py": b"x = 1\n",
+    "pkg/big.bin": b"abc" * (3 << 20),  # over the size read whole: compared a chunk at a time
+    "pkg/stored.txt": b"stored, not deflated\n" * 100,
+}
+
+
+def a_wheel(path: Path) -> dict[str, Shipped]:
+    """A wheel of ``WHEEL_MEMBERS`` (one of them stored), and where it holds each."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=WHEEL_LEVEL) as wheel:
+        for name, data in WHEEL_MEMBERS.items():
+            stored = name.endswith("stored.txt")
+            wheel.writestr(name, data, zipfile.ZIP_STORED if stored else None)
+    with zipfile.ZipFile(path) as wheel:
+        return {
+            info.filename: Shipped(path, info.header_offset, info.compress_size, info.file_size)
+            for info in wheel.infolist()
+        }
+
+
+def wheel_bytes(path: Path, name: str) -> bytes:
+    """A member's data as the wheel stores it."""
+    with zipfile.ZipFile(path) as wheel:
+        info = wheel.getinfo(name)
+    data = path.read_bytes()
+    start = (
+        info.header_offset
+        + 30
+        + int.from_bytes(data[info.header_offset + 26 : info.header_offset + 28], "little")
+    )
+    start += int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little")
+    return data[start : start + info.compress_size]
+
+
+def from_wheel(name: str, data: bytes, shipped: dict[str, Shipped]) -> Entry:
+    return dataclasses.replace(entry(name, data), shipped=shipped[name])
+
+
+def test_a_file_as_its_wheel_shipped_it_gets_the_wheels_deflated_bytes(tmp_path: Path) -> None:
+    shipped = a_wheel(tmp_path / "demo.whl")
+    entries = [from_wheel(name, data, shipped) for name, data in WHEEL_MEMBERS.items()]
+    ours = write_zip_atomically(entries, tmp_path / "ours.zip", DEFAULT_EPOCH)
+    with zipfile.ZipFile(ours.path) as archive:
+        assert archive.testzip() is None
+        assert {i.filename: archive.read(i) for i in archive.infolist()} == WHEEL_MEMBERS
+        marked = {i.filename for i in archive.infolist() if i.extra}
+    assert marked == {"pkg/text.py", "pkg/small.py", "pkg/big.bin"}  # not the stored one
+    for name in marked:
+        assert wheel_bytes(ours.path, name) == wheel_bytes(tmp_path / "demo.whl", name)
+    # And the zip is as byte-reproducible as any: the same entries give the same bytes.
+    again = write_zip_atomically(entries[::-1], tmp_path / "again.zip", DEFAULT_EPOCH)
+    assert again.sha256 == ours.sha256
+
+
+def changed_file(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
+@pytest.mark.parametrize("name", ["pkg/text.py", "pkg/big.bin"])
+def test_a_file_changed_since_its_wheel_shipped_it_is_deflated_here(
+    tmp_path: Path, name: str
+) -> None:
+    shipped = a_wheel(tmp_path / "demo.whl")
+    edited = changed_file(WHEEL_MEMBERS[name])
+    entries = [from_wheel(name, edited, shipped)]
+    ours = write_zip_atomically(entries, tmp_path / "ours.zip", DEFAULT_EPOCH)
+    plain = [entry(name, edited)]
+    assert ours.path.read_bytes() == zipfile_reference(plain, tmp_path / "ref.zip", DEFAULT_EPOCH)
+
+
+def test_a_wheel_that_changed_since_it_was_unpacked_is_not_copied(tmp_path: Path) -> None:
+    wheel = tmp_path / "demo.whl"
+    shipped = a_wheel(wheel)
+    entries = [from_wheel(name, WHEEL_MEMBERS[name], shipped) for name in ("pkg/text.py",)]
+    # The same place in the wheel now holds another member's bytes (same sizes, valid deflate).
+    other = dict(WHEEL_MEMBERS)
+    other["pkg/text.py"] = changed_file(other["pkg/text.py"])
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED, compresslevel=WHEEL_LEVEL) as rewritten:
+        for name, data in other.items():
+            rewritten.writestr(name, data)
+    ours = write_zip_atomically(entries, tmp_path / "ours.zip", DEFAULT_EPOCH)
+    plain = [entry("pkg/text.py", WHEEL_MEMBERS["pkg/text.py"])]
+    assert ours.path.read_bytes() == zipfile_reference(plain, tmp_path / "ref.zip", DEFAULT_EPOCH)
+    wheel.unlink()  # a wheel that is gone: the same
+    gone = write_zip_atomically(entries, tmp_path / "gone.zip", DEFAULT_EPOCH)
+    assert gone.sha256 == ours.sha256
+
+
+def test_a_wheels_deflated_bytes_in_the_replaced_zip_are_not_reused_for_a_file_deflated_here(
+    tmp_path: Path,
+) -> None:
+    shipped = a_wheel(tmp_path / "demo.whl")
+    output = tmp_path / "out.zip"
+    names = ["pkg/text.py", "pkg/big.bin"]
+    write_zip_atomically(
+        [*MIXED, *(from_wheel(name, WHEEL_MEMBERS[name], shipped) for name in names)],
+        output,
+        DEFAULT_EPOCH,
+    )
+    # The same files, now not from a wheel (another source built them): the zip is the one
+    # from scratch, though the replaced one holds entries of those names, sizes and bytes.
+    plain = [*MIXED, *(entry(name, WHEEL_MEMBERS[name]) for name in names)]
+    write_zip_atomically(plain, output, DEFAULT_EPOCH)
+    assert output.read_bytes() == zipfile_reference(plain, tmp_path / "ref.zip", DEFAULT_EPOCH)
 
 
 def test_deflated_bytes_of_another_writer_are_not_reused(tmp_path: Path) -> None:

@@ -3,13 +3,22 @@ checked before it is reused, and a cache that cannot be written costs only time.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import shutil
 import subprocess
+import time
+import zipfile
 from typing import TYPE_CHECKING
+from typing import Any
 
 import pytest
 
+from poetry_lambda_zip import tree_cache as tree_cache_module
+from poetry_lambda_zip.archive import Known
+from poetry_lambda_zip.archive import Shipped
 from poetry_lambda_zip.builders import CompileReport
 from poetry_lambda_zip.builders import Finished
 from poetry_lambda_zip.builders import TreeReport
@@ -53,7 +62,7 @@ def test_a_builders_tree_and_report_come_back(tmp_path: Path) -> None:
     assert files(found.directory) == {"six.py": "six", "a/b.py": "b"}
     assert os.stat(found.directory / "six.py").st_mode & 0o777 == 0o755
     assert os.stat(found.directory / "a" / "b.py").st_mode & 0o777 == 0o644
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["k", "k.json"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["k", "k.json", "k.wheels"]
 
 
 @pytest.mark.parametrize("same_file_system", [True, False])
@@ -78,6 +87,110 @@ def test_a_tree_the_build_is_done_with_is_moved_in_or_copied_across_file_systems
     assert files(found.directory) == {"six.py": "six", "a/b.py": "b"}
 
 
+def with_wheel(tree: Finished, wheel: Path) -> Finished:
+    """``tree`` as unpacked from a wheel holding its files, deflated."""
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(p for p in tree.directory.rglob("*") if p.is_file()):
+            archive.write(path, path.relative_to(tree.directory).as_posix())
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {
+            info.filename: Shipped(wheel, info.header_offset, info.compress_size, info.file_size)
+            for info in archive.infolist()
+        }
+    return dataclasses.replace(tree, shipped=shipped)
+
+
+def test_the_wheels_a_tree_was_unpacked_from_are_kept_with_it(tmp_path: Path) -> None:
+    """The zip copies the wheels' deflated bytes: a kept tree keeps its wheels (linked where
+    they can be), and says where its files are in them, as a fresh unpack would."""
+    cache = TreeCache(tmp_path / "cache")
+    wheel = tmp_path / "downloads" / "six-1.0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    tree = with_wheel(finished(tmp_path / "tree", {"six.py": b"six" * 100, "a/b.py": b"b"}), wheel)
+    cache.put("k", tree, move=True)
+    kept_wheel = tmp_path / "cache" / "k.wheels" / "0.whl"
+    assert kept_wheel.stat().st_ino == wheel.stat().st_ino  # a link, not a copy
+    wheel.unlink()  # e.g. `poetry cache clear`: the kept tree does not need Poetry's copy
+    found = get(cache, "k")
+    assert found is not None
+    assert found.shipped == {
+        name: dataclasses.replace(member, wheel=kept_wheel)
+        for name, member in (tree.shipped or {}).items()
+    }
+
+
+def test_a_kept_wheel_that_changed_discards_its_tree(tmp_path: Path) -> None:
+    warnings: list[str] = []
+    cache = TreeCache(tmp_path / "cache").reporting_to(warnings.append)
+    wheel = tmp_path / "six-1.0-py3-none-any.whl"
+    cache.put("k", with_wheel(finished(tmp_path / "tree", {"six.py": b"six" * 100}), wheel))
+    kept_wheel = tmp_path / "cache" / "k.wheels" / "0.whl"
+    kept_wheel.unlink()  # the link, not Poetry's copy, is replaced
+    kept_wheel.write_bytes(b"not that wheel")
+    assert get(cache, "k") is None
+    (warning,) = warnings
+    assert "is damaged (it no longer matches the sha256 recorded with it)" in warning
+    assert list((tmp_path / "cache").iterdir()) == []
+    assert wheel.exists()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda record: record.pop("wheels"),  # an earlier version's: not used, not damaged
+        lambda record: record["shipped"].update({"six.py": [5, 0, 1, 1]}),  # no 5th wheel
+        lambda record: record["shipped"].update({"six.py": [0, -1, 1, 1]}),
+        lambda record: record["wheels"][0].__setitem__(0, "../../elsewhere.whl"),
+    ],
+)
+def test_a_record_that_does_not_say_where_its_files_are_is_not_used(
+    tmp_path: Path, edit: Callable[[dict[str, Any]], object]
+) -> None:
+    cache = TreeCache(tmp_path / "cache")
+    wheel = tmp_path / "six-1.0-py3-none-any.whl"
+    cache.put("k", with_wheel(finished(tmp_path / "tree", {"six.py": b"six" * 100}), wheel))
+    record = tmp_path / "cache" / "k.json"
+    document = json.loads(record.read_text())
+    edit(document)
+    record.write_text(json.dumps(document))
+    assert get(cache, "k") is None
+
+
+def test_a_file_hashed_while_unpacked_is_not_read_again_unless_it_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = finished(tmp_path / "tree", {"six.py": b"six" * 100, "a/b.py": b"b"})
+    hashed: list[str] = []
+    real = tree_cache_module.files_sha256
+
+    def counting(paths: list[Path]) -> list[str]:
+        hashed.extend(path.name for path in paths)
+        return real(paths)
+
+    monkeypatch.setattr(tree_cache_module, "files_sha256", counting)
+    six = tree.directory / "six.py"
+    known = {"six.py": Known.of(hashlib.sha256(six.read_bytes()).hexdigest(), six.stat())}
+    TreeCache(tmp_path / "cache").put("k", dataclasses.replace(tree, known=known), move=True)
+    assert hashed == ["b.py"]
+    hashed.clear()
+    found = get(TreeCache(tmp_path / "cache"), "k")  # a reuse checks every file
+    assert found is not None
+    assert sorted(hashed) == ["b.py", "six.py"]
+    assert found.known is not None
+    assert found.known["six.py"] == known["six.py"]  # moved, not changed
+    # Changed since it was hashed (same size): read again, and the record says so.
+    cache = TreeCache(tmp_path / "other")
+    tree = finished(tmp_path / "tree2", {"six.py": b"six" * 100})
+    six = tree.directory / "six.py"
+    known = {"six.py": Known.of(hashlib.sha256(six.read_bytes()).hexdigest(), six.stat())}
+    time.sleep(0.01)  # past the file system's clock tick
+    six.write_bytes(b"SIX" * 100)
+    hashed.clear()
+    cache.put("k", dataclasses.replace(tree, known=known))
+    assert hashed == ["six.py"]
+    assert get(cache, "k") is not None
+
+
 def test_the_least_recently_used_entries_go_first(tmp_path: Path) -> None:
     cache = TreeCache(tmp_path / "cache", keep=2)
     tree = finished(tmp_path / "tree", {"x.py": b""})
@@ -90,7 +203,9 @@ def test_the_least_recently_used_entries_go_first(tmp_path: Path) -> None:
     assert get(cache, "b") is None
     assert get(cache, "a") is not None
     assert get(cache, "c") is not None
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["a", "a.json", "c", "c.json"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        "a", "a.json", "a.wheels", "c", "c.json", "c.wheels"
+    ]  # fmt: skip
 
 
 def test_a_cache_that_cannot_be_written_costs_only_time_and_one_warning(tmp_path: Path) -> None:
@@ -182,7 +297,7 @@ def test_a_damaged_kept_tree_is_rebuilt_and_the_zip_is_the_same(
     path = project("pure-python")
     first = local_build(path, "first.zip")
     assert first.status == 0, first.error
-    (kept,) = (path for path in tree_cache.iterdir() if path.is_dir())
+    (kept,) = (p for p in tree_cache.iterdir() if p.is_dir() and p.suffix != ".wheels")
     damage(kept)
 
     second = local_build(path, "second.zip")

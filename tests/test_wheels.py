@@ -16,6 +16,7 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from poetry_lambda_zip import pipeline
+from poetry_lambda_zip import wheels as wheels_module
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
 from poetry_lambda_zip.archive import entries_from_files
 from poetry_lambda_zip.contents import normalize_installed
@@ -154,6 +155,89 @@ def test_a_wheel_installs_where_pip_install_target_puts_its_files(tmp_path: Path
     entries = entries_from_files(target, sorted(p for p in target.rglob("*") if p.is_file()))
     (written_record,) = [e for e in entries if e.name == "demo-1.0.dist-info/RECORD"]
     assert sorted(record_paths(written_record)) == tree(target)
+
+
+# --- several wheels at once: the tree one after another gives ---------------------------------
+
+
+def many_wheels(directory: Path) -> list[PinnedWheel]:
+    """Wheels of every kind of overlap: a namespace package two of them share, a .data
+    directory whose scheme lands on another's top-level name, and wheels apart."""
+    init = b"__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n"
+    spec = [
+        ("big", "1.0", {f"big/m{n}.py": f"n = {n}\n".encode() * 500 for n in range(60)}),
+        ("ns-alpha", "1.0", {"ns/__init__.py": init, "ns/a.py": b"a = 1\n"}),
+        ("other", "2.0", {"other/__init__.py": b"", "other/data.bin": bytes(range(256)) * 64}),
+        ("ns-beta", "1.0", {"ns/__init__.py": init, "ns/b.py": b"b = 1\n"}),
+        ("tool", "1.0", {"tool-1.0.data/scripts/tool": b"#!python\nprint(1)\n", "tool.py": b""}),
+        ("bins", "1.0", {"bin/helper": b"helper\n", "bins.py": b""}),
+    ]
+    return [
+        pinned(make_wheel(directory, name, version, files), name, version)
+        for name, version, files in spec
+    ]
+
+
+def installed(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {name: ((root / name).read_bytes(), (root / name).stat().st_mode) for name in tree(root)}
+
+
+def test_wheels_unpacked_at_once_give_the_tree_one_after_another_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheels = many_wheels(tmp_path / "wheels")
+    # Only the wheels that share a top-level name are chained: ns (alpha, beta), bin (tool's
+    # script, bins' file); the others each go alone, largest first.
+    chains = wheels_module._chains(
+        wheels, [wheels_module._listing(wheel) for wheel in wheels], "3.11"
+    )
+    assert sorted(chains) == [[0], [1, 3], [2], [4, 5]]
+    assert chains[0] == [0]  # the largest first
+    at_once, known = install_wheels(wheels, tmp_path / "at-once", "3.11")
+    monkeypatch.setattr(wheels_module.os, "cpu_count", lambda: 1)
+    in_order, _ = install_wheels(wheels, tmp_path / "in-order", "3.11")
+    assert installed(tmp_path / "at-once") == installed(tmp_path / "in-order")
+    assert at_once == in_order
+    # Every file's sha256, as checked while it was unpacked: nothing hashes it again.
+    assert {name: k.sha256 for name, k in known.items()} == {
+        name: hashlib.sha256((tmp_path / "at-once" / name).read_bytes()).hexdigest()
+        for name in tree(tmp_path / "at-once")
+    }
+    # Where each file is in its wheel: the shared __init__.py in the first wheel to ship it.
+    assert at_once["ns/__init__.py"].wheel == wheels[1].path
+    for name, member in at_once.items():
+        with zipfile.ZipFile(member.wheel) as wheel:
+            (info,) = [i for i in wheel.infolist() if i.header_offset == member.header_offset]
+            assert wheel.read(info) == (tmp_path / "at-once" / name).read_bytes()
+    # Every file but the RECORDs (rewritten) and the script (its shebang) is as shipped.
+    assert {n for n in tree(tmp_path / "at-once") if n not in at_once} == {
+        "bin/tool",
+        *(f"{w.name.replace('-', '_')}-{w.version}.dist-info/RECORD" for w in wheels),
+    }
+
+
+def broken(directory: Path, name: str, files: dict[str, bytes], bad: str) -> PinnedWheel:
+    """A wheel whose ``bad`` member does not match RECORD."""
+    members = members_of(name, "1.0", files)
+    members[bad] += b"# tampered\n"
+    return pinned(write_wheel(directory, name, "1.0", members), name, "1.0")
+
+
+def test_the_first_wheel_that_fails_is_refused_whichever_fails_first(tmp_path: Path) -> None:
+    """Wheels unpacked at once fail as one after another would: the first one's error, though
+    a later one (small, broken at its first file) fails sooner."""
+    files = {f"alpha/m{n:03}.py": b"x = 1\n" * 2000 for n in range(200)}
+    first = broken(tmp_path / "a", "alpha", files, bad="alpha/m199.py")
+    second = broken(tmp_path / "b", "beta", {"beta/__init__.py": b""}, bad="beta/__init__.py")
+    chains = wheels_module._chains(
+        [first, second], [wheels_module._listing(w) for w in (first, second)], "3.11"
+    )
+    assert chains == [[0], [1]]  # apart: unpacked at once
+    for attempt in range(3):
+        with pytest.raises(BuildFailedError) as caught:
+            install_wheels([first, second], tmp_path / f"target-{attempt}", "3.11")
+        assert "alpha-1.0-py3-none-any.whl" in caught.value.message
+        assert "alpha/m199.py" in caught.value.message
 
 
 # --- a malformed wheel or one that is not what the lock pins: exit 5, nothing shipped --------

@@ -23,6 +23,7 @@ from pathlib import Path
 from pathlib import PurePosixPath
 from typing import IO
 from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import OutputError
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from collections.abc import Iterable
     from collections.abc import Iterator
+    from collections.abc import Mapping
     from collections.abc import Sequence
 
 __all__ = [
@@ -41,10 +43,16 @@ __all__ = [
     "UNZIPPED_LIMIT",
     "ArchiveStats",
     "Entry",
+    "Known",
+    "Shipped",
+    "entries_below",
     "entries_from_files",
     "entries_from_tar",
     "existing_stats",
     "file_sha256",
+    "files_below",
+    "files_sha256",
+    "identity_of",
     "refuse_directory",
     "remove_stale_temporaries",
     "timestamp_from_environment",
@@ -61,6 +69,43 @@ _EXECUTABLE_MODE = 0o755
 _UNIX = 3
 #: A distribution's metadata at the zip root, or below a layer's python/.
 _METADATA = re.compile(r"^(python/)?[^/]+\.dist-info/METADATA$")
+#: The extra field (an ID of no registered format, no data) of an entry whose deflated bytes
+#: are the wheel's that shipped the file, not this zlib's: a later build reuses only its own.
+_FROM_WHEEL = struct.pack("<HH", 0x6C77, 0)
+#: The signature a zip member's local header starts with.
+_LOCAL_HEADER = b"PK\x03\x04"
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """Where the wheel that shipped a file holds it deflated: the member's local header and
+    sizes, as the wheel's directory gave them when it was unpacked (``install_wheels``)."""
+
+    wheel: Path
+    header_offset: int
+    compressed: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Known:
+    """A file's sha256 as this build hashed it (unpacking it, or checking a kept tree), valid
+    while the file is what it was then: the same inode, size, mtime and ctime."""
+
+    sha256: str
+    identity: tuple[int, int, int, int]
+
+    @classmethod
+    def of(cls, sha256: str, info: os.stat_result) -> Known:
+        return cls(sha256, identity_of(info))
+
+    def sha256_if_same(self, info: os.stat_result) -> str | None:
+        return self.sha256 if identity_of(info) == self.identity else None
+
+
+def identity_of(info: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes whenever a file's bytes do (a rename of its directory does not)."""
+    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 @dataclass(frozen=True)
@@ -74,6 +119,11 @@ class Entry:
     #: The entry of this name in the zip an output replaces, unchanged (``patch``): its
     #: deflated bytes and CRC there are copied as they are.
     verbatim: bool = False
+    #: The wheel member this file was unpacked from: its deflated bytes are copied into the
+    #: zip when they inflate to exactly the file's bytes (else the file is deflated here).
+    shipped: Shipped | None = None
+    #: The hex sha256 of the entry's bytes, where this build knows it already (``Known``).
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,20 +174,66 @@ def entries_from_tar(archive: tarfile.TarFile, prefix: str) -> list[Entry]:
     return entries
 
 
-def entries_from_files(root: Path, files: Iterable[Path]) -> list[Entry]:
-    """Project files (already checked to lie inside ``root``), named relative to it."""
-    entries = []
-    for path in files:
-        info = path.stat()
-        entries.append(
-            Entry(
-                name=path.relative_to(root).as_posix(),
-                size=info.st_size,
-                executable=bool(info.st_mode & stat.S_IXUSR),
-                open=functools.partial(_open_binary, path),
-            )
-        )
-    return entries
+def entries_from_files(
+    root: Path,
+    files: Iterable[Path],
+    shipped: Mapping[str, Shipped] | None = None,
+    known: Mapping[str, Known] | None = None,
+) -> list[Entry]:
+    """Files (already checked to lie inside ``root``), named relative to it; ``shipped``:
+    the wheel member each name was unpacked from, where it was; ``known``: each name's
+    sha256, where it was hashed already."""
+    return [_file_entry(root, path, path.stat(), shipped, known) for path in files]
+
+
+def entries_below(
+    root: Path,
+    shipped: Mapping[str, Shipped] | None = None,
+    known: Mapping[str, Known] | None = None,
+) -> list[Entry]:
+    """Every file below ``root`` (``files_below``), as ``entries_from_files`` makes them."""
+    return [_file_entry(root, path, info, shipped, known) for path, info in files_below(root)]
+
+
+def files_below(root: Path, *, links: bool = True) -> list[tuple[Path, os.stat_result]]:
+    """The regular files below ``root`` with their ``stat``, sorted as their paths sort. A link
+    to a directory is not entered; with ``links``, a link to a file counts as that file and any
+    other link or special file is left out; without, either raises OSError."""
+    found: list[tuple[tuple[str, ...], Path, os.stat_result]] = []
+    pending: list[tuple[tuple[str, ...], Path]] = [((), root)]
+    while pending:
+        parts, directory = pending.pop()
+        with os.scandir(directory) as listing:
+            for item in listing:
+                path = directory / item.name
+                if item.is_dir(follow_symlinks=False):
+                    pending.append(((*parts, item.name), path))
+                elif item.is_file(follow_symlinks=links):
+                    found.append(((*parts, item.name), path, item.stat(follow_symlinks=links)))
+                elif not links:
+                    raise OSError(f"{path} is not a regular file")
+    found.sort(key=lambda item: item[0])
+    return [(path, info) for _, path, info in found]
+
+
+def _file_entry(
+    root: Path,
+    path: Path,
+    info: os.stat_result,
+    shipped: Mapping[str, Shipped] | None,
+    known: Mapping[str, Known] | None,
+) -> Entry:
+    name = path.relative_to(root).as_posix()
+    member = shipped.get(name) if shipped else None
+    digest = known.get(name) if known else None
+    return Entry(
+        name=name,
+        size=info.st_size,
+        executable=bool(info.st_mode & stat.S_IXUSR),
+        open=functools.partial(_open_binary, path),
+        shipped=member if member is not None and member.size == info.st_size else None,
+        sha256=digest.sha256_if_same(info) if digest is not None else None,
+    )
 
 
 def refuse_directory(output: Path) -> None:
@@ -295,22 +391,24 @@ def _write_zip(
     previous: Path | None = None,
     count: Callable[[int], None] | None = None,
 ) -> int:
-    """Write the zip: entries deflated in parallel (zlib releases the GIL), or their deflated
-    bytes taken from ``previous`` (the zip this one replaces) where an entry did not change.
-    The bytes are what ``zipfile`` writes itself (a test holds the two to that)."""
+    """Write the zip: each entry's deflated bytes copied from the wheel that shipped it where
+    they inflate to exactly its bytes, else taken from ``previous`` (the zip this one
+    replaces) where the entry did not change, else deflated here, several in parallel (zlib
+    releases the GIL). The bytes deflated here are what ``zipfile`` writes itself (a test holds
+    the two to that)."""
     date_time = time.gmtime(timestamp)[:6]
     unzipped = 0
     reuse = _Previous.open(previous)
     try:
         with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.comment = comment
-            for entry, crc, deflated in _deflated(entries, reuse):
+            for entry, deflated in _deflated(entries, reuse):
                 info = zipfile.ZipInfo(entry.name, date_time=date_time)
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.create_system = _UNIX
                 mode = _EXECUTABLE_MODE if entry.executable else _FILE_MODE
                 info.external_attr = (stat.S_IFREG | mode) << 16
-                _add_deflated(archive, handle, info, size=entry.size, crc=crc, deflated=deflated)
+                _add_deflated(archive, handle, info, size=entry.size, deflated=deflated)
                 unzipped += entry.size
                 if count is not None:
                     count(unzipped)
@@ -320,19 +418,28 @@ def _write_zip(
     return unzipped
 
 
+class _Deflated(NamedTuple):
+    """An entry's CRC and deflated bytes, and whether those are the wheel's that shipped it."""
+
+    crc: int
+    data: bytes
+    from_wheel: bool = False
+
+
 def _add_deflated(
-    archive: zipfile.ZipFile, handle: IO[bytes], info: zipfile.ZipInfo, *, size: int, crc: int,
-    deflated: bytes,
+    archive: zipfile.ZipFile, handle: IO[bytes], info: zipfile.ZipInfo, *, size: int,
+    deflated: _Deflated,
 ) -> None:  # fmt: skip
     """Add an entry whose data is already deflated, as ``ZipFile.open(info, "w")`` writes it
     to a seekable file: the local header with the final sizes and CRC, then the data."""
     info.flag_bits = 0
     info.file_size = size
-    info.compress_size = len(deflated)
-    info.CRC = crc
+    info.compress_size = len(deflated.data)
+    info.CRC = deflated.crc
+    info.extra = _FROM_WHEEL if deflated.from_wheel else b""
     info.header_offset = handle.tell()
     handle.write(info.FileHeader(zip64=size * 1.05 > zipfile.ZIP64_LIMIT))
-    handle.write(deflated)
+    handle.write(deflated.data)
     archive.filelist.append(info)
     archive.NameToInfo[info.filename] = info
     archive.start_dir = handle.tell()
@@ -347,23 +454,23 @@ _AHEAD = 1024
 
 def _deflated(
     entries: list[Entry], previous: _Previous | None
-) -> Iterator[tuple[Entry, int, bytes]]:
-    """Each entry with its CRC and deflated bytes, in order; several deflated at once."""
+) -> Iterator[tuple[Entry, _Deflated]]:
+    """Each entry with its deflated bytes, in order; several made at once."""
     waiting = _Waiting()
 
-    def deflate(entry: Entry) -> tuple[int, bytes]:
-        crc, deflated = _deflate(entry, previous)
-        waiting.add(len(deflated))
-        return crc, deflated
+    def deflate(entry: Entry) -> _Deflated:
+        deflated = _deflate(entry, previous)
+        waiting.add(len(deflated.data))
+        return deflated
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        pending: deque[tuple[Entry, Future[tuple[int, bytes]]]] = deque()
+        pending: deque[tuple[Entry, Future[_Deflated]]] = deque()
         for entry in entries:
             copied = previous.verbatim(entry) if entry.verbatim and previous else None
             if copied is not None:  # a copy needs no worker (a patch copies most entries)
-                done: Future[tuple[int, bytes]] = Future()
+                done: Future[_Deflated] = Future()
                 done.set_result(copied)
-                waiting.add(len(copied[1]))
+                waiting.add(len(copied.data))
                 pending.append((entry, done))
             else:
                 pending.append((entry, pool.submit(deflate, entry)))
@@ -387,13 +494,11 @@ class _Waiting:
             self.bytes += size
 
 
-def _written(
-    head: tuple[Entry, Future[tuple[int, bytes]]], waiting: _Waiting
-) -> tuple[Entry, int, bytes]:
+def _written(head: tuple[Entry, Future[_Deflated]], waiting: _Waiting) -> tuple[Entry, _Deflated]:
     entry, future = head
-    crc, deflated = future.result()
-    waiting.add(-len(deflated))
-    return entry, crc, deflated
+    deflated = future.result()
+    waiting.add(-len(deflated.data))
+    return entry, deflated
 
 
 #: How much of a file is read at a time.
@@ -405,24 +510,95 @@ _CHUNK = 1 << 20
 _WHOLE = 8 << 20
 
 
-def _deflate(entry: Entry, previous: _Previous | None) -> tuple[int, bytes]:
-    """The entry's CRC and deflated bytes: reused from ``previous`` where they are the same
-    entry's, else deflated here, a chunk at a time (memory: the deflated bytes)."""
+def _deflate(entry: Entry, previous: _Previous | None) -> _Deflated:
+    """The entry's CRC and deflated bytes: the wheel's that shipped it where they inflate to
+    exactly its bytes, else reused from ``previous`` where they are the same entry's, else
+    deflated here, a chunk at a time (memory: the deflated bytes)."""
+    data = _read_whole(entry) if entry.size <= _WHOLE else None
+    if entry.shipped is not None:
+        copied = _from_wheel(entry, entry.shipped, data)
+        if copied is not None:
+            return copied
     if previous is None:
-        return _compress_file(entry)
-    if entry.size <= _WHOLE:
-        data = _read_whole(entry)
+        return _Deflated(*_compress_file(entry, data))
+    if data is not None:
         crc = zlib.crc32(data)
         reused = previous.deflated(entry, crc, data)
-        return (crc, reused) if reused is not None else _compress_file(entry, data)
+        return (
+            _Deflated(crc, reused)
+            if reused is not None
+            else _Deflated(*_compress_file(entry, data))
+        )
     crc = _crc(entry)
     reused = previous.deflated(entry, crc)
     if reused is not None:
-        return crc, reused
+        return _Deflated(crc, reused)
     again, deflated = _compress_file(entry)
     if again != crc:
         raise OutputError(f"{entry.name} changed while it was packaged.")
-    return crc, deflated
+    return _Deflated(crc, deflated)
+
+
+def _from_wheel(entry: Entry, shipped: Shipped, data: bytes | None) -> _Deflated | None:
+    """The deflated bytes of the wheel member ``shipped`` names, if they inflate to exactly
+    the entry's bytes (``data`` when the caller read them) and to nothing more: the wheel is
+    read again, not trusted (it may have changed since it was unpacked, or the file since)."""
+    deflated = _member_bytes(shipped)
+    if deflated is None:
+        return None
+    inflater = zlib.decompressobj(-15)
+    try:
+        if data is not None:
+            # At most one byte more than the entry holds: a bomb inflates no further.
+            same = inflater.decompress(deflated, entry.size + 1) == data
+            crc = zlib.crc32(data)
+        else:
+            same, crc = _inflates_to(entry, inflater, deflated)
+    except zlib.error:
+        return None
+    if not (same and inflater.eof and not inflater.unused_data and not inflater.unconsumed_tail):
+        return None
+    return _Deflated(crc, deflated, from_wheel=True)
+
+
+def _member_bytes(shipped: Shipped) -> bytes | None:
+    """A wheel member's data as stored, if it is deflated (not stored, not encrypted)."""
+    try:
+        descriptor = os.open(shipped.wheel, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        header = os.pread(descriptor, 30, shipped.header_offset)
+        if len(header) != 30 or header[:4] != _LOCAL_HEADER:
+            return None
+        flags, method = struct.unpack("<HH", header[6:10])
+        if method != zipfile.ZIP_DEFLATED or flags & 0x1:
+            return None
+        name_length, extra_length = struct.unpack("<HH", header[26:30])
+        start = shipped.header_offset + 30 + name_length + extra_length
+        deflated = os.pread(descriptor, shipped.compressed, start)
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
+    return deflated if len(deflated) == shipped.compressed else None
+
+
+def _inflates_to(entry: Entry, inflater: zlib._Decompress, deflated: bytes) -> tuple[bool, int]:
+    """Whether ``deflated`` inflates to the entry's bytes (compared a chunk at a time), and
+    their CRC."""
+    crc, size, rest = 0, 0, deflated
+    with entry.open() as source:
+        while not inflater.eof:
+            piece = inflater.decompress(rest, _CHUNK)
+            rest = inflater.unconsumed_tail
+            if not piece:
+                break  # the input ran out before the stream's end
+            size += len(piece)
+            if size > entry.size or source.read(len(piece)) != piece:
+                return False, 0
+            crc = zlib.crc32(piece, crc)
+        return size == entry.size and not source.read(1), crc
 
 
 def _read_whole(entry: Entry) -> bytes:
@@ -505,15 +681,17 @@ class _Previous:
         os.close(self._descriptor)
         self._archive.close()
 
-    def verbatim(self, entry: Entry) -> tuple[int, bytes] | None:
-        """The CRC and deflated bytes of the entry of ``entry``'s name, as stored. Not
-        inflated again: the caller vouches for this zip (``patch``: its stamp saw it as this
-        plugin wrote it, as the no-op shortcut does)."""
+    def verbatim(self, entry: Entry) -> _Deflated | None:
+        """The CRC and deflated bytes of the entry of ``entry``'s name, as stored (and
+        whether a wheel deflated them). Not inflated again: the caller vouches for this zip
+        (``patch``: its stamp saw it as this plugin wrote it, as the no-op shortcut does)."""
         info = self._infos.get(entry.name)
         if info is None or info.file_size != entry.size:
             return None
         deflated = self._raw(info)
-        return None if deflated is None else (info.CRC, deflated)
+        if deflated is None:
+            return None
+        return _Deflated(info.CRC, deflated, from_wheel=info.extra == _FROM_WHEEL)
 
     def _raw(self, info: zipfile.ZipInfo) -> bytes | None:
         """An entry's deflated bytes as stored (None: not deflated, encrypted, or unreadable)."""
@@ -534,6 +712,8 @@ class _Previous:
         info = self._infos.get(entry.name)
         if info is None or info.file_size != entry.size or crc != info.CRC:
             return None
+        if info.extra == _FROM_WHEEL:
+            return None  # a wheel's deflated bytes: this build deflates such an entry itself
         deflated = self._raw(info)
         if deflated is None:
             return None
@@ -609,6 +789,15 @@ def _tar_entry(archive: tarfile.TarFile, member: tarfile.TarInfo, name: str) -> 
 
 def _open_binary(path: Path) -> IO[bytes]:
     return path.open("rb")
+
+
+def files_sha256(paths: Sequence[Path]) -> list[str]:
+    """``file_sha256`` of each path, in order, several at once (hashlib and reads release the
+    GIL): a tree of 100 MB is read at the disk's pace, not one core's."""
+    if len(paths) < 2:
+        return [file_sha256(path) for path in paths]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(file_sha256, paths))
 
 
 def file_sha256(path: Path) -> str:

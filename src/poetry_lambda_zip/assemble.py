@@ -12,6 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path  # noqa: TC003 - dataclass field types are evaluated at runtime
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from poetry_lambda_zip.builders import finish_here
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import LambdaZipError
 from poetry_lambda_zip.wheels import PinnedWheel
+from poetry_lambda_zip.wheels import Unpacked
 from poetry_lambda_zip.wheels import add_project_files
 from poetry_lambda_zip.wheels import install_wheels
 
@@ -153,26 +155,29 @@ def dependencies_tree(
             f"dependencies unchanged: reused from an earlier build ({cache.directory})",
         )
         return reused
-    unpacked = _unpacked_wheels(job, fetcher, directory / "unpacked", progress)
-    return _finish(
+    unpacked = directory / "unpacked"
+    learned = _unpacked_wheels(job, fetcher, unpacked, progress)
+    finished = _finish(
         builder, unpacked, job.steps, workdir=directory, what="the dependencies",
         progress=progress,
     )  # fmt: skip
+    return replace(finished, shipped=learned.shipped, known=learned.known)
 
 
 def _unpacked_wheels(
     job: DependencyJob, fetcher: Fetcher, unpacked: Path, progress: Progress
-) -> Path:
+) -> Unpacked:
     """Fetch the wheels (in parallel, from the download cache when it has them) and unpack
     them into ``unpacked``: each file checked against the requirement it was fetched for, all
-    of them against Lambda's size limit before any is unpacked."""
+    of them against Lambda's size limit before any is unpacked. Returns what unpacking
+    learned of the files (``install_wheels``)."""
     wheels = [r for r in job.requirements if r.artifact.kind == "wheel"]
     files = fetcher.fetch_all(wheels, progress)
     started = time.monotonic()
     if len(files) != len(wheels):
         raise BuildFailedError(f"Fetched {len(files)} files for {len(wheels)} wheels.")
     pinned = [PinnedWheel.of_requirement(r, path) for r, path in zip(wheels, files)]
-    install_wheels(pinned, unpacked, job.steps.target.python_version_text)
+    learned = install_wheels(pinned, unpacked, job.steps.target.python_version_text)
     unpacked.mkdir(exist_ok=True)
     if files:
         progress.phase(
@@ -180,7 +185,7 @@ def _unpacked_wheels(
             time.monotonic() - started,
             f"{len(files)} wheels for {job.steps.target.runtime}",
         )
-    return unpacked
+    return learned
 
 
 def _project_tree(builder: Builder, job: ProjectJob, workdir: Path, progress: Progress) -> Finished:

@@ -11,8 +11,10 @@ import fnmatch
 import functools
 import hashlib
 import io
+import os
 import posixpath
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -159,18 +161,22 @@ def normalize_installed(entries: Sequence[Entry]) -> list[Entry]:
         records[name] = listed
     normalized = [entry for entry in entries if entry.name not in drop]
     present = {entry.name: entry for entry in normalized}
+    wanted = sorted(
+        {path for name, listed in records.items() for path in listed if path in present}
+        - records.keys()
+    )
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # hashlib drops the GIL
+        row_of = dict(zip(wanted, pool.map(_record_row, (present[path] for path in wanted))))
     for record_name, listed in records.items():
-        rows = [
-            _record_row(present[path])
-            for path in sorted(set(listed))
-            if path in present and path != record_name
-        ]
+        rows = [row_of[path] for path in sorted(set(listed)) if path in row_of]
         content = _record_text([*rows, (record_name, "", "")]).encode()
         present[record_name] = replace(
             present[record_name],
             size=len(content),
             open=functools.partial(io.BytesIO, content),
             verbatim=False,
+            shipped=None,  # not the wheel's RECORD any more
+            sha256=None,
         )
     return [present[entry.name] for entry in normalized]
 
@@ -189,11 +195,15 @@ def _launchers(entry_points: Entry) -> list[str]:
 
 
 def _record_row(entry: Entry) -> tuple[str, str, str]:
-    digest = hashlib.sha256()
-    with entry.open() as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    encoded = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+    if entry.sha256 is not None:  # hashed already, while unpacked or checked
+        raw = bytes.fromhex(entry.sha256)
+    else:
+        digest = hashlib.sha256()
+        with entry.open() as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        raw = digest.digest()
+    encoded = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
     return entry.name, f"sha256={encoded}", str(entry.size)
 
 

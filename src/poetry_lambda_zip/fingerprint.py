@@ -59,6 +59,9 @@ COMMENT_LENGTH = len(COMMENT_PREFIX) + 64 + len(" by ") + 31
 #: Bytes read from a file's end to find the comment.
 _TAIL = 128
 _WHEEL_RECORD = re.compile(r"^[^/]+\.dist-info/RECORD$")
+#: How a kept tree and the zips made from it are laid out, beyond the files: 2 = the fetched
+#: wheels' deflated bytes are copied into the zip (``archive.Shipped``), and kept with the tree.
+_FORMAT = 2
 
 
 def tree_key(requirements: Sequence[Requirement], steps: Steps, builder_identity: str) -> str:
@@ -67,6 +70,7 @@ def tree_key(requirements: Sequence[Requirement], steps: Steps, builder_identity
     project's wheel and include files are not part of it, nor are zip options (applied later)."""
     document = {
         "plugin": __version__,
+        "format": _FORMAT,
         "steps": steps_digest(),
         "builder": builder_identity,
         "target": [steps.target.runtime, steps.target.arch],

@@ -22,7 +22,7 @@ from typing import Any
 
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
 from poetry_lambda_zip.archive import ArchiveStats
-from poetry_lambda_zip.archive import entries_from_files
+from poetry_lambda_zip.archive import entries_below
 from poetry_lambda_zip.archive import existing_stats
 from poetry_lambda_zip.archive import file_sha256
 from poetry_lambda_zip.archive import remove_stale_temporaries
@@ -85,7 +85,6 @@ if TYPE_CHECKING:
 
     from poetry.poetry import Poetry
 
-    from poetry_lambda_zip.archive import Entry
     from poetry_lambda_zip.builders import Builder
     from poetry_lambda_zip.builders import Finished
     from poetry_lambda_zip.builders import Progress
@@ -732,7 +731,9 @@ def _package(
     fingerprint changed written atomically. Returns every output's stats, the outputs
     written, and the unzipped size of each distribution."""
     started = time.monotonic()
-    entries = normalize_installed(merge_entries([_entries(tree.directory) for tree in trees]))
+    entries = normalize_installed(
+        merge_entries([entries_below(tree.directory, tree.shipped, tree.known) for tree in trees])
+    )
     entries, exclude_warnings = apply_excludes(entries, decided.request.exclude)
     for warning in exclude_warnings:
         progress.warning(warning)
@@ -763,12 +764,6 @@ def _package(
     progress.phase("package", time.monotonic() - started, f"{files} files")
     by_path = {**kept, **{stats.path: stats for stats in written}}
     return tuple(by_path[path] for path in outputs), tuple(s.path for s in written), sizes
-
-
-def _entries(directory: Path) -> list[Entry]:
-    return entries_from_files(
-        directory, sorted(path for path in directory.rglob("*") if path.is_file())
-    )
 
 
 def _verify(outcome: Outcome, members: Sequence[_Member]) -> Outcome:

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["Stamp", "Stamps", "cache_directory", "outputs_now"]
 
 #: Raised when a stamp's format changes: older stamps are then never a match.
-_FORMAT = 2
+_FORMAT = 3
 #: Directories no build reads: version control, virtual environments, tool caches and the
 #: output of deployment tools (which may unpack the zip next to the project).
 _PRUNED = frozenset(

@@ -10,14 +10,18 @@ import hashlib
 import os
 import posixpath
 import shutil
+import threading
 import warnings
 import zipfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 from typing import BinaryIO
+from typing import NamedTuple
 from typing import cast
 
 import installer
@@ -35,6 +39,8 @@ from packaging.version import InvalidVersion
 from packaging.version import Version
 
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
+from poetry_lambda_zip.archive import Known
+from poetry_lambda_zip.archive import Shipped
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import LambdaZipError
@@ -55,7 +61,7 @@ if TYPE_CHECKING:
 
     from poetry_lambda_zip.resolve import Requirement
 
-__all__ = ["PinnedWheel", "add_project_files", "install_wheels"]
+__all__ = ["PinnedWheel", "Unpacked", "add_project_files", "install_wheels"]
 
 #: Where ``pip install --target`` puts each scheme of a wheel, below the target;
 #: ``{python}`` is the runtime's X.Y, ``{name}`` the distribution's canonical name.
@@ -103,31 +109,150 @@ class PinnedWheel:
         return f"{self.name} {self.version} ({self.path.name})"
 
 
-def install_wheels(wheels: Sequence[PinnedWheel], target: Path, python_version: str) -> None:
+class Unpacked(NamedTuple):
+    """What unpacking learned of the tree's files, by path in it: where a fetched wheel holds
+    each one deflated, and each one's sha256."""
+
+    shipped: dict[str, Shipped]
+    known: dict[str, Known]
+
+
+def install_wheels(wheels: Sequence[PinnedWheel], target: Path, python_version: str) -> Unpacked:
     """Install wheels into one tree, where ``pip install --target`` puts their files, with
     every check pypa/installer makes: each must be the distribution it is pinned to, match its
     RECORD and stay inside ``target``; a path two of them install must hold the same bytes.
     Nothing is written when their declared sizes already exceed Lambda's limit. Each member
     is checked against RECORD as it is unpacked (read once): a wheel that fails a check stops
-    the build, and its tree (in the build's scratch directory) is never packaged."""
-    _check_declared_size(wheels)
+    the build, and its tree (in the build's scratch directory) is never packaged.
+
+    Wheels that may install into the same top-level directory are unpacked one after another,
+    in order; the others at the same time (one per core). Returns where a fetched wheel holds
+    each file it installed deflated (for the zip to copy those bytes rather than deflate the
+    file again, ``archive``) and the sha256 each was checked to have (nothing hashes it
+    again while it stays as written)."""
+    listings = [_listing(wheel) for wheel in wheels]
+    _check_declared_size(list(zip(wheels, listings)))
     target.mkdir(parents=True, exist_ok=True)
-    written: dict[str, PinnedWheel] = {}
-    for wheel in wheels:
-        _install_wheel(wheel, target, python_version, written)
+    tree = _Tree(target, python_version)
+
+    def install(chain: list[int]) -> tuple[int, LambdaZipError] | None:
+        """The wheels of one chain, in order; the first failure, by the wheel's number."""
+        for number in chain:
+            try:
+                _install_wheel(wheels[number], number, tree)
+            except _Stopped:
+                return None
+            except LambdaZipError as e:
+                tree.failed(number)
+                return number, e
+        return None
+
+    chains = _chains(wheels, listings, python_version)
+    workers = min(len(chains), os.cpu_count() or 1)
+    if workers <= 1:
+        failures = [install(chain) for chain in chains]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending = [pool.submit(install, chain) for chain in chains]
+            try:
+                failures = [future.result() for future in pending]
+            except BaseException:  # interrupted: every wheel stops at its next file
+                tree.failed(-1)
+                raise
+    failed = sorted((f for f in failures if f is not None), key=lambda failure: failure[0])
+    if failed:  # the first wheel that fails, as one after another finds it (``_chains``)
+        raise failed[0][1]
+    return Unpacked(tree.shipped, tree.known)
 
 
-def _check_declared_size(wheels: Sequence[PinnedWheel]) -> None:
+@dataclass
+class _Tree:
+    """The tree the wheels are installed into, shared by the threads that unpack them:
+    ``written`` (installed path -> wheel), ``shipped`` (-> where the wheel holds it) and
+    ``known`` (-> its sha256) each get a path from one of them only (``_chains``). Once a
+    wheel failed, the wheels after it stop at their next file (one before it may still fail
+    first)."""
+
+    root: Path
+    python_version: str
+    written: dict[str, PinnedWheel] = field(default_factory=dict)
+    shipped: dict[str, Shipped] = field(default_factory=dict)
+    known: dict[str, Known] = field(default_factory=dict)
+    #: The number of the first wheel that failed so far.
+    first_failed: float = float("inf")
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def failed(self, number: int) -> None:
+        with self._lock:
+            self.first_failed = min(self.first_failed, number)
+
+
+class _Stopped(Exception):
+    """A wheel before this one failed (or the build was interrupted): it stops unpacking."""
+
+
+def _listing(wheel: PinnedWheel) -> list[zipfile.ZipInfo]:
+    """A wheel's members, as its zip directory declares them."""
+    try:
+        with zipfile.ZipFile(wheel.path) as archive:
+            return archive.infolist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise _wheel_error(wheel, e) from e
+
+
+def _chains(
+    wheels: Sequence[PinnedWheel], listings: Sequence[list[zipfile.ZipInfo]], python_version: str
+) -> list[list[int]]:
+    """The wheels (by number) in chains that install into no common top-level name: only
+    wheels of one chain can clash (a namespace package's shared ``__init__.py``, a file where
+    another needs a directory), and those are unpacked in order, as one after another would.
+    Largest chain first."""
+    owner: dict[str, int] = {}
+    parent = list(range(len(wheels)))
+
+    def root(number: int) -> int:
+        while parent[number] != number:
+            number = parent[number]
+        return number
+
+    for number, (wheel, listing) in enumerate(zip(wheels, listings)):
+        for top in _top_levels(wheel, listing, python_version):
+            if top in owner:
+                first, second = root(owner[top]), root(number)
+                parent[max(first, second)] = min(first, second)
+            else:
+                owner[top] = number
+    chains: dict[int, list[int]] = {}
+    for number in range(len(wheels)):
+        chains.setdefault(root(number), []).append(number)
+    sizes = [sum(info.file_size for info in listing) for listing in listings]
+    return sorted(chains.values(), key=lambda chain: -sum(sizes[number] for number in chain))
+
+
+def _top_levels(
+    wheel: PinnedWheel, listing: list[zipfile.ZipInfo], python_version: str
+) -> set[str]:
+    """Every top-level name a wheel's members may install at, over-counted: a ``.data``
+    directory's member counts both where its scheme puts it and as it is named."""
+    places = {
+        scheme: place.format(python=python_version, name=wheel.name)
+        for scheme, place in _PLACES.items()
+    }
+    tops = set()
+    for info in listing:
+        parts = posixpath.normpath(info.filename).split("/")
+        tops.add(parts[0])
+        if len(parts) > 2 and parts[0].endswith(".data"):
+            installed = posixpath.join(places.get(parts[1], parts[1]), *parts[2:])
+            tops.add(posixpath.normpath(installed).split("/")[0])
+    return tops
+
+
+def _check_declared_size(listings: Sequence[tuple[PinnedWheel, list[zipfile.ZipInfo]]]) -> None:
     """Refuse wheels whose files add up to more than Lambda allows unzipped, from the sizes
     their zip directories declare (no member is read): a small wheel may unpack to gigabytes.
     Unpacking never yields more than a member declares, so nothing larger gets written."""
-    sizes: list[tuple[PinnedWheel, int]] = []
-    for wheel in wheels:
-        try:
-            with zipfile.ZipFile(wheel.path) as archive:
-                sizes.append((wheel, sum(info.file_size for info in archive.infolist())))
-        except (zipfile.BadZipFile, OSError) as e:
-            raise _wheel_error(wheel, e) from e
+    sizes = [(wheel, sum(info.file_size for info in listing)) for wheel, listing in listings]
     total = sum(size for _, size in sizes)
     if total > UNZIPPED_LIMIT:
         largest = sorted(sizes, key=lambda item: (-item[1], item[0].path.name))[:10]
@@ -159,12 +284,10 @@ def add_project_files(
             )
 
 
-def _install_wheel(
-    wheel: PinnedWheel, target: Path, python_version: str, written: dict[str, PinnedWheel]
-) -> None:
-    """Check one wheel against its pin and RECORD's names, then install it with
-    pypa/installer, each member checked against RECORD as it is read."""
-    destination = _TreeDestination(target, python_version, wheel, written)
+def _install_wheel(wheel: PinnedWheel, number: int, tree: _Tree) -> None:
+    """Check one wheel (the ``number``th) against its pin and RECORD's names, then install it
+    into ``tree`` with pypa/installer, each member checked against RECORD as it is read."""
+    destination = _TreeDestination(tree, wheel, number)
     try:
         with zipfile.ZipFile(wheel.path) as archive:
             _check_members(archive, wheel)
@@ -197,10 +320,14 @@ class _CheckedWheel(WheelFile):
     ``validate_record`` would have raised."""
 
     def get_contents(self) -> Iterator[WheelContentElement]:
-        for record, stream, is_executable in super().get_contents():
+        # The members WheelFile yields, in the same order (it skips the directories alone).
+        members = (info for info in self._zipfile.infolist() if info.filename[-1:] != "/")
+        for (record, stream, is_executable), member in zip(super().get_contents(), members):
             path, hash_, size = record
             entry = RecordEntry.from_elements(path, hash_, size)
-            checked = _CheckedStream(stream, entry, self._zipfile.filename, self.validation_error)
+            checked = _CheckedStream(
+                stream, entry, self._zipfile.filename, self.validation_error, member
+            )
             yield record, cast("BinaryIO", checked), is_executable
             checked.finish()
 
@@ -214,7 +341,10 @@ class _CheckedStream:
         entry: RecordEntry,
         wheel: str | None,
         error: Callable[[list[str]], Exception],
+        member: zipfile.ZipInfo,
     ) -> None:
+        #: The wheel's member being read.
+        self.member = member
         self._stream = stream
         self._entry = entry
         self._wheel = wheel
@@ -243,13 +373,26 @@ class _CheckedStream:
             self._digest.update(data)
         return data
 
+    def copy_to(self, sink: BinaryIO) -> tuple[str, int]:
+        """Copy the rest to ``sink``: the sha256 of the member (RECORD's encoding) and its
+        size, hashed once where RECORD's hash is a sha256 (checked by ``finish``)."""
+        if self._entry.hash_ is None or self._entry.hash_.name != "sha256":
+            return copyfileobj_with_hashing(cast("BinaryIO", self), sink, "sha256")
+        while chunk := self.read(1 << 20):
+            sink.write(chunk)
+        return self._found() or "", self._size
+
+    def _found(self) -> str | None:
+        """The hash of what was read, encoded as RECORD has it."""
+        if self._digest is None:
+            return None
+        return base64.urlsafe_b64encode(self._digest.digest()).decode("ascii").rstrip("=")
+
     def finish(self) -> None:
         while self.read(1 << 20):
             pass
         entry = self._entry
-        found = None
-        if self._digest is not None:
-            found = base64.urlsafe_b64encode(self._digest.digest()).decode("ascii").rstrip("=")
+        found = self._found()
         wrong_hash = entry.hash_ is not None and found != entry.hash_.value
         if wrong_hash or (entry.size is not None and self._size != entry.size):
             raise self._error(
@@ -300,25 +443,24 @@ class _TreeDestination(SchemeDictionaryDestination):
     never runs them, and ``normalize_installed`` would drop them.
     """
 
-    def __init__(
-        self,
-        root: Path,
-        python_version: str,
-        wheel: PinnedWheel,
-        written: dict[str, PinnedWheel],
-    ) -> None:
+    def __init__(self, tree: _Tree, wheel: PinnedWheel, number: int) -> None:
+        """The tree's ``shipped`` is told where the wheel holds each file (unless the wheel
+        was built here); once a wheel before it failed, the next file raises ``_Stopped``."""
         self._places = {
-            scheme: place.format(python=python_version, name=wheel.name)
+            scheme: place.format(python=tree.python_version, name=wheel.name)
             for scheme, place in _PLACES.items()
         }
         super().__init__(
-            scheme_dict={scheme: str(root / place) for scheme, place in self._places.items()},
+            scheme_dict={scheme: str(tree.root / place) for scheme, place in self._places.items()},
             interpreter=LAMBDA_PYTHON,
             script_kind="posix",
         )
-        self._root = root
+        self._root = tree.root
         self._wheel = wheel
-        self._written = written
+        self._written = tree.written
+        self._shipped = None if wheel.built_here else tree.shipped
+        self._tree = tree
+        self._number = number
         self._launchers: set[int] = set()
 
     def write_script(
@@ -340,6 +482,8 @@ class _TreeDestination(SchemeDictionaryDestination):
     def write_to_fs(
         self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool
     ) -> RecordEntry:
+        if self._number > self._tree.first_failed:
+            raise _Stopped
         installed = posixpath.normpath(posixpath.join(self._places[scheme], path))
         if installed in (".", "..") or installed.startswith(("/", "../")):
             raise _wheel_error(self._wheel, f"its file {path!r} would land outside the package")
@@ -351,16 +495,26 @@ class _TreeDestination(SchemeDictionaryDestination):
                 raise self._clash(*self._file_above(installed), "a directory") from e
             try:
                 with file.open("xb") as sink:
-                    digest, size = copyfileobj_with_hashing(stream, sink, "sha256")
+                    if isinstance(stream, _CheckedStream):
+                        digest, size = stream.copy_to(sink)
+                    else:
+                        digest, size = copyfileobj_with_hashing(stream, sink, "sha256")
             except FileExistsError:
                 return self._same_as_installed(installed, path, stream)
             file.chmod(0o755 if is_executable else 0o644)
+            info = file.stat()  # after chmod, which changes its ctime
         except OSError as e:
             raise BuildFailedError(
                 f"Unpacking {self._wheel} failed writing {file}: {e.strerror or e}.",
                 "Check free space and permissions of the temporary directory (TMPDIR).",
             ) from e
         self._written[installed] = self._wheel
+        self._tree.known[installed] = Known.of(_hex(digest), info)
+        if self._shipped is not None and isinstance(stream, _CheckedStream):
+            member = stream.member
+            self._shipped[installed] = Shipped(
+                self._wheel.path, member.header_offset, member.compress_size, member.file_size
+            )
         return RecordEntry(path, Hash("sha256", digest), size)
 
     def _same_as_installed(self, installed: str, path: str, stream: BinaryIO) -> RecordEntry:
@@ -403,6 +557,11 @@ class _TreeDestination(SchemeDictionaryDestination):
             f" {self._wheel.name}), or lock versions of them that agree.",
             how=f"the first as {other}, the second as {wanted}" if wanted else "differently",
         )
+
+
+def _hex(record_hash: str) -> str:
+    """A RECORD hash value (urlsafe base64, unpadded) as hex."""
+    return base64.urlsafe_b64decode(record_hash + "=" * (-len(record_hash) % 4)).hex()
 
 
 def _digest(stream: BinaryIO) -> tuple[str, int]:

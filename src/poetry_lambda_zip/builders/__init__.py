@@ -21,8 +21,11 @@ from poetry_lambda_zip.tree_steps import SHARED_LIBRARY
 from poetry_lambda_zip.tree_steps import finish_tree
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from collections.abc import Sequence
 
+    from poetry_lambda_zip.archive import Known
+    from poetry_lambda_zip.archive import Shipped
     from poetry_lambda_zip.index_access import Credential
     from poetry_lambda_zip.index_access import NetworkSettings
     from poetry_lambda_zip.resolve import Requirement
@@ -206,6 +209,11 @@ class Finished:
     here: bool = False
     #: Taken from the tree cache, where it stays (``tree_cache``).
     kept: bool = False
+    #: Where the fetched wheels hold the files they installed, by path in the tree
+    #: (``install_wheels``): a file the steps left as it was is zipped with those bytes.
+    shipped: Mapping[str, Shipped] | None = None
+    #: The sha256 of the tree's files this build hashed already, by path (``Known``).
+    known: Mapping[str, Known] | None = None
 
 
 class Progress(Protocol):
