@@ -155,6 +155,8 @@ def measure_peer(
     label: str, script: str, project: Path, environment: dict[str, str], *, runs: int, rerun: str
 ) -> list[Row]:
     command = ["bash", str(PEER_SCRIPTS / script), str(project)]
+    if script == PINS_SCRIPT:
+        run([*command, "--prepare"], project, environment)  # the pins file: not timed
     seconds, _, last = run(command, project, environment)
     rows = [Row(label, "cold", [seconds], Path(last), 0)]
     times = [run(command, project, environment)[0] for _ in range(runs)]
@@ -164,6 +166,7 @@ def measure_peer(
 
 FLOOR = "poetry --version"
 UV_PINS = "uv pip --target (pins only) + zip"
+PINS_SCRIPT = "uv_pins_only.sh"
 
 #: Every container and volume this run creates carries this owner (the engine may be shared).
 OWNER = f"bench-{uuid.uuid4().hex[:12]}"
@@ -320,7 +323,7 @@ def compare(work: Path, arguments: argparse.Namespace) -> list[Row]:
         ("export + docker run pip --target + zip", "hand_written.sh", "rebuild"),
         ("poetry-plugin-lambda-build (docker)", "lambda_build.sh", "rebuild"),
         ("export + uv pip --target + zip", "uv_pipeline.sh", "warm"),
-        (UV_PINS, "uv_pins_only.sh", "warm"),
+        (UV_PINS, PINS_SCRIPT, "warm"),
     ):
         project = work / "peers-projects" / script / arguments.fixture
         shutil.copytree(ROOT / "fixtures" / arguments.fixture, project)
@@ -381,7 +384,8 @@ def data_science(work: Path, image: str, environment: dict[str, str]) -> list[Ro
         rows.append(Row("poetry lambda-zip (docker)", scenario, [seconds], output, peak))
     uv = work / "data-science-uv" / "ds-handler"
     uv_environment = {**environment, "UV_CACHE_DIR": str(work / "uv-cache-data-science")}
-    command = ["bash", str(PEER_SCRIPTS / "uv_pins_only.sh"), str(uv)]
+    command = ["bash", str(PEER_SCRIPTS / PINS_SCRIPT), str(uv)]
+    run([*command, "--prepare"], uv, uv_environment)  # the pins file: not timed
     seconds, _, last = run(command, uv, uv_environment)
     rows.append(Row(UV_PINS, "numpy+pandas cold", [seconds], Path(last), 0))
     return rows
