@@ -19,6 +19,7 @@ import pytest
 from poetry_lambda_zip import tree_cache as tree_cache_module
 from poetry_lambda_zip.archive import Known
 from poetry_lambda_zip.archive import Shipped
+from poetry_lambda_zip.archive import files_sha256
 from poetry_lambda_zip.builders import CompileReport
 from poetry_lambda_zip.builders import Finished
 from poetry_lambda_zip.builders import TreeReport
@@ -161,7 +162,7 @@ def test_a_file_hashed_while_unpacked_is_not_read_again_unless_it_changed(
 ) -> None:
     tree = finished(tmp_path / "tree", {"six.py": b"six" * 100, "a/b.py": b"b"})
     hashed: list[str] = []
-    real = tree_cache_module.files_sha256
+    real = files_sha256
 
     def counting(paths: list[Path]) -> list[str]:
         hashed.extend(path.name for path in paths)

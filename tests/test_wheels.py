@@ -194,7 +194,7 @@ def test_wheels_unpacked_at_once_give_the_tree_one_after_another_gives(
     assert sorted(chains) == [[0], [1, 3], [2], [4, 5]]
     assert chains[0] == [0]  # the largest first
     at_once, known = install_wheels(wheels, tmp_path / "at-once", "3.11")
-    monkeypatch.setattr(wheels_module.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr("poetry_lambda_zip.wheels.os.cpu_count", lambda: 1)
     in_order, _ = install_wheels(wheels, tmp_path / "in-order", "3.11")
     assert installed(tmp_path / "at-once") == installed(tmp_path / "in-order")
     assert at_once == in_order
