@@ -334,6 +334,28 @@ def test_a_wheel_that_changed_since_it_was_unpacked_is_not_copied(tmp_path: Path
     assert gone.sha256 == ours.sha256
 
 
+def test_a_record_claiming_more_deflated_bytes_than_a_file_can_take_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kept tree's record may be hostile: it never makes the writer read gigabytes."""
+    shipped = a_wheel(tmp_path / "demo.whl")
+    name = "pkg/small.py"
+    huge = dataclasses.replace(shipped[name], compressed=10 << 30)
+    reads: list[int] = []
+    real = os.pread
+
+    def counting(descriptor: int, size: int, offset: int) -> bytes:
+        reads.append(size)
+        return real(descriptor, size, offset)
+
+    monkeypatch.setattr(os, "pread", counting)
+    entries = [dataclasses.replace(entry(name, WHEEL_MEMBERS[name]), shipped=huge)]
+    ours = write_zip_atomically(entries, tmp_path / "ours.zip", DEFAULT_EPOCH)
+    assert reads == []
+    plain = [entry(name, WHEEL_MEMBERS[name])]
+    assert ours.path.read_bytes() == zipfile_reference(plain, tmp_path / "ref.zip", DEFAULT_EPOCH)
+
+
 def test_a_wheels_deflated_bytes_in_the_replaced_zip_are_not_reused_for_a_file_deflated_here(
     tmp_path: Path,
 ) -> None:

@@ -562,7 +562,11 @@ def _from_wheel(entry: Entry, shipped: Shipped, data: bytes | None) -> _Deflated
 
 
 def _member_bytes(shipped: Shipped) -> bytes | None:
-    """A wheel member's data as stored, if it is deflated (not stored, not encrypted)."""
+    """A wheel member's data as stored, if it is deflated (not stored, not encrypted) and no
+    larger than deflating its size could make it (a kept tree's record is not trusted to say
+    how much to read)."""
+    if shipped.compressed > shipped.size + shipped.size // 8 + 1024:
+        return None
     try:
         descriptor = os.open(shipped.wheel, os.O_RDONLY)
     except OSError:
