@@ -9,6 +9,7 @@ import hashlib
 import importlib.metadata
 import io
 import stat
+import threading
 import zipfile
 from typing import TYPE_CHECKING
 
@@ -214,6 +215,28 @@ def test_wheels_unpacked_at_once_give_the_tree_one_after_another_gives(
         "bin/tool",
         *(f"{w.name.replace('-', '_')}-{w.version}.dist-info/RECORD" for w in wheels),
     }
+
+
+def test_wheels_apart_are_unpacked_at_the_same_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The two largest chains each wait at a barrier for the other: one after another, the
+    first would wait alone and the barrier break."""
+    wheels = many_wheels(tmp_path / "wheels")
+    monkeypatch.setattr("poetry_lambda_zip.wheels.os.cpu_count", lambda: 2)
+    barrier = threading.Barrier(2, timeout=10)
+    real = wheels_module._install_wheel
+    met: list[str] = []
+
+    def meeting(wheel: PinnedWheel, number: int, tree: object) -> None:
+        if number in (0, 2):  # the first wheel of each of the two largest chains
+            barrier.wait()
+            met.append(wheel.name)
+        real(wheel, number, tree)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(wheels_module, "_install_wheel", meeting)
+    install_wheels(wheels, tmp_path / "target", "3.11")
+    assert sorted(met) == ["big", "other"]
 
 
 def broken(directory: Path, name: str, files: dict[str, bytes], bad: str) -> PinnedWheel:

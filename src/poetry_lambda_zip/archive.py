@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from collections import deque
 from concurrent.futures import Future
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from pathlib import PurePosixPath
 from typing import IO
@@ -124,6 +126,18 @@ class Entry:
     shipped: Shipped | None = None
     #: The hex sha256 of the entry's bytes, where this build knows it already (``Known``).
     sha256: str | None = None
+
+    def with_bytes(self, data: bytes) -> Entry:
+        """The same entry holding ``data`` instead: what described the old bytes (where a
+        wheel or the replaced zip holds them deflated, their sha256) goes with them."""
+        return replace(
+            self,
+            size=len(data),
+            open=functools.partial(io.BytesIO, data),
+            verbatim=False,
+            shipped=None,
+            sha256=None,
+        )
 
 
 @dataclass(frozen=True)
@@ -541,30 +555,10 @@ def _deflate(entry: Entry, previous: _Previous | None) -> _Deflated:
 
 def _from_wheel(entry: Entry, shipped: Shipped, data: bytes | None) -> _Deflated | None:
     """The deflated bytes of the wheel member ``shipped`` names, if they inflate to exactly
-    the entry's bytes (``data`` when the caller read them) and to nothing more: the wheel is
-    read again, not trusted (it may have changed since it was unpacked, or the file since)."""
-    deflated = _member_bytes(shipped)
-    if deflated is None:
-        return None
-    inflater = zlib.decompressobj(-15)
-    try:
-        if data is not None:
-            # At most one byte more than the entry holds: a bomb inflates no further.
-            same = inflater.decompress(deflated, entry.size + 1) == data
-            crc = zlib.crc32(data)
-        else:
-            same, crc = _inflates_to(entry, inflater, deflated)
-    except zlib.error:
-        return None
-    if not (same and inflater.eof and not inflater.unused_data and not inflater.unconsumed_tail):
-        return None
-    return _Deflated(crc, deflated, from_wheel=True)
-
-
-def _member_bytes(shipped: Shipped) -> bytes | None:
-    """A wheel member's data as stored, if it is deflated (not stored, not encrypted) and no
-    larger than deflating its size could make it (a kept tree's record is not trusted to say
-    how much to read)."""
+    the entry's bytes (``data`` when the caller read them): the wheel is read again, not
+    trusted (it may have changed since it was unpacked, or the file since)."""
+    # No larger than deflating the file could make it: a kept tree's record is not trusted to
+    # say how much to read.
     if shipped.compressed > shipped.size + shipped.size // 8 + 1024:
         return None
     try:
@@ -572,20 +566,47 @@ def _member_bytes(shipped: Shipped) -> bytes | None:
     except OSError:
         return None
     try:
-        header = os.pread(descriptor, 30, shipped.header_offset)
+        deflated = _member_data(descriptor, shipped.header_offset, shipped.compressed)
+    finally:
+        os.close(descriptor)
+    if deflated is None:
+        return None
+    crc = _inflated_crc(entry, deflated, data)
+    return None if crc is None else _Deflated(crc, deflated, from_wheel=True)
+
+
+def _member_data(descriptor: int, header_offset: int, compressed: int) -> bytes | None:
+    """A zip member's data as stored, read after its local header at ``header_offset``; None
+    when that header is not one, the data is not deflated or is encrypted, or is short."""
+    try:
+        header = os.pread(descriptor, 30, header_offset)
         if len(header) != 30 or header[:4] != _LOCAL_HEADER:
             return None
         flags, method = struct.unpack("<HH", header[6:10])
         if method != zipfile.ZIP_DEFLATED or flags & 0x1:
             return None
         name_length, extra_length = struct.unpack("<HH", header[26:30])
-        start = shipped.header_offset + 30 + name_length + extra_length
-        deflated = os.pread(descriptor, shipped.compressed, start)
+        deflated = os.pread(descriptor, compressed, header_offset + 30 + name_length + extra_length)
     except OSError:
         return None
-    finally:
-        os.close(descriptor)
-    return deflated if len(deflated) == shipped.compressed else None
+    return deflated if len(deflated) == compressed else None
+
+
+def _inflated_crc(entry: Entry, deflated: bytes, data: bytes | None) -> int | None:
+    """The CRC of the entry's bytes, if ``deflated`` inflates to exactly them and ends there
+    (nothing after the stream, nothing beyond the entry's size: a bomb inflates no further);
+    else None. ``data``: the entry's bytes when the caller read them, else read a chunk at a
+    time."""
+    inflater = zlib.decompressobj(-15)
+    try:
+        if data is not None:
+            same, crc = inflater.decompress(deflated, entry.size + 1) == data, zlib.crc32(data)
+        else:
+            same, crc = _inflates_to(entry, inflater, deflated)
+    except zlib.error:
+        return None
+    ended = inflater.eof and not inflater.unused_data and not inflater.unconsumed_tail
+    return crc if same and ended else None
 
 
 def _inflates_to(entry: Entry, inflater: zlib._Decompress, deflated: bytes) -> tuple[bool, int]:
@@ -643,17 +664,6 @@ def _crc(entry: Entry) -> int:
     return crc
 
 
-def _same_bytes(entry: Entry, data: bytes) -> bool:
-    """Whether the entry's file holds exactly ``data`` (read a chunk at a time)."""
-    offset = 0
-    with entry.open() as source:
-        for chunk in iter(lambda: source.read(_CHUNK), b""):
-            if data[offset : offset + len(chunk)] != chunk:
-                return False
-            offset += len(chunk)
-    return offset == len(data)
-
-
 def _compress(data: bytes) -> bytes:
     """What zipfile's writer makes of ``data`` (ZIP_DEFLATED, zlib's default level)."""
     compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
@@ -701,14 +711,7 @@ class _Previous:
         """An entry's deflated bytes as stored (None: not deflated, encrypted, or unreadable)."""
         if info.compress_type != zipfile.ZIP_DEFLATED or info.flag_bits & 0x9:
             return None
-        try:
-            header = os.pread(self._descriptor, 30, info.header_offset)
-            name_length, extra_length = struct.unpack("<HH", header[26:30])
-            start = info.header_offset + 30 + name_length + extra_length
-            deflated = os.pread(self._descriptor, info.compress_size, start)
-        except (OSError, struct.error):
-            return None
-        return deflated if len(deflated) == info.compress_size else None
+        return _member_data(self._descriptor, info.header_offset, info.compress_size)
 
     def deflated(self, entry: Entry, crc: int, data: bytes | None = None) -> bytes | None:
         """The entry's deflated bytes in this zip, if they inflate to exactly its bytes
@@ -719,28 +722,23 @@ class _Previous:
         if info.extra == _FROM_WHEEL:
             return None  # a wheel's deflated bytes: this build deflates such an entry itself
         deflated = self._raw(info)
-        if deflated is None:
+        if deflated is None or _inflated_crc(entry, deflated, data) != crc:
             return None
-        try:
-            # At most one byte more than the entry holds: a bomb inflates no further.
-            inflated = zlib.decompressobj(-15).decompress(deflated, entry.size + 1)
-        except zlib.error:
-            return None
-        if not (inflated == data if data is not None else _same_bytes(entry, inflated)):
-            return None
-        return deflated if self._deflates_alike(inflated, deflated) else None
+        return deflated if self._deflates_alike(entry, data, deflated) else None
 
-    def _deflates_alike(self, data: bytes, deflated: bytes) -> bool:
+    def _deflates_alike(self, entry: Entry, data: bytes | None, deflated: bytes) -> bool:
         """Whether this zlib deflates as the previous zip's writer did: decided on the first
         reusable entry that tells (4 KiB or more that deflate to under 90 %; small or random
         data deflate alike at every level), deflated again and compared. Until then nothing
         is reused, so a reuse build is the build from scratch."""
         with self._lock:
             if self._same_zlib is None:
-                telling = 4096 <= len(data) <= _WAITING and len(deflated) * 10 < len(data) * 9
+                size = entry.size
+                telling = 4096 <= size <= _WAITING and len(deflated) * 10 < size * 9
                 if not telling:
                     return False
-                self._same_zlib = _compress(data) == deflated
+                whole = data if data is not None else _read_whole(entry)
+                self._same_zlib = _compress(whole) == deflated
             return self._same_zlib
 
 

@@ -8,7 +8,6 @@ import configparser
 import csv
 import enum
 import fnmatch
-import functools
 import hashlib
 import io
 import os
@@ -170,14 +169,7 @@ def normalize_installed(entries: Sequence[Entry]) -> list[Entry]:
     for record_name, listed in records.items():
         rows = [row_of[path] for path in sorted(set(listed)) if path in row_of]
         content = _record_text([*rows, (record_name, "", "")]).encode()
-        present[record_name] = replace(
-            present[record_name],
-            size=len(content),
-            open=functools.partial(io.BytesIO, content),
-            verbatim=False,
-            shipped=None,  # not the wheel's RECORD any more
-            sha256=None,
-        )
+        present[record_name] = present[record_name].with_bytes(content)
     return [present[entry.name] for entry in normalized]
 
 
