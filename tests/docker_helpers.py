@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
@@ -129,6 +130,13 @@ def break_lock_hashes(project: Path, package: str) -> None:
             for entry in locked["files"]:
                 entry["hash"] = "sha256:" + "0" * 64
     lock_path.write_text(tomlkit.dumps(lock))
+
+
+def sealed_again(path: Path) -> None:
+    """Seal a zip a test changed as the writer seals what it writes (``archive.SEAL``): the
+    last 64 bytes, the sha256 of every byte before them."""
+    body = path.read_bytes()[:-64]
+    path.write_bytes(body + hashlib.sha256(body).hexdigest().encode())
 
 
 def unpack(zip_path: Path, destination: Path) -> Path:

@@ -15,6 +15,7 @@ import pytest
 
 from poetry_lambda_zip import archive as archive_module
 from poetry_lambda_zip.archive import DEFAULT_EPOCH
+from poetry_lambda_zip.archive import SEAL
 from poetry_lambda_zip.archive import ArchiveStats
 from poetry_lambda_zip.archive import Entry
 from poetry_lambda_zip.archive import Shipped
@@ -22,9 +23,11 @@ from poetry_lambda_zip.archive import entries_from_files
 from poetry_lambda_zip.archive import entries_from_tar
 from poetry_lambda_zip.archive import timestamp_from_environment
 from poetry_lambda_zip.archive import write_zips_atomically
+from poetry_lambda_zip.archive import zip_intact
 from poetry_lambda_zip.contents import distribution_sizes
 from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import OutputError
+from tests.docker_helpers import sealed_again
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -188,8 +191,10 @@ def test_distribution_sizes_follow_each_record() -> None:
 
 
 def zipfile_reference(entries: list[Entry], path: Path, timestamp: int) -> bytes:
-    """The zip as zipfile's own writer makes it (ZipFile.open(info, "w")), for comparison."""
+    """The zip as zipfile's own writer makes it (ZipFile.open(info, "w")), for comparison,
+    sealed as the writer seals it: the comment ends with the sha256 of every byte before it."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.comment = SEAL + b"0" * 64
         for item in sorted(entries, key=lambda e: e.name):
             info = zipfile.ZipInfo(item.name, date_time=time.gmtime(timestamp)[:6])
             info.compress_type = zipfile.ZIP_DEFLATED
@@ -199,6 +204,7 @@ def zipfile_reference(entries: list[Entry], path: Path, timestamp: int) -> bytes
             info.file_size = item.size
             with item.open() as source, archive.open(info, "w") as target:
                 target.write(source.read())
+    sealed_again(path)
     return path.read_bytes()
 
 
@@ -216,6 +222,35 @@ def test_the_parallel_writer_writes_the_bytes_zipfile_writes(tmp_path: Path) -> 
     ours = write_zip_atomically(MIXED, tmp_path / "ours.zip", DEFAULT_EPOCH)
     reference = zipfile_reference(MIXED, tmp_path / "reference.zip", DEFAULT_EPOCH)
     assert ours.path.read_bytes() == reference
+
+
+def test_a_written_zip_is_sealed_and_its_sha256_is_the_files(tmp_path: Path) -> None:
+    stats = write_zip_atomically(MIXED[:5], tmp_path / "sealed.zip", DEFAULT_EPOCH)
+    data = stats.path.read_bytes()
+    assert zip_intact(stats.path)
+    assert data[-76:-64] == SEAL
+    assert hashlib.sha256(data[:-64]).hexdigest().encode() == data[-64:]
+    assert stats.sha256 == hashlib.sha256(data).hexdigest()
+    with zipfile.ZipFile(stats.path) as archive:  # still a zip every reader opens
+        assert archive.testzip() is None
+
+
+@pytest.mark.parametrize("change", ["zip -g", "truncated", "byte flipped", "unsealed"])
+def test_a_zip_changed_after_it_was_written_is_not_intact(tmp_path: Path, change: str) -> None:
+    path = write_zip_atomically(MIXED[:5], tmp_path / "changed.zip", DEFAULT_EPOCH).path
+    data = path.read_bytes()
+    if change == "zip -g":  # an entry added, the comment (and so the seal) kept
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr("extra.py", "ADDED = True\n")
+        with zipfile.ZipFile(path) as archive:
+            assert archive.comment.endswith(data[-76:])
+    elif change == "truncated":
+        path.write_bytes(data[: len(data) // 2] + data[-100:])
+    elif change == "byte flipped":
+        path.write_bytes(data[:40] + bytes([data[40] ^ 1]) + data[41:])
+    else:  # a zip of an earlier version: no seal at all
+        path.write_bytes(data[:-76])
+    assert not zip_intact(path)
 
 
 def test_unchanged_entries_reuse_the_replaced_zips_deflated_bytes(

@@ -26,6 +26,7 @@ from poetry_lambda_zip import command as command_module
 from poetry_lambda_zip.command import ConsoleProgress
 from poetry_lambda_zip.command import LambdaZipCommand
 from tests.docker_helpers import Build
+from tests.docker_helpers import sealed_again
 
 Run = Callable[[Path, str], CommandTester]
 
@@ -260,6 +261,7 @@ def test_replacing_another_builders_zip_is_said(
     output = next((path / "dist").glob("*.zip"))
     with zipfile.ZipFile(output, "a") as archive:  # as if the docker builder had written it
         archive.comment = archive.comment.replace(b" by local", b" by docker")
+    sealed_again(output)
     again = Build(path, "--runtime python3.11 --builder local --force")
     assert again.status == 0, again.error
     assert "(replaced the zip the docker builder had written there)" in again.output

@@ -41,7 +41,8 @@ PARTIAL = "*.part"
 
 class Server:
     """Serves ``files`` over HTTP on 127.0.0.1; ``mode`` "stall" answers with headers and a
-    little of the body, then sends nothing more; "silent" accepts and never answers."""
+    little of the body, then sends nothing more; "silent" accepts and never answers; "slow"
+    sends the body in pieces."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
@@ -70,6 +71,12 @@ class Server:
                     self.wfile.write(data[:1000])
                     self.wfile.flush()
                     server.release.wait()
+                    return
+                if server.mode == "slow":  # in pieces: downloads of one file overlap
+                    for start in range(0, len(data), 20_000):
+                        self.wfile.write(data[start : start + 20_000])
+                        self.wfile.flush()
+                        time.sleep(0.02)
                     return
                 self.wfile.write(data)
 
@@ -305,6 +312,33 @@ def test_force_downloads_again_and_refreshes_the_cache(
     assert forced.warnings == []  # the cached copy was not even read
     assert server.requests == ["tiny_a-1.0-py3-none-any.whl"]
     assert wheel.read_bytes() == good
+    assert not list(poetry_cache.rglob(PARTIAL))
+
+
+def test_two_requirement_sets_downloading_one_wheel_at_once_both_keep_it(
+    tmp_path: Path, server: Server, poetry_cache: Path
+) -> None:
+    """Two functions whose requirement sets differ are built at once; each downloads the
+    wheel they share into Poetry's cache, neither into the other's partial file."""
+    path = url_project(tmp_path / "project", server, ["tiny-a", "tiny-b"], {})
+    with (path / "pyproject.toml").open("a") as pyproject:
+        pyproject.write(
+            '\n[tool.poetry-lambda-zip.functions.both]\nhandler = "fetch_demo.x"\n'
+            '[tool.poetry-lambda-zip.functions.one]\nhandler = "fetch_demo.x"\n'
+            'exclude-package = ["tiny-b"]\n'
+        )
+    (path / "src" / "fetch_demo" / "__init__.py").write_text("def x(event, context):\n    pass\n")
+    server.mode = "slow"
+    for _ in range(2):  # the second with --force: both download again, into the cache
+        built = Build(path, "--runtime python3.11 --builder local --force")
+        assert built.status == 0, built.error
+        assert built.warnings == []
+        assert server.requests.count("tiny_a-1.0-py3-none-any.whl") == 2
+        server.requests.clear()
+    wheels = {wheel.name: wheel for wheel in cached_wheels(poetry_cache)}
+    assert sha256(wheels["tiny_a-1.0-py3-none-any.whl"]) == sha256(
+        path / "served" / "tiny_a-1.0-py3-none-any.whl"
+    )
     assert not list(poetry_cache.rglob(PARTIAL))
 
 

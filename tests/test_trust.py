@@ -245,6 +245,23 @@ def test_a_password_in_a_source_url_is_used_but_never_shown(
     assert PRIVATE_PASSWORD not in refused.output + refused.error
 
 
+@pytest.mark.usefixtures("private_index")
+def test_poetrys_own_debug_lines_show_no_password(
+    url_with_password: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """As a user runs it: Poetry's logging handler writes its debug lines (``Creating new
+    session for user:password@host``) through the command's IO, which redacts every line."""
+    path = url_with_password(PRIVATE_PASSWORD)
+    environment = {**os.environ, "POETRY_CACHE_DIR": str(tmp_path / "cache")}
+    command = [POETRY, "lambda-zip", "-C", str(path), *LOCAL.split(), "-vvv"]
+    built = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
+    assert built.returncode == 0, built.stderr
+    shown = built.stdout + built.stderr
+    assert "Creating new session for 127.0.0.1:38080" in shown  # the line is there, redacted
+    assert PRIVATE_PASSWORD not in shown
+    assert f"{PRIVATE_USER}:" not in shown
+
+
 def earlier_package(path: Path, files: dict[str, bytes]) -> None:
     """A zip carrying this plugin's fingerprint, as an earlier build leaves it."""
     with zipfile.ZipFile(path, "w") as archive:

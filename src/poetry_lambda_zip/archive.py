@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_EPOCH",
+    "SEAL",
     "UNZIPPED_LIMIT",
     "ArchiveStats",
     "Entry",
@@ -60,6 +61,7 @@ __all__ = [
     "timestamp_from_environment",
     "write_tree",
     "write_zips_atomically",
+    "zip_intact",
 ]
 
 #: 1980-01-01T00:00:00Z, the earliest time a zip entry can carry.
@@ -76,6 +78,11 @@ _METADATA = re.compile(r"^(python/)?[^/]+\.dist-info/METADATA$")
 _FROM_WHEEL = struct.pack("<HH", 0x6C77, 0)
 #: The signature a zip member's local header starts with.
 _LOCAL_HEADER = b"PK\x03\x04"
+#: The end of every zip this writer writes (of its comment, after what it was given): the
+#: sha256 of every byte before the digest itself. A zip changed after it was written (``zip
+#: -g``, an editor, a partial copy) no longer matches it (``zip_intact``).
+SEAL = b" zip sha256:"
+_SEALED = len(SEAL) + 64
 
 
 @dataclass(frozen=True)
@@ -345,6 +352,36 @@ def existing_stats(path: Path) -> ArchiveStats:
     )
 
 
+def zip_intact(path: Path) -> bool:
+    """Whether the file at ``path`` is a zip as this writer sealed it (``SEAL``): every byte
+    the digest at its end covers is as written. False for anything else, unreadable too."""
+    try:
+        with path.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size < _SEALED:
+                return False
+            handle.seek(size - _SEALED)
+            tail = handle.read(_SEALED)
+            if not tail.startswith(SEAL):
+                return False
+            handle.seek(0)
+            return _sha256_of(handle, size - 64).hexdigest().encode() == tail[len(SEAL) :]
+    except OSError:
+        return False
+
+
+def _sha256_of(handle: IO[bytes], size: int) -> hashlib._Hash:
+    """The sha256 of the next ``size`` bytes of ``handle`` (fewer where it ends sooner)."""
+    digest = hashlib.sha256()
+    while size > 0:
+        block = handle.read(min(size, 1 << 20))
+        if not block:
+            break
+        digest.update(block)
+        size -= len(block)
+    return digest
+
+
 def _temporary_prefix(output: Path) -> str:
     """How the temporary files of an output begin (``stale.owner_tag()`` follows)."""
     return f".{output.name}."
@@ -382,14 +419,23 @@ def _write_one(
     ordered: list[Entry], output: Path, temporary: Path, timestamp: int, comment: bytes, *,
     previous: Path | None, count: Callable[[int], None] | None = None,
 ) -> ArchiveStats:  # fmt: skip
-    with temporary.open("wb") as handle:
-        unzipped = _write_zip(ordered, handle, timestamp, comment, previous=previous, count=count)
+    """One zip, sealed: its comment ends with the sha256 of every byte before the digest."""
+    with temporary.open("w+b") as handle:
+        unsealed = comment + SEAL + b"0" * 64
+        unzipped = _write_zip(ordered, handle, timestamp, unsealed, previous=previous, count=count)
+        size = handle.tell()
+        handle.seek(0)
+        digest = _sha256_of(handle, size - 64)
+        sealed = digest.hexdigest().encode()
+        handle.seek(size - 64)
+        handle.write(sealed)
+        digest.update(sealed)  # now the whole file's
         handle.flush()
         os.fsync(handle.fileno())
     return ArchiveStats(
         path=output,
-        sha256=file_sha256(temporary),
-        zipped_size=temporary.stat().st_size,
+        sha256=digest.hexdigest(),
+        zipped_size=size,
         unzipped_size=unzipped,
         files=len(ordered),
         distributions=sum(1 for entry in ordered if _METADATA.match(entry.name)),

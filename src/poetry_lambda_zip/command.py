@@ -23,7 +23,6 @@ from cleo.formatters.formatter import Formatter
 from cleo.helpers import argument
 from cleo.helpers import option
 from cleo.io.outputs.output import Type as OutputType
-from cleo.io.outputs.output import Verbosity
 from cleo.ui.progress_bar import ProgressBar
 from poetry.console.commands.command import Command
 from poetry.core.pyproject.exceptions import PyProjectError
@@ -121,6 +120,22 @@ class ConsoleProgress:
     def installer_output(self, line: str) -> None:
         if self._io.is_verbose():
             self._line(f"<fg=default>  | {_shown(line)}</>")
+
+
+def _redacting(io: IO) -> None:
+    """Every line written to ``io`` passes ``redact``: ours, and Poetry's own at any verbosity
+    (its logging handler writes to the same IO; with -vvv it names each session's
+    ``user:password@host``). The one output point; done once per output."""
+    for output in {id(o): o for o in (io.output, io.error_output)}.values():
+        if getattr(output, "_redacted", False):
+            continue
+        write = output._write
+
+        def redacted(message: str, new_line: bool = False, write: Any = write) -> None:
+            write(redact(message), new_line=new_line)
+
+        setattr(output, "_write", redacted)  # noqa: B010 (an instance's method, replaced)
+        setattr(output, "_redacted", True)  # noqa: B010
 
 
 def stdout_gone() -> None:
@@ -245,6 +260,7 @@ the command line wins. Example:
         """An option this command does not have is a usage error (exit 2, as every other
         one), with the nearest option it has."""
         _skip_final_collections()
+        _redacting(io)
         try:
             return super().run(io)
         except CleoNoSuchOptionError as e:
@@ -318,10 +334,6 @@ the command line wins. Example:
         return found.parent.absolute(), table if isinstance(table, dict) else {}
 
     def _project_poetry(self) -> Poetry:
-        # With -vvv Poetry prints each source's URL as it loads the project, credentials and
-        # all (a URL may carry them, as poetry.lock does): load it one verbosity lower.
-        shown = self.io.output.verbosity
-        self.io.set_verbosity(min(shown, Verbosity.VERY_VERBOSE, key=lambda v: v.value))
         try:
             poetry = self.poetry
             if poetry.pyproject_path.is_absolute():
@@ -332,8 +344,6 @@ the command line wins. Example:
             return Factory().create_poetry(Path.cwd(), io=self.io)
         except (RuntimeError, PyProjectError) as e:
             raise _not_a_project(e) from e
-        finally:
-            self.io.set_verbosity(shown)
 
     def _show_outcomes(self, outcomes: list[Outcome], as_json: bool) -> int:
         """Each function's result or error; the exit code is the worst of them."""
@@ -356,9 +366,16 @@ the command line wins. Example:
             self._show_error(outcome.error, outcome.function)
         elif outcome.result is not None and not as_json:
             result = outcome.result
-            self._show_archives(
-                outcome.function, result.archives, result.written, dict(result.replaced)
-            )
+            notes: dict[Path, list[str]] = {}
+            for path, builder in result.replaced:
+                notes.setdefault(path, []).append(
+                    f"replaced the zip the {builder} builder had written there"
+                )
+            for path in result.altered:
+                notes.setdefault(path, []).append(
+                    "replaced a zip that was changed after it was written"
+                )
+            self._show_archives(outcome.function, result.archives, result.written, notes)
         elif outcome.shortcut and not as_json:
             self._show_archives(outcome.function, outcome.shortcut, outcome.written, {})
 
@@ -391,9 +408,9 @@ the command line wins. Example:
         function: str | None,
         archives: Sequence[ArchiveStats],
         written: Sequence[Path],
-        replaced: dict[Path, str],
+        notes: dict[Path, list[str]],
     ) -> None:
-        """Each output: built (replacing another builder's zip?) or up to date, and what it
+        """Each output: built (with a note on what it replaced) or up to date, and what it
         holds."""
         prefix = f"{function}: " if function is not None else ""
         for archive in archives:
@@ -402,10 +419,9 @@ the command line wins. Example:
             if archive.path not in written:
                 self.line(f"{prefix}<info>Up to date</info> {path} (built from the same inputs;"
                           " --force rebuilds)")  # fmt: skip
-            elif archive.path in replaced:
+            elif archive.path in notes:
                 self.line(f"{prefix}Built <info>{path}</info>")
-                self.line(f"  (replaced the zip the {replaced[archive.path]} builder had written"
-                          " there)")  # fmt: skip
+                self.line(f"  ({'; '.join(notes[archive.path])})")
             else:
                 self.line(f"{prefix}Built <info>{path}</info>")
             self.line(

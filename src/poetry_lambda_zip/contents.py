@@ -250,14 +250,17 @@ def outputs_for_layout(
     project_files: set[str],
 ) -> list[tuple[Path, list[Entry]]]:
     """The zips to write: (path, entries), ``outputs`` in the order of ``layout.kinds``.
-    ``project_files`` are the project's own (its distribution's files and the includes);
-    everything else is a dependency.
+    ``project_files`` are the project's own (its distribution's files and the includes), and
+    so is their bytecode; everything else is a dependency.
 
     function: everything at the root; layer: dependencies under python/; split: the function
     zip holding only the project's files, and the layer.
     """
     if layout is Layout.FUNCTION:
         return [(outputs[0], list(entries))]
+    project_files = project_files | {
+        entry.name for entry in entries if bytecode_source(entry.name) in project_files
+    }
     dependencies = [
         replace(entry, name=LAYER_PREFIX + entry.name)
         for entry in entries

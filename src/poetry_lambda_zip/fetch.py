@@ -9,7 +9,7 @@ costs one warning and the downloads go to the build's temporary directory instea
 
 Downloads run in daemon threads, so an interrupted build (SIGTERM, Ctrl-C) ends at once even
 while a download stalls: the main thread stops waiting, removes every partial file
-(``.OWNER.NAME.part``, see ``stale``) and no thread can create another one after that.
+(``.OWNER.TOKEN.NAME.part``, see ``stale``) and no thread can create another one after that.
 """
 
 from __future__ import annotations

@@ -17,18 +17,20 @@ import re
 import zipfile
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import IO
 from typing import TYPE_CHECKING
 from typing import Any
 
 from poetry_lambda_zip import __version__
+from poetry_lambda_zip.archive import SEAL
 from poetry_lambda_zip.archive import file_sha256
-from poetry_lambda_zip.source_trees import IGNORED_IN_TREES
+from poetry_lambda_zip.archive import zip_intact
+from poetry_lambda_zip.never_read import never_read
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from collections.abc import Sequence
-    from pathlib import Path
 
     from poetry_lambda_zip.builders import Steps
     from poetry_lambda_zip.resolve import Requirement
@@ -49,25 +51,37 @@ __all__ = [
 ]
 
 COMMENT_PREFIX = "poetry-lambda-zip fingerprint sha256:"
-#: The fingerprint, then which builder wrote the zip (``by docker``; older zips name none).
-_COMMENT = re.compile(re.escape(COMMENT_PREFIX) + r"([0-9a-f]{64})(?: by ([a-z][a-z-]{0,30}))?")
+_SEALED = re.escape(SEAL.decode()) + "[0-9a-f]{64}"
+#: The fingerprint, which builder wrote the zip (``by docker``; older zips name none), and the
+#: writer's seal (``archive.SEAL``; older zips have none).
+_COMMENT = re.compile(
+    re.escape(COMMENT_PREFIX) + rf"([0-9a-f]{{64}})(?: by ([a-z][a-z-]{{0,30}}))?({_SEALED})?"
+)
 _COMMENT_AT_END = re.compile(
-    re.escape(COMMENT_PREFIX.encode()) + rb"[0-9a-f]{64}(?: by [a-z][a-z-]{0,30})?\Z"
+    (
+        re.escape(COMMENT_PREFIX) + rf"[0-9a-f]{{64}}(?: by [a-z][a-z-]{{0,30}})?(?:{_SEALED})?\Z"
+    ).encode()
 )
 #: The longest comment this plugin writes.
-COMMENT_LENGTH = len(COMMENT_PREFIX) + 64 + len(" by ") + 31
-#: Bytes read from a file's end to find the comment.
-_TAIL = 128
+COMMENT_LENGTH = len(COMMENT_PREFIX) + 64 + len(" by ") + 31 + len(SEAL) + 64
 _WHEEL_RECORD = re.compile(r"^[^/]+\.dist-info/RECORD$")
 #: How a kept tree and the zips made from it are laid out, beyond the files: 2 = the fetched
 #: wheels' deflated bytes are copied into the zip (``archive.Shipped``), and kept with the tree.
 _FORMAT = 2
 
 
-def tree_key(requirements: Sequence[Requirement], steps: Steps, builder_identity: str) -> str:
+def tree_key(
+    requirements: Sequence[Requirement],
+    steps: Steps,
+    builder_identity: str,
+    project_dir: Path | None = None,
+) -> str:
     """A sha256 over everything that decides the installed tree of the requirements (and the
     steps that finish it) alone: what an earlier build's dependencies are reused by. The
-    project's wheel and include files are not part of it, nor are zip options (applied later)."""
+    project's wheel and include files are not part of it, nor are zip options (applied later).
+    A path or file dependency is named by its place relative to the project (``project_dir``),
+    as the lock names it: the key, and the fingerprints over it, do not depend on where the
+    checkout lies."""
     document = {
         "plugin": __version__,
         "format": _FORMAT,
@@ -82,7 +96,7 @@ def tree_key(requirements: Sequence[Requirement], steps: Steps, builder_identity
                 r.artifact.filename,
                 r.artifact.sha256,
                 r.origin.type,
-                r.origin.url,
+                _relative_url(r.origin.type, r.origin.url, project_dir),
                 r.origin.reference,
                 r.origin.subdirectory,
             ]
@@ -93,6 +107,12 @@ def tree_key(requirements: Sequence[Requirement], steps: Steps, builder_identity
         "slim": steps.slim,
     }
     return _digest(document)
+
+
+def _relative_url(kind: str, url: str | None, project_dir: Path | None) -> str | None:
+    if url is None or project_dir is None or kind not in ("directory", "file"):
+        return url
+    return Path(os.path.relpath(url, project_dir)).as_posix()
 
 
 #: A wheel member as what decides the installed file: its name, its contents' sha256 and its
@@ -162,16 +182,27 @@ class Recorded:
 
     fingerprint: str
     builder: str | None
+    path: Path
+    sealed: bool = True
+
+    @functools.cached_property
+    def intact(self) -> bool:
+        """Whether the zip is byte for byte as it was written (``archive.zip_intact``): its
+        fingerprint is only trusted then. Read once, when first asked."""
+        return self.sealed and zip_intact(self.path)
 
 
 def read_recorded(output: Path) -> Recorded | None:
-    """The zip comment at ``output``, if it is one this plugin wrote (one read of the zip)."""
+    """The zip comment at ``output``, if it is one this plugin wrote (one read of its
+    directory; the whole zip is read once ``Recorded.intact`` is asked)."""
     try:
         with zipfile.ZipFile(output) as archive:
             match = _COMMENT.fullmatch(archive.comment.decode("ascii", "replace"))
     except (OSError, zipfile.BadZipFile):
         return None
-    return None if match is None else Recorded(match.group(1), match.group(2))
+    if match is None:
+        return None
+    return Recorded(match.group(1), match.group(2), output, sealed=match.group(3) is not None)
 
 
 def carries_fingerprint(path: Path) -> bool:
@@ -194,15 +225,18 @@ def ends_with_fingerprint(tail: bytes) -> bool:
 
 def _tail(handle: IO[bytes]) -> bytes:
     handle.seek(0, os.SEEK_END)
-    handle.seek(max(0, handle.tell() - _TAIL))
+    handle.seek(max(0, handle.tell() - COMMENT_LENGTH))
     return handle.read()
 
 
 def _tree_hash(root: Path) -> str:
+    """A source tree as it decides what is built from it: each file's name, contents and
+    executable bit (which the built package keeps)."""
     digest = hashlib.sha256()
     for path in _tree_files(root):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(file_sha256(path).encode())
+        digest.update(b"x" if path.stat().st_mode & 0o111 else b"-")
     return digest.hexdigest()
 
 
@@ -210,5 +244,5 @@ def _tree_files(root: Path) -> Iterable[Path]:
     return sorted(
         path
         for path in root.rglob("*")
-        if path.is_file() and not IGNORED_IN_TREES.intersection(path.relative_to(root).parts)
+        if path.is_file() and not never_read(path.relative_to(root).parts)
     )

@@ -237,7 +237,7 @@ def patch_job(
         return None
     root = request.project_dir
     aside = frozenset(os.path.abspath(root / source.path) for source in record.sources)
-    if stamps.inputs(request, stamp.roots, outputs, aside) != record.rest:
+    if stamps.inputs(request, stamp.roots, outputs, aside, whole=stamp.whole) != record.rest:
         return None
     listed = {name.replace(os.sep, "/"): tuple(state) for name, state in stamps.listed(root)}
     changed = []
@@ -247,7 +247,7 @@ def patch_job(
             return None  # gone, or its mode changed (the zip keeps a file's executable bit)
         if state != source.state:
             changed.append(replace(source, state=state))
-    inputs = stamps.inputs(request, stamp.roots, outputs)
+    inputs = stamps.inputs(request, stamp.roots, outputs, whole=stamp.whole)
     if inputs is None:
         return None
     return PatchJob(request, stamp, record, tuple(changed), inputs)

@@ -13,6 +13,7 @@ import signal
 import tempfile
 import threading
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import replace
@@ -39,6 +40,7 @@ from poetry_lambda_zip.builders import builder_unchanged
 from poetry_lambda_zip.builders import choose_builder
 from poetry_lambda_zip.builders import require_engine_for_verify
 from poetry_lambda_zip.builders import verify_handler
+from poetry_lambda_zip.contents import LAYER_PREFIX
 from poetry_lambda_zip.contents import Layout
 from poetry_lambda_zip.contents import apply_excludes
 from poetry_lambda_zip.contents import distribution_sizes
@@ -58,6 +60,8 @@ from poetry_lambda_zip.fingerprint import tree_key
 from poetry_lambda_zip.fingerprint import wheel_members
 from poetry_lambda_zip.handler import check_handler
 from poetry_lambda_zip.index_access import credentials_for
+from poetry_lambda_zip.never_read import named_in
+from poetry_lambda_zip.one_at_a_time import one_build_at_a_time
 from poetry_lambda_zip.patch import EditRecord
 from poetry_lambda_zip.patch import Prepared
 from poetry_lambda_zip.patch import ProjectParts
@@ -66,8 +70,10 @@ from poetry_lambda_zip.patch import prepare
 from poetry_lambda_zip.patch import record_edits
 from poetry_lambda_zip.patch import write
 from poetry_lambda_zip.plan import BuildPlan
+from poetry_lambda_zip.plan import check_outputs_together
 from poetry_lambda_zip.plan import plan
 from poetry_lambda_zip.project import build_project_wheel
+from poetry_lambda_zip.project import wheel_directories
 from poetry_lambda_zip.source_trees import source_trees
 from poetry_lambda_zip.stale import owner_tag
 from poetry_lambda_zip.stale import remove_stale
@@ -129,6 +135,9 @@ class BuildResult:
     #: What the function zip took from the project, when an edit of the project's files can
     #: be patched into it (``patch``); None: the next edit takes the full path.
     parts: ProjectParts | None = None
+    #: Outputs that carried this build's fingerprint but had been changed after they were
+    #: written (``zip -g``, an editor): rebuilt, and said so.
+    altered: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,7 +185,26 @@ def build_functions(
     ``poetry`` may be a function that loads the project: it is not called when every
     function's stamp shows nothing changed (``stamps``) or only the project's own files
     (``patch``), unless ``results_in_full`` (every result with its plan, e.g. for JSON)."""
-    stamps = _stamps(requests) if builder is None and fetcher is None else None
+    project_dir = requests[0].project_dir
+    cache = cache_directory(project_dir)
+    with one_build_at_a_time(project_dir, cache, progress):
+        return _build_functions(
+            requests, poetry, progress, builder=builder, fetcher=fetcher, cache=cache,
+            results_in_full=results_in_full,
+        )  # fmt: skip
+
+
+def _build_functions(
+    requests: Sequence[BuildRequest],
+    poetry: Poetry | Callable[[], Poetry],
+    progress: Progress,
+    *,
+    builder: Builder | None,
+    fetcher: Fetcher | None,
+    cache: Path | None,
+    results_in_full: bool,
+) -> list[Outcome]:
+    stamps = _stamps(requests, cache) if builder is None and fetcher is None else None
     if stamps is not None:
         stamps.look(requests[0].project_dir)  # before Poetry reads pyproject.toml and the lock
         settled = None if results_in_full else _shortcut(requests, stamps, progress)
@@ -184,11 +212,12 @@ def build_functions(
             return settled
     project = poetry() if callable(poetry) else poetry
     members, failed = _plans(requests, project, progress)
+    check_outputs_together([member.plan for member in members])
     if any(member.plan.request.verify for member in members):
         require_engine_for_verify()
     outputs = [path for member in members for path in member.plan.outputs]
     _remove_what_killed_runs_left(outputs)
-    read = _inputs_read(members, stamps, outputs)
+    read = _inputs_read(members, stamps, outputs, project)
     with _terminate_as_interrupt(), _scratch() as workdir:
         wheel = _project_wheel(members, project, workdir)
         context = _Context(project, progress, builder, fetcher, workdir, wheel)
@@ -204,11 +233,10 @@ def build_functions(
     return outcomes
 
 
-def _stamps(requests: Sequence[BuildRequest]) -> Stamps | None:
+def _stamps(requests: Sequence[BuildRequest], cache: Path | None) -> Stamps | None:
     """The stamps, when the builds may use them: not with --force, --verify or --no-cache."""
     if any(request.force or request.verify or not request.cache for request in requests):
         return None
-    cache = cache_directory(requests[0].project_dir)
     return None if cache is None else Stamps(cache / "lambda-zip-stamps")
 
 
@@ -284,7 +312,8 @@ def _patched(
     stamp = job.stamp
     stamps.forget()
     found = outputs_now(archive.path for archive in done.archives)
-    if stamps.inputs(job.request, stamp.roots, outputs) == job.inputs and found is not None:
+    now = stamps.inputs(job.request, stamp.roots, outputs, whole=stamp.whole)
+    if now == job.inputs and found is not None:
         archives = tuple(
             (a.sha256, a.zipped_size, a.unzipped_size, a.files, a.distributions)
             for a in done.archives
@@ -296,19 +325,33 @@ def _patched(
 
 
 def _inputs_read(
-    members: Sequence[_Member], stamps: Stamps | None, outputs: Sequence[Path]
-) -> dict[str | None, tuple[tuple[str, ...], str | None]]:
-    """Each function's stamp roots and inputs before its build reads them."""
+    members: Sequence[_Member], stamps: Stamps | None, outputs: Sequence[Path], poetry: Poetry
+) -> dict[str | None, _Read]:
+    """Each function's stamp roots, the directories its wheel reads whole, and its inputs
+    before its build reads them (None: not to be vouched for, e.g. an include that names a
+    directory no listing reads, ``never_read``)."""
     if stamps is None:
         return {}
     read = {}
+    wheel = wheel_directories(poetry) if any(m.plan.root for m in members) else ()
     for member in members:
-        roots = _stamp_roots(member.plan)
-        read[member.function] = (
-            roots,
-            stamps.inputs(member.plan.request, roots, map(str, outputs)),
-        )
+        decided = member.plan
+        roots = _stamp_roots(decided)
+        whole = wheel if decided.root else ()
+        names = any(named_in(i.base, i.pattern) for i in decided.request.include)
+        inputs = None if names else stamps.inputs(decided.request, roots, map(str, outputs),
+                                                  whole=whole)  # fmt: skip
+        read[member.function] = _Read(roots, whole, inputs)
     return read
+
+
+@dataclass(frozen=True)
+class _Read:
+    """What a function's stamp lists besides the project's directory, and what it read."""
+
+    roots: tuple[str, ...]
+    whole: tuple[str, ...]
+    inputs: str | None
 
 
 def _stamp_roots(decided: BuildPlan) -> tuple[str, ...]:
@@ -327,7 +370,7 @@ def _stamp_roots(decided: BuildPlan) -> tuple[str, ...]:
 def _write_stamps(
     outcomes: Sequence[Outcome],
     stamps: Stamps,
-    read: dict[str | None, tuple[tuple[str, ...], str | None]],
+    read: dict[str | None, _Read],
     outputs: Sequence[Path],
 ) -> None:
     """A stamp for each function built (or found up to date) whose inputs did not change
@@ -337,11 +380,12 @@ def _write_stamps(
         result = outcome.result
         if result is None or outcome.error is not None or outcome.function not in read:
             continue
-        roots, before = read[outcome.function]
+        entry = read[outcome.function]
+        roots, whole, before = entry.roots, entry.whole, entry.inputs
         if before is None:  # not to be vouched for (e.g. too many files): not listed again
             continue
         request = result.plan.request
-        now = stamps.inputs(request, roots, map(str, outputs))
+        now = stamps.inputs(request, roots, map(str, outputs), whole=whole)
         found = outputs_now(archive.path for archive in result.archives)
         if now != before or found is None:
             continue
@@ -350,25 +394,36 @@ def _write_stamps(
             (a.sha256, a.zipped_size, a.unzipped_size, a.files, a.distributions)
             for a in result.archives
         )
-        edit = _edit_record(result, stamps, roots, outputs)
-        stamp = Stamp(before, roots, found, result.identity, docker_image, archives, edit)
+        edit = _edit_record(result, stamps, roots, whole, outputs)
+        stamp = Stamp(before, roots, found, result.identity, docker_image, archives, edit, whole)
         stamps.write(request, stamp)
 
 
 def _edit_record(
-    result: BuildResult, stamps: Stamps, roots: tuple[str, ...], outputs: Sequence[Path]
+    result: BuildResult,
+    stamps: Stamps,
+    roots: tuple[str, ...],
+    whole: tuple[str, ...],
+    outputs: Sequence[Path],
 ) -> dict[str, Any] | None:
     """What the edit shortcut needs of a function just built, as the stamp keeps it; None when
     an edit of its project cannot be patched in (``patch``)."""
     parts = result.parts
     if parts is None:
         return None
+    if result.up_to_date:
+        # Nothing was finished now: the zip is the one the last build wrote, patchable if
+        # that build's stamp said so for the same project part.
+        earlier = stamps.read(result.plan.request)
+        record = EditRecord.from_json(earlier.edit) if earlier is not None else None
+        if record is None or record.fingerprint() != parts.fingerprint():
+            return None
     project_dir = result.plan.request.project_dir
     sources = record_edits(parts, project_dir, stamps.listed(project_dir))
     if sources is None:
         return None
     aside = frozenset(os.path.abspath(project_dir / source.path) for source in sources)
-    rest = stamps.inputs(result.plan.request, roots, map(str, outputs), aside)
+    rest = stamps.inputs(result.plan.request, roots, map(str, outputs), aside, whole=whole)
     if rest is None:
         return None
     record = EditRecord(
@@ -420,7 +475,9 @@ def plan_functions(
     requests: Sequence[BuildRequest], poetry: Poetry, progress: Progress
 ) -> list[BuildPlan]:
     """Every function's plan, building nothing (``--dry-run``); the first problem is raised."""
-    return [plan(request, poetry, _shown_for(request, progress)) for request in requests]
+    plans = [plan(request, poetry, _shown_for(request, progress)) for request in requests]
+    check_outputs_together(plans)
+    return plans
 
 
 def _shown_for(request: BuildRequest, progress: Progress) -> Progress:
@@ -577,13 +634,33 @@ def _build_one(
     parts = _project_parts(decided, key, project, builder.name if toolchain else None)
     fingerprints = {"function": parts.fingerprint(), "layer": _layer_fingerprint(decided, key)}
     # Each output's comment, read once: up to date?, written by which builder?, rewrite it?
+    # Its fingerprint is trusted only while the zip is as it was written.
     found = {path: read_recorded(path) for path in outputs}
-    current = {
+    carried = {
         path: (earlier := found[path]) is not None and earlier.fingerprint == fingerprints[kind]
         for kind, path in zip(decided.layout.kinds, outputs)
     }
+    altered = tuple(
+        path
+        for path, earlier in found.items()
+        if carried[path] and earlier is not None and not earlier.intact
+    )
+    current = {path: carried[path] and path not in altered for path in outputs}
+    # An edit of the project's files can be patched in later where the zip holds all of them
+    # (no excludes) and the project's tree was finished here (its bytecode by this machine's
+    # Python; for a zip found up to date, as the stamp of the build that wrote it says).
+    patchable = (
+        decided.layout.ships_project
+        and not decided.request.exclude
+        and (project.wheel is not None or bool(project.includes))
+    )
     if not decided.request.force and all(current.values()):
-        return _up_to_date(decided, outputs, builder, identity)
+        _check_handler_in(decided, outputs)  # the handler is no part of the zips' bytes
+        archives = tuple(existing_stats(path) for path in outputs)
+        return BuildResult(
+            decided, archives, builder.name, {}, TreeReport(), up_to_date=True,
+            identity=identity, parts=parts if patchable else None,
+        )  # fmt: skip
     workdir.mkdir()
     trees = assemble(builder, dependencies, project, workdir=workdir, progress=progress)
     report = sum((tree.report for tree in trees), TreeReport())
@@ -597,17 +674,10 @@ def _build_one(
         for path, earlier in found.items()
         if path in written and earlier and earlier.builder and earlier.builder != builder.name
     )
-    # An edit of the project's files can be patched in later where the project's tree was
-    # finished here (its bytecode by this machine's Python) and the zip holds all of it.
-    patchable = (
-        decided.layout.ships_project
-        and not decided.request.exclude
-        and (project.wheel is not None or bool(project.includes))
-        and trees[-1].here
-    )
     return BuildResult(
         decided, archives, builder.name, sizes, report, written=written, replaced=replaced,
-        identity=identity, parts=parts if patchable else None,
+        identity=identity, parts=parts if patchable and trees[-1].here else None,
+        altered=altered,
     )  # fmt: skip
 
 
@@ -640,7 +710,8 @@ def _dependency_job(
     # image (a test holds the builders to that); anything compiled, built or stripped depends
     # on the toolchain that did it.
     identity = builder.identity(steps, progress) if steps.may_need_toolchain() else "wheels only"
-    return DependencyJob(requirements, steps, tree_key(requirements, steps, identity), identity)
+    key = tree_key(requirements, steps, identity, decided.project_dir)
+    return DependencyJob(requirements, steps, key, identity)
 
 
 def _project_job(
@@ -697,13 +768,18 @@ def _zip_options(decided: BuildPlan) -> dict[str, Any]:
     return {"layout": request.layout.value, "exclude": sorted(request.exclude)}
 
 
-def _up_to_date(
-    decided: BuildPlan, outputs: Sequence[Path], builder: Builder, identity: str
-) -> BuildResult:
-    archives = tuple(existing_stats(path) for path in outputs)
-    return BuildResult(
-        decided, archives, builder.name, {}, TreeReport(), up_to_date=True, identity=identity
-    )
+def _check_handler_in(decided: BuildPlan, outputs: Sequence[Path]) -> None:
+    """The handler is in the zips found up to date, as a build checks it in what it packages
+    (the handler may have changed since they were written, their contents not)."""
+    handler = decided.request.handler
+    if handler is None or not decided.layout.ships_project:
+        return
+    names = []
+    for kind, path in zip(decided.layout.kinds, outputs):
+        with zipfile.ZipFile(path) as archive:
+            listed = archive.namelist()
+        names += [n.removeprefix(LAYER_PREFIX) for n in listed] if kind == "layer" else listed
+    check_handler(handler, names)
 
 
 def _fetcher(decided: BuildPlan, poetry: Poetry, workdir: Path) -> Fetcher:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.request import BuildRequest
     from poetry_lambda_zip.resolve import RequirementSet
 
-__all__ = ["BuildPlan", "CompilePrefixes", "plan"]
+__all__ = ["BuildPlan", "CompilePrefixes", "check_outputs_together", "plan"]
 
 #: The name poetry-core gives a package-mode = false project that has none.
 _UNNAMED = "non-package-mode"
@@ -167,6 +168,44 @@ def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan
         timestamp=timestamp_from_environment(),
         layout=request.layout,
     )
+
+
+def check_outputs_together(plans: Sequence[BuildPlan]) -> None:
+    """No two outputs of a run may be one file: every function's zip and layer, and -o, as
+    they resolve (links followed), and also where they differ only in case or Unicode
+    normalisation, which is one file on macOS and Windows as they are set up by default.
+    Every clash is named at once, before anything is fetched or written."""
+    claimed: dict[str, tuple[str, Path]] = {}
+    clashes: list[str] = []
+    for decided in plans:
+        for kind, output in zip(decided.layout.kinds, decided.outputs):
+            resolved = output.resolve()
+            key = unicodedata.normalize("NFC", str(resolved)).casefold()
+            who = _whose(decided, kind)
+            earlier = claimed.setdefault(key, (who, resolved))
+            if earlier[0] == who:
+                continue
+            if earlier[1] == resolved:
+                clashes.append(f"{earlier[0]} and {who} both write {resolved}.")
+            else:
+                clashes.append(
+                    f"{earlier[0]} writes {earlier[1]} and {who} {resolved}: one file where"
+                    " the file system ignores case or Unicode normalisation (macOS, Windows)."
+                )
+    if clashes:
+        raise ConfigError(
+            "Two outputs of this run are one file; the second would replace the first:\n"
+            + "\n".join(f"  {clash}" for clash in clashes),
+            f'Give each function an output of its own (output = "dist/NAME.zip" in'
+            f" [tool.{CONFIG_TABLE}.functions.NAME], or leave it out for dist/NAME.zip).",
+        )
+
+
+def _whose(decided: BuildPlan, kind: str) -> str:
+    """An output as the user knows it: the function's zip or layer (or the build's)."""
+    function = decided.request.function
+    owner = f"function {function!r}" if function is not None else "the build"
+    return f"{owner}'s {'layer' if kind == 'layer' else 'zip'}"
 
 
 def _outputs(output: Path, layout: Layout) -> tuple[Path, ...]:

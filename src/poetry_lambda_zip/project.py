@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -15,6 +19,9 @@ from poetry_lambda_zip.fingerprint import COMMENT_LENGTH
 from poetry_lambda_zip.fingerprint import COMMENT_PREFIX
 from poetry_lambda_zip.fingerprint import carries_fingerprint
 from poetry_lambda_zip.fingerprint import ends_with_fingerprint
+from poetry_lambda_zip.never_read import literal_parts
+from poetry_lambda_zip.never_read import named_in
+from poetry_lambda_zip.never_read import never_read
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -24,9 +31,11 @@ if TYPE_CHECKING:
 
     from poetry_lambda_zip.request import Include
 
-__all__ = ["build_project_wheel", "collect_includes"]
+__all__ = ["build_project_wheel", "collect_includes", "wheel_directories"]
 
-_NEVER_INCLUDED = ("__pycache__", ".git", ".venv")
+_METADATA = re.compile(r"^[^/]+\.dist-info/METADATA$")
+#: A requirement by a file URL in METADATA: its name (and version), the URL, the rest.
+_FILE_URL = re.compile(r"^(Requires-Dist: [^@;\n]+?) @ file://[^\s;]*", re.MULTILINE)
 
 
 def build_project_wheel(poetry: Poetry, directory: Path) -> Path | None:
@@ -51,7 +60,79 @@ def build_project_wheel(poetry: Poetry, directory: Path) -> Path | None:
         ) from e
     wheel = directory / filename
     _refuse_packaged_outputs(wheel)
+    _without_host_paths(wheel)
     return wheel
+
+
+def _without_host_paths(wheel: Path) -> None:
+    """poetry-core names a path dependency in the project's METADATA by its absolute URL
+    (``Requires-Dist: lib @ file:///home/me/libs/lib``): a path of this machine in the zip,
+    which then differs between two checkouts of one commit. The URL is dropped (the
+    dependency ships in the zip all the same); the wheel is written again, RECORD too."""
+    with zipfile.ZipFile(wheel) as archive:
+        infos = archive.infolist()
+        metadata = next((info for info in infos if _METADATA.match(info.filename)), None)
+        if metadata is None:
+            return
+        text = archive.read(metadata).decode("utf-8")
+        portable = _FILE_URL.sub(r"\1", text)
+        if portable == text:
+            return
+        members = [(info, archive.read(info)) for info in infos]
+    data = portable.encode("utf-8")
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    row = f"{metadata.filename},sha256={digest},{len(data)}"
+    rewritten = wheel.with_name(f".{wheel.name}.portable")
+    with zipfile.ZipFile(rewritten, "w") as archive:
+        for info, content in members:
+            if info.filename == metadata.filename:
+                archive.writestr(info, data)
+            elif info.filename.endswith(".dist-info/RECORD"):
+                rows = content.decode("utf-8").splitlines()
+                rows = [row if r.split(",", 1)[0] == metadata.filename else r for r in rows]
+                archive.writestr(info, ("\n".join(rows) + "\n").encode("utf-8"))
+            else:
+                archive.writestr(info, content)
+    os.replace(rewritten, wheel)
+
+
+def wheel_directories(poetry: Poetry) -> tuple[str, ...]:
+    """The project's directories poetry-core reads whole for the wheel (relative, posix):
+    each package's directory, each directory an include of the wheel matches, and the head
+    written out of a pattern that descends (``**``). What no build reads elsewhere
+    (``never_read``) is read there, but ``__pycache__``."""
+    from poetry.core.masonry.utils.module import Module
+    from poetry.core.masonry.utils.package_include import PackageInclude
+
+    root = poetry.pyproject_path.parent.resolve()
+    package = poetry.package
+    packages = [p for p in package.packages if "wheel" in p["format"]]
+    includes = [i for i in package.include if "wheel" in i["format"]]
+    found: set[Path] = set()
+    try:
+        module = Module(package.name, str(root), packages=packages, includes=includes)
+    except ValueError:
+        return ()  # no package to build: poetry-core says so when the wheel is built
+    for include in module.includes:
+        if isinstance(include, PackageInclude) and include.is_package():
+            found.add(include.base / include.package)
+        found.update(element for element in include.elements if element.is_dir())
+    for entry in [*packages, *includes]:
+        pattern = str(entry.get("include", entry.get("path", "")))
+        if "**" in pattern:
+            found.add(root.joinpath(*literal_parts(str(entry.get("from", "")), pattern)))
+    inside = sorted(
+        {
+            path.resolve().relative_to(root)
+            for path in found
+            if path.is_dir() and path.resolve().is_relative_to(root)
+        }
+    )
+    outermost: list[Path] = []
+    for path in inside:  # sorted: a directory before what lies below it
+        if not outermost or not path.is_relative_to(outermost[-1]):
+            outermost.append(path)
+    return tuple(path.as_posix() for path in outermost)
 
 
 @contextlib.contextmanager
@@ -110,8 +191,9 @@ def collect_includes(
                 "Name a directory relative to the one holding pyproject.toml.",
             )
         matched = False
+        named = named_in(include.base, include.pattern)
         for match in sorted(base.glob(include.pattern)):
-            for path in _files_below(match):
+            for path in _files_below(match, root, named):
                 matched = True
                 if path.resolve() in packages or carries_fingerprint(path):
                     left_out[path.relative_to(root).as_posix()] = None
@@ -145,15 +227,17 @@ def _relative(text: str, include: Include, key: str, *, empty: bool = False) -> 
     return pure.parts
 
 
-def _files_below(path: Path) -> list[Path]:
-    if any(part in _NEVER_INCLUDED for part in path.parts):
+def _files_below(path: Path, root: Path, named: frozenset[str]) -> list[Path]:
+    """The files of ``path`` (a file, or a directory's files) but what no build reads
+    (``never_read``) and the entry does not name."""
+
+    def read(found: Path) -> bool:
+        return not never_read(found.relative_to(root).parts, named)
+
+    if not read(path):
         return []
     if path.is_dir():
-        return [
-            p
-            for p in sorted(path.rglob("*"))
-            if p.is_file() and not any(part in _NEVER_INCLUDED for part in p.parts)
-        ]
+        return [p for p in sorted(path.rglob("*")) if p.is_file() and read(p)]
     return [path] if path.is_file() else []
 
 

@@ -130,6 +130,7 @@ def result_json(result: BuildResult) -> dict[str, Any]:
         "function": result.plan.request.function,
         "handler": result.plan.request.handler,
         "written": [str(path.resolve()) for path in result.written],
+        "altered": [str(path.resolve()) for path in result.altered],
         "up_to_date": result.up_to_date,
         "import_seconds": result.import_seconds,
         "slim": result.report.to_json().get("slim"),

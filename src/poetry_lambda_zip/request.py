@@ -4,7 +4,9 @@ function of its ``functions`` table, over that function's table), validated."""
 from __future__ import annotations
 
 import difflib
+import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -67,6 +69,8 @@ FUNCTION_KEYS = (
 FUNCTIONS_KEY = "functions"
 BUILDERS = ("auto", "docker", "local")
 LAYOUTS = tuple(layout.value for layout in Layout)
+#: A Lambda function's name (its API's FunctionName, unqualified): also the default output's.
+_FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 #: module.function, package.module.function, or SAM's dir/module.function.
 _HANDLER = re.compile(r"^[A-Za-z_]\w*(/[A-Za-z_]\w*)*(\.[A-Za-z_]\w*)+$")
 _INCLUDE_TABLE_KEYS = {"include", "from", "to"}
@@ -336,6 +340,14 @@ def function_requests(
             f"{table} must hold one table per function, e.g."
             f' [tool.{CONFIG_TABLE}.{FUNCTIONS_KEY}.orders] with handler = "app.orders.handler".'
         )
+    invalid = [_invalid_name(str(name)) for name in functions if not _FUNCTION_NAME.match(name)]
+    if invalid:
+        raise ConfigError(
+            "\n".join(invalid),
+            f"Rename the table: a Lambda function's name is 1 to 64 letters, digits, - and _"
+            f" ([tool.{CONFIG_TABLE}.{FUNCTIONS_KEY}.NAME]; the default output is"
+            " dist/NAME.zip).",
+        )
     unknown = [name for name in names if name not in functions]
     if unknown:
         raise ConfigError(
@@ -372,6 +384,20 @@ def function_requests(
             "\n".join(problems), "Fix the options above (`poetry lambda-zip --help` lists them)."
         )
     return requests
+
+
+def _invalid_name(name: str) -> str:
+    """A table key that is not a Lambda function's name, and the nearest one that is."""
+    message = f"{_table_key(name)} is not a Lambda function name."
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    nearest = re.sub(r"[^A-Za-z0-9_-]+", "-", ascii_name).strip("-")[:64].strip("-")
+    return message + (f" Did you mean {nearest!r}?" if nearest else "")
+
+
+def _table_key(name: str) -> str:
+    """How the function ``name`` is written as a key of the functions table."""
+    key = name if _FUNCTION_NAME.match(name) else json.dumps(name, ensure_ascii=False)
+    return f"[tool.{CONFIG_TABLE}.{FUNCTIONS_KEY}.{key}]"
 
 
 def _unknown_function(name: str, known: list[str]) -> str:

@@ -23,14 +23,7 @@ if TYPE_CHECKING:
 
     from poetry_lambda_zip.resolve import Requirement
 
-__all__ = ["IGNORED_IN_TREES", "SourceTree", "source_trees"]
-
-#: Never sent into the container with a source tree.
-IGNORED_IN_TREES = frozenset(
-    {".git", ".hg", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache",
-     ".tox", ".nox", "node_modules", ".DS_Store"}
-)  # fmt: skip
-
+__all__ = ["SourceTree", "source_trees"]
 
 #: What makes a directory a project pip can build.
 _PROJECT_FILES = ("pyproject.toml", "setup.py")
@@ -38,7 +31,8 @@ _PROJECT_FILES = ("pyproject.toml", "setup.py")
 
 @dataclass(frozen=True)
 class SourceTree:
-    """A directory to build inside the image: where it is here, and where it goes there."""
+    """A directory to build inside the image: where it is here, and where it goes there (but
+    what no build reads, ``never_read``)."""
 
     name: str
     path: Path

@@ -3,7 +3,7 @@
 Temporary files and directories are named ``PREFIX + owner_tag() + ["." + anything] + SUFFIX``:
 the owner is this process's pid and a tag of this host's name, so that a run never takes a live
 run's file for a stale one, here or on another machine sharing the directory (a CI cache).
-Partial files in caches are ``.OWNER.NAME.part``: ``remove_stale(directory, ".", ".part")``.
+Partial files in caches are ``.OWNER.TOKEN.NAME.part``: ``remove_stale(directory, ".", ".part")``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import socket
 from typing import TYPE_CHECKING
@@ -30,8 +31,10 @@ def owner_tag() -> str:
 
 
 def partial_name(name: str) -> str:
-    """The name a file being written takes until it is complete: ``.OWNER.NAME.part``."""
-    return f".{owner_tag()}.{name}.part"
+    """The name a file being written takes until it is complete: ``.OWNER.TOKEN.NAME.part``,
+    a new token each time: two threads of one run writing one file (two requirement sets
+    downloading the same wheel) never write into each other's partial file."""
+    return f".{owner_tag()}.{secrets.token_hex(4)}.{name}.part"
 
 
 def remove_stale(directory: Path, prefix: str, suffix: str = "") -> list[Path]:

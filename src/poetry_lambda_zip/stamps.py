@@ -31,11 +31,13 @@ import zlib
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 from typing import Any
 
 from poetry_lambda_zip import __version__
 from poetry_lambda_zip.fingerprint import read_recorded
+from poetry_lambda_zip.never_read import NEVER_READ
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -46,14 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["Stamp", "Stamps", "cache_directory", "outputs_now"]
 
 #: Raised when a stamp's format changes: older stamps are then never a match.
-_FORMAT = 3
-#: Directories no build reads: version control, virtual environments, tool caches and the
-#: output of deployment tools (which may unpack the zip next to the project).
-_PRUNED = frozenset(
-    {".git", ".hg", ".svn", ".venv", "__pycache__", "node_modules", ".mypy_cache",
-     ".pytest_cache", ".ruff_cache", ".tox", ".nox", ".aws-sam", "cdk.out", ".terraform",
-     ".serverless"}
-)  # fmt: skip
+_FORMAT = 4
 #: More files than this below a root: no shortcut (listing them would cost what it saves).
 _MAX_FILES = 20_000
 #: Environment variables a build reads (Poetry's settings, the docker SDK's, pip's in the image,
@@ -90,12 +85,14 @@ class Stamp:
     archives: tuple[tuple[str, int, int, int, int], ...]
     #: What the edit shortcut reads (``patch.EditRecord``, as JSON); None: it never applies.
     edit: dict[str, Any] | None = None
+    #: The project's directories poetry-core reads whole (``project.wheel_directories``).
+    whole: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps({"format": _FORMAT, "inputs": self.inputs, "roots": self.roots,
                            "outputs": self.outputs, "identity": self.identity,
                            "image": self.image, "archives": self.archives,
-                           "edit": self.edit}, indent=1)  # fmt: skip
+                           "edit": self.edit, "whole": self.whole}, indent=1)  # fmt: skip
 
     @classmethod
     def from_json(cls, text: str) -> Stamp | None:
@@ -118,6 +115,7 @@ class Stamp:
                     for sha256, zipped, unzipped, files, distributions in data["archives"]
                 ),
                 edit=data["edit"] if isinstance(data["edit"], dict) else None,
+                whole=tuple(str(directory) for directory in data["whole"]),
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -135,10 +133,13 @@ class Stamps:
         self._pruned = os.path.abspath(directory.parent)
         #: Each root's files as listed (None: not to be vouched for), until ``forget``.
         self._walks: dict[str, list[tuple[str, list[int]]] | None] = {}
+        #: The directories each listing passed over (``never_read``), relative to its root.
+        self._passed_over: dict[str, list[str]] = {}
 
     def forget(self) -> None:
         """List every root again (after a build: what it may have changed)."""
         self._walks.clear()
+        self._passed_over.clear()
 
     def look(self, root: Path) -> None:
         """List ``root`` now: before anything of it is read, so that a stamp says what the
@@ -156,7 +157,7 @@ class Stamps:
         """Whether the request's inputs and outputs are still what its ``stamp`` records (the
         builder is checked by the caller). ``outputs``: every output of the run (none of them
         is an input)."""
-        if self.inputs(request, stamp.roots, outputs) != stamp.inputs:
+        if self.inputs(request, stamp.roots, outputs, whole=stamp.whole) != stamp.inputs:
             return False
         return outputs_now(Path(path) for path, _, _ in stamp.outputs) == stamp.outputs
 
@@ -166,10 +167,16 @@ class Stamps:
         roots: Sequence[str],
         outputs: Iterable[str],
         aside: frozenset[str] = frozenset(),
+        *,
+        whole: Sequence[str] = (),
     ) -> str | None:
         """sha256 over the request's inputs as they read now, but for ``outputs`` and the
-        files ``aside`` (absolute paths); None when they cannot be vouched for."""
+        files ``aside`` (absolute paths); None when they cannot be vouched for: also when the
+        listing passed over a directory (``never_read``) in or around one of the project's
+        directories that poetry-core reads ``whole`` for the wheel."""
         skipped = aside | frozenset(os.path.abspath(output) for output in outputs)
+        if self._wheel_reads_passed_over(str(request.project_dir), whole):
+            return None
         try:
             listings = [self._listing(root, skipped) for root in (str(request.project_dir), *roots)]
         except _NoShortcut:
@@ -196,6 +203,15 @@ class Stamps:
             "listings": listings,
         }
         return hashlib.sha256(json.dumps(document).encode()).hexdigest()
+
+    def _wheel_reads_passed_over(self, root: str, whole: Sequence[str]) -> bool:
+        if not whole or self._walked(root) is None:
+            return False
+        wheel = [PurePosixPath(directory) for directory in whole]
+        for passed in map(PurePosixPath, self._passed_over.get(root, ())):
+            if any(passed.is_relative_to(read) or read.is_relative_to(passed) for read in wheel):
+                return True
+        return False
 
     def listed(self, root: Path) -> list[tuple[str, list[int]]]:
         """The files below ``root`` and their states, as listed (empty when not to be vouched
@@ -231,13 +247,17 @@ class Stamps:
 
     def _walked(self, root: str) -> list[tuple[str, list[int]]] | None:
         if root not in self._walks:
+            passed_over: list[str] = []
             try:
-                self._walks[root] = sorted(self._walk(root))
+                self._walks[root] = sorted(self._walk(root, passed_over))
             except _NoShortcut:
                 self._walks[root] = None
+            self._passed_over[root] = passed_over
         return self._walks[root]
 
-    def _walk(self, root: str) -> list[tuple[str, list[int]]]:
+    def _walk(self, root: str, passed_over: list[str]) -> list[tuple[str, list[int]]]:
+        """The files below ``root`` but what no build reads; the directories passed over
+        for that (but bytecode caches) go to ``passed_over``."""
         try:
             if not stat.S_ISDIR(os.stat(root).st_mode):
                 return [("", _state(Path(root)))]
@@ -251,8 +271,11 @@ class Stamps:
                 with os.scandir(directory) as listed:
                     for entry in listed:
                         if entry.is_dir(follow_symlinks=False):
-                            pruned = entry.name in _PRUNED
-                            if not pruned and os.path.abspath(entry.path) != self._pruned:
+                            if entry.name in NEVER_READ:
+                                if entry.name != "__pycache__":  # poetry-core skips it too
+                                    relative = os.path.relpath(entry.path, root)
+                                    passed_over.append(relative.replace(os.sep, "/"))
+                            elif os.path.abspath(entry.path) != self._pruned:
                                 pending.append(entry.path)
                         elif entry.is_symlink() and entry.is_dir():
                             raise _NoShortcut(entry.path)
@@ -293,11 +316,12 @@ def _poetry_config_files() -> list[Path]:
 
 def outputs_now(paths: Iterable[Path]) -> tuple[tuple[str, str, tuple[int, ...]], ...] | None:
     """Each output: its path, the fingerprint it carries (and builder), its file's state;
-    None when one carries no fingerprint (a zip this plugin did not write, or none)."""
+    None when one carries no fingerprint (a zip this plugin did not write, or none) or is not
+    as it was written (``Recorded.intact``: its fingerprint then says nothing of it)."""
     found = []
     for path in paths:
         recorded = read_recorded(path)
-        if recorded is None:
+        if recorded is None or not recorded.intact:
             return None
         said = f"{recorded.fingerprint} {recorded.builder or ''}".rstrip()
         found.append((str(path), said, tuple(_state(path))))

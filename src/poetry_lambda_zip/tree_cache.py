@@ -273,7 +273,7 @@ def _wheel_name(name: Any) -> str:
 
 
 def _write_atomically(destination: Path, write: Callable[[Path], None]) -> None:
-    """Write through ``.OWNER.NAME.part`` next to ``destination``, then rename it into place;
+    """Write through ``.OWNER.TOKEN.NAME.part`` next to ``destination``, then rename it into place;
     the partial file is removed whatever happens (an interrupted build leaves none, a killed
     one's is removed by the next ``put``)."""
     temporary = destination.with_name(partial_name(destination.name))

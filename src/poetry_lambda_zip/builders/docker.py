@@ -8,6 +8,7 @@ files (CI job containers sharing docker.sock, remote ``DOCKER_HOST``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -40,7 +41,7 @@ from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import DockerUnavailableError
 from poetry_lambda_zip.errors import ImageError
-from poetry_lambda_zip.source_trees import IGNORED_IN_TREES
+from poetry_lambda_zip.never_read import never_read
 from poetry_lambda_zip.tree_steps import CONFLICT
 from poetry_lambda_zip.tree_steps import EXIT_MARK
 from poetry_lambda_zip.tree_steps import LAMBDA_PYTHON
@@ -490,7 +491,8 @@ def _inputs(steps: Steps, files: dict[str, Path], tree: Path, destination: Path)
         for name, path in files.items():
             archive.add(path, f"lambda-zip/files/{name}", filter=_owned_by_root)
         for source in steps.trees:
-            archive.add(source.path, f"lambda-zip/src/{source.relative}", filter=_source_filter)
+            prefix = f"lambda-zip/src/{source.relative}"
+            archive.add(source.path, prefix, filter=functools.partial(_source_filter, prefix))
         archive.add(tree, "lambda-zip/unpacked", filter=_owned_by_root)
     return destination
 
@@ -547,8 +549,9 @@ def _owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def _source_filter(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    if IGNORED_IN_TREES.intersection(PurePosixPath(info.name).parts):
+def _source_filter(prefix: str, info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    """A source tree's file as sent, but what no build reads (below the tree, as its key)."""
+    if never_read(PurePosixPath(info.name).relative_to(prefix).parts):
         return None
     return _owned_by_root(info)
 
