@@ -25,6 +25,7 @@ from poetry_lambda_zip.archive import timestamp_from_environment
 from poetry_lambda_zip.archive import write_zips_atomically
 from poetry_lambda_zip.archive import zip_intact
 from poetry_lambda_zip.contents import distribution_sizes
+from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import OutputError
 from tests.docker_helpers import sealed_again
@@ -79,8 +80,16 @@ def test_source_date_epoch_sets_every_timestamp(tmp_path: Path) -> None:
         assert archive.getinfo("a.py").date_time == (2023, 11, 14, 22, 13, 20)
     assert timestamp_from_environment({"SOURCE_DATE_EPOCH": "5"}) == DEFAULT_EPOCH
     assert timestamp_from_environment({}) == DEFAULT_EPOCH
-    with pytest.raises(OutputError, match="SOURCE_DATE_EPOCH"):
+    with pytest.raises(ConfigError, match="SOURCE_DATE_EPOCH"):
         timestamp_from_environment({"SOURCE_DATE_EPOCH": "yesterday"})
+    # The last time a zip entry holds, and after it (2108, and a time no platform has).
+    latest = timestamp_from_environment({"SOURCE_DATE_EPOCH": "4354819198"})
+    write_zip_atomically([entry("a.py")], tmp_path / "latest.zip", latest)
+    with zipfile.ZipFile(tmp_path / "latest.zip") as archive:
+        assert archive.getinfo("a.py").date_time == (2107, 12, 31, 23, 59, 58)
+    for later in ("4354819200", "99999999999999999999"):
+        with pytest.raises(ConfigError, match=f"SOURCE_DATE_EPOCH={later} is after 2107"):
+            timestamp_from_environment({"SOURCE_DATE_EPOCH": later})
 
 
 def test_distributions_are_counted_by_their_metadata(tmp_path: Path) -> None:

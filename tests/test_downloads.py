@@ -47,6 +47,9 @@ class Server:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.mode = "serve"
+        #: A mode of its own for some files, and the pause between the pieces of "slow".
+        self.modes: dict[str, str] = {}
+        self.pause = 0.02
         self.requests: list[str] = []
         self.arrived = threading.Event()
         self.release = threading.Event()
@@ -57,7 +60,8 @@ class Server:
                 name = self.path.lstrip("/")
                 server.requests.append(name)
                 server.arrived.set()
-                if server.mode == "silent":
+                mode = server.modes.get(name, server.mode)
+                if mode == "silent":
                     server.release.wait()
                     return
                 data = server.files.get(name)
@@ -67,16 +71,16 @@ class Server:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                if server.mode == "stall":
+                if mode == "stall":
                     self.wfile.write(data[:1000])
                     self.wfile.flush()
                     server.release.wait()
                     return
-                if server.mode == "slow":  # in pieces: downloads of one file overlap
+                if mode == "slow":  # in pieces: downloads of one file overlap
                     for start in range(0, len(data), 20_000):
                         self.wfile.write(data[start : start + 20_000])
                         self.wfile.flush()
-                        time.sleep(0.02)
+                        time.sleep(server.pause)
                     return
                 self.wfile.write(data)
 
@@ -404,10 +408,11 @@ def test_a_download_cache_that_cannot_be_written_costs_one_warning(
 
 
 def start_build(
-    path: Path, poetry_cache: Path, scratch: Path, **environment: str
+    path: Path, poetry_cache: Path, scratch: Path, *options: str, **environment: str
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [POETRY, "lambda-zip", "-C", str(path), "--runtime", "python3.11", "--builder", "local"],
+        [POETRY, "lambda-zip", "-C", str(path), "--runtime", "python3.11", "--builder", "local",
+         *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -452,6 +457,56 @@ def test_a_signal_ends_a_stalled_download_at_once_leaving_nothing(
     assert not list(poetry_cache.rglob(PARTIAL))
     assert cached_wheels(poetry_cache) == []
     assert not (path / "dist").exists()
+
+
+@pytest.mark.parametrize("presses", [1, 10])
+def test_a_signal_stops_the_other_requirement_sets_before_they_replace_a_zip(
+    tmp_path: Path, server: Server, poetry_cache: Path, private_tmp: Path, presses: int
+) -> None:
+    """Ctrl-C while two requirement sets build: the one in the foreground stops at once, the
+    other at its next step; neither replaces the zips of the last good build. Pressed again
+    (people do), the cleanup the first press started is not broken off."""
+    path = url_project(tmp_path / "project", server, ["tiny-a", "tiny-b"], {})
+    with (path / "pyproject.toml").open("a") as pyproject:
+        pyproject.write(
+            '\n[tool.poetry-lambda-zip.functions.first]\nhandler = "fetch_demo.x"\n'
+            'exclude-package = ["tiny-b"]\n'
+            '[tool.poetry-lambda-zip.functions.second]\nhandler = "fetch_demo.x"\n'
+            'exclude-package = ["tiny-a"]\n'
+        )
+    module = path / "src" / "fetch_demo" / "__init__.py"
+    module.write_text("def x(event, context):\n    return 1\n")
+    with start_build(path, poetry_cache, private_tmp) as process:
+        _, error = process.communicate(timeout=120)
+    assert process.returncode == 0, error
+    good = {name: (path / "dist" / name).read_bytes() for name in ("first.zip", "second.zip")}
+
+    module.write_text("def x(event, context):\n    return 2\n")  # both zips would change
+    server.requests.clear()
+    server.arrived.clear()
+    server.modes = {"tiny_a-1.0-py3-none-any.whl": "stall", "tiny_b-1.0-py3-none-any.whl": "slow"}
+    server.pause = 0.1  # tiny-b takes about a second: the signal comes while it downloads
+    with start_build(path, poetry_cache, private_tmp, "--force") as process:
+        try:
+            deadline = time.monotonic() + 60
+            while len(set(server.requests)) < 2:
+                assert time.monotonic() < deadline, process.communicate()
+                time.sleep(0.01)
+            started = time.monotonic()
+            for _ in range(presses):
+                process.send_signal(signal.SIGINT)
+                time.sleep(0.01)
+            _, error = process.communicate(timeout=30)
+            took = time.monotonic() - started
+        finally:
+            process.kill()
+    assert process.returncode == 130, error
+    assert "The build was interrupted (SIGINT)" in error
+    assert "Traceback" not in error
+    assert took < 3, f"it took {took:.1f}s to stop"
+    assert {name: (path / "dist" / name).read_bytes() for name in good} == good
+    assert list(private_tmp.iterdir()) == []
+    assert not list((path / "dist").glob(".*"))
 
 
 @pytest.mark.parametrize("stall", ["stall", "silent"])

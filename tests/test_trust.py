@@ -111,7 +111,28 @@ def test_outputs_are_never_included_and_a_rebuild_is_up_to_date(
     assert "index.py" in names
     assert not [name for name in names if name.endswith(".zip")]
     assert "Left old-package.zip out of include" in first.error
+    assert not [w for w in first.warnings + again.warnings if "dist/" in w]  # its own: quietly
     assert again.sha256 == first.sha256
+
+
+def test_a_killed_runs_temporary_zip_is_neither_included_nor_in_the_way(
+    project: Callable[[str], Path],
+) -> None:
+    """A run killed while writing its zip leaves ``dist/.NAME.zip.PID-HOST.….tmp``; the next
+    run with ``include = ["**/*"]`` neither ships it nor trips over removing it."""
+    path = project("non-package")
+    first = Build(path, f"{LOCAL} --include '**/*'")
+    assert first.status == 0, first.error
+    left = first.zip_path.with_name(
+        f".{first.zip_path.name}.{_dead_pid()}-{owner_tag()[-8:]}.x1.tmp"
+    )
+    left.write_bytes(b"PK\x03\x04 half a zip")
+    (path / "index.py").write_text((path / "index.py").read_text() + "\n# edited\n")
+    again = Build(path, f"{LOCAL} --include '**/*'")
+    assert again.status == 0, again.error
+    assert not left.exists()
+    with zipfile.ZipFile(again.zip_path) as archive:
+        assert not [name for name in archive.namelist() if name.endswith(".tmp")]
 
 
 def test_an_output_inside_the_package_is_refused_before_it_ships(

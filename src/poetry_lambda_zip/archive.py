@@ -27,6 +27,7 @@ from typing import IO
 from typing import TYPE_CHECKING
 from typing import NamedTuple
 
+from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import OutputError
 from poetry_lambda_zip.stale import owner_tag
@@ -66,6 +67,8 @@ __all__ = [
 
 #: 1980-01-01T00:00:00Z, the earliest time a zip entry can carry.
 DEFAULT_EPOCH = 315532800
+#: 2107-12-31T23:59:58Z, the latest (DOS date and time, two-second steps).
+LATEST_EPOCH = 4354819198
 #: Lambda refuses a function whose code and layers unzip to more than this many bytes.
 UNZIPPED_LIMIT = 262_144_000
 _FILE_MODE = 0o644
@@ -164,17 +167,25 @@ class ArchiveStats:
 
 
 def timestamp_from_environment(environ: dict[str, str] | None = None) -> int:
-    """``SOURCE_DATE_EPOCH`` when set (clamped to what zip can store), else 1980-01-01."""
+    """``SOURCE_DATE_EPOCH`` when set (an earlier time than zip can store is 1980-01-01, a
+    later one refused), else 1980-01-01."""
     value = (os.environ if environ is None else environ).get("SOURCE_DATE_EPOCH", "").strip()
     if not value:
         return DEFAULT_EPOCH
+    fix = "Unset it or set it to a Unix timestamp, e.g. $(git log -1 --format=%ct)."
     try:
-        return max(int(value), DEFAULT_EPOCH)
+        seconds = int(value)
     except ValueError:
-        raise OutputError(
-            f"SOURCE_DATE_EPOCH={value!r} is not a whole number of seconds.",
-            "Unset it or set it to a Unix timestamp, e.g. $(git log -1 --format=%ct).",
+        raise ConfigError(
+            f"SOURCE_DATE_EPOCH={value!r} is not a whole number of seconds.", fix
         ) from None
+    if seconds > LATEST_EPOCH:
+        raise ConfigError(
+            f"SOURCE_DATE_EPOCH={value} is after 2107-12-31 23:59:58 UTC, the last time a zip"
+            " entry can hold.",
+            fix,
+        )
+    return max(seconds, DEFAULT_EPOCH)
 
 
 def entries_from_tar(archive: tarfile.TarFile, prefix: str) -> list[Entry]:

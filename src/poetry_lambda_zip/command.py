@@ -35,6 +35,7 @@ from poetry_lambda_zip.errors import LambdaZipError
 from poetry_lambda_zip.pipeline import build_functions
 from poetry_lambda_zip.pipeline import plan_functions
 from poetry_lambda_zip.redact import redact
+from poetry_lambda_zip.render import failure_json
 from poetry_lambda_zip.render import outcomes_json
 from poetry_lambda_zip.render import plan_json
 from poetry_lambda_zip.render import plan_lines
@@ -58,6 +59,10 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.plan import BuildPlan
 
 __all__ = ["LambdaZipCommand"]
+
+
+#: A warning's characters shown at most.
+_LONGEST_WARNING = 2000
 
 
 class ConsoleProgress:
@@ -115,6 +120,9 @@ class ConsoleProgress:
             stdout_gone()
 
     def warning(self, message: str) -> None:
+        if len(message) > _LONGEST_WARNING:  # a cause that lists thousands of files
+            cut = len(message) - _LONGEST_WARNING
+            message = f"{message[:_LONGEST_WARNING]}… ({cut:,} more characters)"
         self._io.write_error_line(f"<fg=yellow>Warning: {_shown(message)}</>")
 
     def installer_output(self, line: str) -> None:
@@ -297,7 +305,7 @@ the command line wins. Example:
                 requests, self._project_poetry, progress, results_in_full=as_json
             )
         except LambdaZipError as e:
-            self._show_error(e)
+            self._show_error(e, as_json=as_json)
             return e.exit_code
         except OSError as e:
             # Every expected failure is a LambdaZipError; this is one we did not foresee.
@@ -307,7 +315,7 @@ the command line wins. Example:
                 " traceback, and report it if the cause is not yours.",
             )
             error.__cause__ = e
-            self._show_error(error)
+            self._show_error(error, as_json=as_json)
             return error.exit_code
         except KeyboardInterrupt:
             self.line_error(
@@ -350,10 +358,12 @@ the command line wins. Example:
         functions = outcomes[0].function is not None
         if as_json:
             single = outcomes[0]
-            if not functions and single.result is not None and single.error is None:
-                self._write_json(result_json(single.result))
-            elif functions:
+            if functions:
                 self._write_json(outcomes_json(outcomes))
+            elif single.error is not None:
+                self._write_json(failure_json(single.error))
+            elif single.result is not None:
+                self._write_json(result_json(single.result))
         for outcome in outcomes:
             try:
                 self._show_outcome(outcome, as_json)
@@ -379,8 +389,13 @@ the command line wins. Example:
         elif outcome.shortcut and not as_json:
             self._show_archives(outcome.function, outcome.shortcut, outcome.written, {})
 
-    def _show_error(self, error: LambdaZipError, function: str | None = None) -> None:
-        """The one place errors are shown: what went wrong, the fix, a traceback with -vvv."""
+    def _show_error(
+        self, error: LambdaZipError, function: str | None = None, *, as_json: bool = False
+    ) -> None:
+        """The one place errors are shown: what went wrong, the fix, a traceback with -vvv (and,
+        with --json, the error's document on stdout for a run that has no other)."""
+        if as_json:
+            self._write_json(failure_json(error))
         if function is not None:
             self.line_error(f"<error>{function}: failed</error>")
         self.line_error(f"<error>{_shown(error.message)}</error>")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import posixpath
 import re
+import unicodedata
 from typing import TYPE_CHECKING
 
 from poetry_lambda_zip.errors import ConfigError
@@ -38,6 +39,14 @@ def check_handler(handler: str, names: Iterable[str]) -> None:
     closest = _closest(module, modules)
     path = module.replace(".", "/")
     hint = f" The closest module there is {closest}." if closest else ""
+    if closest is not None and unicodedata.normalize("NFC", closest) == unicodedata.normalize(
+        "NFC", module
+    ):
+        hint = (
+            f" The package has {closest!a}, the same name in another Unicode normalisation"
+            f" than the handler's {module!a} (macOS writes file names decomposed, NFD);"
+            " Python's import does not match the two. Rename the file in composed form (NFC)."
+        )
     raise ConfigError(
         f"The handler {handler} names the module {module}, which is not in the package: no"
         f" {path}.py, {path}/__init__.py, extension module or directory {path}/.{hint}",

@@ -13,9 +13,11 @@ import signal
 import tempfile
 import threading
 import time
+import unicodedata
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from dataclasses import field
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,6 +52,7 @@ from poetry_lambda_zip.contents import outputs_for_layout
 from poetry_lambda_zip.contents import owners
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import BuildInterrupted
+from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import LambdaZipError
 from poetry_lambda_zip.errors import OutputError
 from poetry_lambda_zip.fetch import WheelFetcher
@@ -91,6 +94,7 @@ if TYPE_CHECKING:
 
     from poetry.poetry import Poetry
 
+    from poetry_lambda_zip.archive import Entry
     from poetry_lambda_zip.builders import Builder
     from poetry_lambda_zip.builders import Finished
     from poetry_lambda_zip.builders import Progress
@@ -204,6 +208,8 @@ def _build_functions(
     cache: Path | None,
     results_in_full: bool,
 ) -> list[Outcome]:
+    # What a killed run left, removed whichever way this one goes (a no-op too).
+    remove_stale(Path(tempfile.gettempdir()), _TEMPORARY_PREFIX)
     stamps = _stamps(requests, cache) if builder is None and fetcher is None else None
     if stamps is not None:
         stamps.look(requests[0].project_dir)  # before Poetry reads pyproject.toml and the lock
@@ -216,7 +222,8 @@ def _build_functions(
     if any(member.plan.request.verify for member in members):
         require_engine_for_verify()
     outputs = [path for member in members for path in member.plan.outputs]
-    _remove_what_killed_runs_left(outputs)
+    for output in outputs:
+        remove_stale_temporaries(output)
     read = _inputs_read(members, stamps, outputs, project)
     with _terminate_as_interrupt(), _scratch() as workdir:
         wheel = _project_wheel(members, project, workdir)
@@ -252,6 +259,8 @@ def _shortcut(
     if len(stamped) != len(found):
         return None
     outputs = [path for stamp in stamped.values() for path, _, _ in stamp.outputs]
+    for output in outputs:
+        remove_stale_temporaries(Path(output))
     # The builders are asked (the engine, for the docker builder's image id) while the stamps
     # are compared and any patch's bytecode compiles; nothing is written before they answer.
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -469,6 +478,9 @@ class _Context:
     workdir: Path
     #: The project's wheel, built once for every function that ships it.
     wheel: Path | None
+    #: Set when the build was interrupted: the groups building beside the interrupted one
+    #: stop at their next step (``_Stoppable``), writing nothing.
+    stop: threading.Event = field(default_factory=threading.Event)
 
 
 def plan_functions(
@@ -536,6 +548,7 @@ def _run_groups(groups: Sequence[list[_Member]], context: _Context) -> list[Outc
         try:
             outcomes = _build_group(groups[0], context)
         except BaseException:
+            context.stop.set()  # the others stop at their next step, before writing a zip
             for future in pending:
                 future.cancel()
             raise
@@ -546,11 +559,13 @@ def _run_groups(groups: Sequence[list[_Member]], context: _Context) -> list[Outc
 
 def _build_group(group: Sequence[_Member], context: _Context) -> list[Outcome]:
     """The functions of one requirement set, one after another, on one dependency tree."""
+    group = [replace(m, progress=_Stoppable(m.progress, context.stop)) for m in group]
     # What the group shares is said once, for all of its functions.
     first = group[0]
     if len(group) > 1:
         names = ",".join(str(member.function) for member in group)
-        first = replace(first, progress=_Prefixed(context.progress, names))
+        shared = _Stoppable(_Prefixed(context.progress, names), context.stop)
+        first = replace(first, progress=shared)
     directory = Path(tempfile.mkdtemp(dir=context.workdir, prefix="group-"))
     try:
         builder = context.builder or choose_builder(
@@ -666,8 +681,9 @@ def _build_one(
     report = sum((tree.report for tree in trees), TreeReport())
     _report_steps(decided, report, progress)
     archives, written, sizes = _package(
-        decided, trees, outputs, fingerprints, progress, builder=parts.made_by, current=current
-    )
+        decided, trees, outputs, fingerprints, progress, builder=parts.made_by, current=current,
+        stop=context.stop,
+    )  # fmt: skip
     # Zips another builder wrote (e.g. --builder local over the docker builder's): said.
     replaced = tuple(
         (path, earlier.builder)
@@ -802,6 +818,7 @@ def _package(
     *,
     builder: str | None,
     current: dict[Path, bool],
+    stop: threading.Event,
 ) -> tuple[tuple[ArchiveStats, ...], tuple[Path, ...], dict[str, int]]:
     """The installed trees as the layout's zips; the handler checked in them; the zips whose
     fingerprint changed written atomically. Returns every output's stats, the outputs
@@ -821,7 +838,12 @@ def _package(
     handler = decided.request.handler
     if handler is not None and decided.layout.ships_project:
         check_handler(handler, [entry.name for entry in entries])
+    _warn_folded(sorted(project_files), progress)
     zips = outputs_for_layout(decided.layout, outputs, entries, project_files)
+    _refuse_empty(decided, zips)
+    # What a package over the limit is made of: the distributions, and the include files.
+    included = {name for name, _ in decided.includes}
+    parts = {**sizes, **{f"{e.name} (include)": e.size for e in entries if e.name in included}}
     force = decided.request.force
     pending, kept = [], {}
     for kind, (path, zipped) in zip(decided.layout.kinds, zips):
@@ -832,7 +854,7 @@ def _package(
     written = write_zips_atomically(
         pending,
         decided.timestamp,
-        check=lambda stats: _check_size([*stats, *kept.values()], sizes, progress),
+        check=lambda stats: _check_size([*stats, *kept.values()], parts, progress, stop),
         reuse=not force,  # --force: everything from scratch, deflating too
         count=lambda done, total: progress.count("package", done, total),
     )
@@ -840,6 +862,41 @@ def _package(
     progress.phase("package", time.monotonic() - started, f"{files} files")
     by_path = {**kept, **{stats.path: stats for stats in written}}
     return tuple(by_path[path] for path in outputs), tuple(s.path for s in written), sizes
+
+
+def _warn_folded(names: Sequence[str], progress: Progress) -> None:
+    """Project files whose names differ only in case or Unicode normalisation: Lambda keeps
+    both, a zip unpacked on macOS or Windows (to test it, to inspect it) keeps one."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(unicodedata.normalize("NFC", name).casefold(), name)
+        if other != name:
+            progress.warning(
+                f"{other} and {name} differ only in case or Unicode normalisation: unzipped on"
+                " macOS or Windows, one replaces the other (Lambda keeps both). Rename one."
+            )
+
+
+def _refuse_empty(decided: BuildPlan, zips: Sequence[tuple[Path, Sequence[Entry]]]) -> None:
+    """Lambda refuses an empty package: a zip with no file stops the function before anything
+    is written, saying what would have filled it."""
+    for kind, (path, entries) in zip(decided.layout.kinds, zips):
+        if entries:
+            continue
+        if kind == "layer":
+            why = "the requirement set is empty (no dependency to put in a layer)"
+            fix = 'Leave out the layer (layout = "function"), or add the dependencies it is for.'
+        else:
+            patterns = ", ".join(repr(str(include)) for include in decided.request.include)
+            why = (
+                f"include ({patterns}) matches no file" if patterns else "there is no include"
+            ) + (" and the project's package is not shipped" if not decided.root else "")
+            fix = (
+                "Fix the include patterns (paths relative to the directory holding"
+                " pyproject.toml), or ship the project's package."
+            )
+        raise ConfigError(f"{path.name} would hold no file: {why}. Lambda refuses an empty"
+                          " package.", fix)  # fmt: skip
 
 
 def _verify(outcome: Outcome, members: Sequence[_Member]) -> Outcome:
@@ -873,12 +930,6 @@ def _tree_cache(poetry: Poetry) -> TreeCache:
     return TreeCache(cache_dir / "lambda-zip-trees")
 
 
-def _remove_what_killed_runs_left(outputs: Sequence[Path]) -> None:
-    remove_stale(Path(tempfile.gettempdir()), _TEMPORARY_PREFIX)
-    for output in outputs:
-        remove_stale_temporaries(output)
-
-
 class _Prefixed:
     """Progress of one function among several: its name before every line."""
 
@@ -900,6 +951,40 @@ class _Prefixed:
 
     def count(self, name: str, done: int, total: int) -> None:
         self._progress.count(f"{self._function} {name}", done, total)
+
+
+class _Stoppable:
+    """Progress of a group that stops at its next step once ``stop`` is set (the build was
+    interrupted in another thread): every line it would print raises BuildInterrupted there,
+    and its containers and files are cleaned up on the way out."""
+
+    def __init__(self, progress: Progress, stop: threading.Event) -> None:
+        self._progress = progress
+        self._stop = stop
+
+    def check(self) -> None:
+        if self._stop.is_set():
+            raise BuildInterrupted("Stopped: another part of the build was interrupted.")
+
+    def phase(self, name: str, seconds: float, detail: str) -> None:
+        self.check()
+        self._progress.phase(name, seconds, detail)
+
+    def info(self, message: str) -> None:
+        self.check()
+        self._progress.info(message)
+
+    def warning(self, message: str) -> None:
+        self.check()
+        self._progress.warning(message)
+
+    def installer_output(self, line: str) -> None:
+        self.check()
+        self._progress.installer_output(line)
+
+    def count(self, name: str, done: int, total: int) -> None:
+        self.check()
+        self._progress.count(name, done, total)
 
 
 def _report_steps(decided: BuildPlan, report: TreeReport, progress: Progress) -> None:
@@ -926,15 +1011,21 @@ def _report_steps(decided: BuildPlan, report: TreeReport, progress: Progress) ->
         )
 
 
-def _check_size(written: list[ArchiveStats], sizes: dict[str, int], progress: Progress) -> None:
+def _check_size(
+    written: list[ArchiveStats], sizes: dict[str, int], progress: Progress, stop: threading.Event
+) -> None:
+    """The zips written (not yet in place) against Lambda's limits; none is put in place once
+    the build was interrupted."""
+    if stop.is_set():
+        raise BuildInterrupted("Stopped: another part of the build was interrupted.")
     unzipped = sum(stats.unzipped_size for stats in written)
     if unzipped > UNZIPPED_LIMIT:
         largest = sorted(sizes.items(), key=lambda item: (-item[1], item[0]))[:10]
         table = "\n".join(f"  {size / 1e6:8.1f} MB  {name}" for name, size in largest)
         raise OutputError(
             f"The package unzips to {unzipped:,} bytes; Lambda allows at most"
-            f" {UNZIPPED_LIMIT:,} for a function and its layers. The largest distributions:\n"
-            f"{table}",
+            f" {UNZIPPED_LIMIT:,} for a function and its layers. The largest distributions"
+            f" and include files:\n{table}",
             "Leave out what the runtime provides (--exclude-package), prune files (--exclude,"
             " --slim), or ship a container image instead.",
         )
@@ -956,6 +1047,10 @@ def _terminate_as_interrupt() -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
+        # Once: a second Ctrl-C (people press it again) must not break off the cleanup this
+        # one starts (removing containers and scratch directories, the other groups stopping).
+        for number in signals:
+            signal.signal(number, signal.SIG_IGN)
         raise BuildInterrupted(
             f"The build was interrupted ({signal.Signals(signum).name}); its container and"
             " temporary files were removed."

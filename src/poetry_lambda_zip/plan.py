@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from packaging.utils import canonicalize_name
 
+from poetry_lambda_zip.archive import UNZIPPED_LIMIT
 from poetry_lambda_zip.archive import refuse_directory
 from poetry_lambda_zip.archive import timestamp_from_environment
 from poetry_lambda_zip.builders import DockerSettings
@@ -126,6 +127,7 @@ def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan
     includes, include_warnings = collect_includes(request.project_dir, request.include, outputs)
     for warning in include_warnings:
         progress.warning(warning)
+    _check_include_sizes(includes)
     if not request.layout.ships_project and includes:
         progress.warning("A layer holds dependencies only: the include files are left out.")
         includes = []
@@ -223,6 +225,22 @@ def _check_outputs(outputs: Sequence[Path]) -> None:
                 "Pass another path to -o, or move that file away if it is an old package to"
                 " replace.",
             )
+
+
+def _check_include_sizes(includes: Sequence[tuple[str, Path]]) -> None:
+    """Include files that alone are over Lambda's limit are refused from their sizes, before
+    anything is copied (a sparse file of gigabytes reads as its size says)."""
+    sizes = sorted(((path.stat().st_size, name) for name, path in includes), reverse=True)
+    total = sum(size for size, _ in sizes)
+    if total <= UNZIPPED_LIMIT:
+        return
+    largest = "\n".join(f"  {size / 1e6:10.1f} MB  {name}" for size, name in sizes[:10])
+    raise OutputError(
+        f"The include files alone come to {total:,} bytes; Lambda allows at most"
+        f" {UNZIPPED_LIMIT:,} unzipped for a function and its layers. The largest:\n{largest}",
+        "Narrow the include patterns to what the handler reads (data this large belongs in S3"
+        " or EFS), or ship a container image instead.",
+    )
 
 
 def _compile_prefixes(layout: Layout) -> CompilePrefixes:

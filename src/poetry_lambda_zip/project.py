@@ -6,6 +6,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import posixpath
 import re
 import tempfile
 import zipfile
@@ -22,6 +23,7 @@ from poetry_lambda_zip.fingerprint import ends_with_fingerprint
 from poetry_lambda_zip.never_read import literal_parts
 from poetry_lambda_zip.never_read import named_in
 from poetry_lambda_zip.never_read import never_read
+from poetry_lambda_zip.stale import is_temporary
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -195,11 +197,14 @@ def collect_includes(
         for match in sorted(base.glob(include.pattern)):
             for path in _files_below(match, root, named):
                 matched = True
-                if path.resolve() in packages or carries_fingerprint(path):
+                if path.resolve() in packages or is_temporary(path.name):
+                    continue  # this run's outputs, a zip being written or a killed run's
+                if carries_fingerprint(path):
                     left_out[path.relative_to(root).as_posix()] = None
                     continue
                 inside = _inside(root, path, str(include))
                 name = (prefix / path.relative_to(base).as_posix()).as_posix()
+                _check_name(name, inside.relative_to(root), include)
                 if files.setdefault(name, inside) != inside:
                     raise ConfigError(
                         f"Two include entries put different files at {name} in the zip:"
@@ -214,17 +219,44 @@ def collect_includes(
     return sorted(files.items()), warnings
 
 
+def _check_name(name: str, path: Path, include: Include) -> None:
+    """A name a zip can hold and every system unpack: UTF-8 (zip's flag for names), with no
+    backslash (a directory separator once unpacked on Windows)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise ConfigError(
+            f"The file {shown} (matched by include {str(include)!r}) has a name that is not"
+            " UTF-8, which a zip's names must be.",
+            "Rename the file (e.g. `convmv -f latin1 -t utf-8 --notest FILE`), or narrow the"
+            " include pattern to leave it out.",
+        ) from None
+    if "\\" in name:
+        raise ConfigError(
+            f"The file {path} (matched by include {str(include)!r}) has a backslash in its"
+            " name: unzipped on Windows, it would be a directory and a file.",
+            "Rename the file, or narrow the include pattern to leave it out.",
+        )
+
+
 def _relative(text: str, include: Include, key: str, *, empty: bool = False) -> tuple[str, ...]:
     """The parts of a relative path of an include entry; one that leaves the project (or is
     empty where a pattern is needed) is refused."""
-    pure = PurePosixPath(text)
-    if (not text and not empty) or pure.is_absolute() or ".." in pure.parts:
-        where = "The include pattern" if key == "include" else f"The {key} of include"
+    where = "The include pattern" if key == "include" else f"The {key} of include"
+    if not text and not empty:
+        raise ConfigError(
+            f"{where} is empty: it names no file.",
+            'Give a glob relative to the directory holding pyproject.toml, e.g. "*.py".',
+        )
+    # a/../b stays inside: judged as written out; a pattern's own ".." is never that.
+    pure = PurePosixPath(posixpath.normpath(text) if key != "include" and text else text)
+    if pure.is_absolute() or ".." in pure.parts:
         raise ConfigError(
             f"{where} {str(include)!r} points outside the project.",
             "Use a glob relative to the directory holding pyproject.toml.",
         )
-    return pure.parts
+    return () if pure == PurePosixPath(".") else pure.parts
 
 
 def _files_below(path: Path, root: Path, named: frozenset[str]) -> list[Path]:

@@ -10,11 +10,20 @@ from poetry_lambda_zip.redact import redact
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from poetry_lambda_zip.errors import LambdaZipError
     from poetry_lambda_zip.pipeline import BuildResult
     from poetry_lambda_zip.pipeline import Outcome
     from poetry_lambda_zip.plan import BuildPlan
 
-__all__ = ["SCHEMA_VERSION", "outcomes_json", "plan_json", "plan_lines", "result_json"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "error_json",
+    "failure_json",
+    "outcomes_json",
+    "plan_json",
+    "plan_lines",
+    "result_json",
+]
 
 #: Bumped when a key is renamed or removed; new keys may appear at any time.
 SCHEMA_VERSION = 1
@@ -78,7 +87,9 @@ def plan_lines(plan: BuildPlan) -> list[str]:
     width = max((len(f"{r.name} {r.version}") for r in requirements.requirements), default=0)
     lines = [
         f"Target   {target.description}",
-        f"Image    {plan.docker.image}",
+        f"Image    {plan.docker.image}"
+        if plan.request.builder != "local"
+        else "Image    none (--builder local: no container)",
         f"Tags     cp{target.python_version_text.replace('.', '')} on {platforms[0]}"
         f" ... {platforms[-1]} ({len(platforms)} platforms)",
         f"Groups   {', '.join(sorted(requirements.groups))};"
@@ -149,6 +160,20 @@ def result_json(result: BuildResult) -> dict[str, Any]:
     }
 
 
+def error_json(error: LambdaZipError) -> dict[str, Any]:
+    """A build that stopped: what went wrong, the fix and the exit code (credentials removed)."""
+    return {
+        "message": redact(error.message),
+        "fix": redact(error.fix or ""),
+        "exit_code": error.exit_code,
+    }
+
+
+def failure_json(error: LambdaZipError) -> dict[str, Any]:
+    """The document of a run without a functions table that stopped: ``{"ok": false, ...}``."""
+    return {"schema": SCHEMA_VERSION, "ok": False, "error": error_json(error)}
+
+
 def outcomes_json(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     """Every function of a functions table: its result, or its error."""
     return {
@@ -162,17 +187,7 @@ def outcomes_json(outcomes: Sequence[Outcome]) -> dict[str, Any]:
                     if outcome.result is not None and outcome.error is None
                     else {}
                 ),
-                **(
-                    {
-                        "error": {
-                            "message": redact(outcome.error.message),
-                            "fix": redact(outcome.error.fix or ""),
-                            "exit_code": outcome.error.exit_code,
-                        }
-                    }
-                    if outcome.error is not None
-                    else {}
-                ),
+                **({"error": error_json(outcome.error)} if outcome.error is not None else {}),
             }
             for outcome in outcomes
         ],

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["owner_tag", "partial_name", "remove_stale"]
+__all__ = ["is_temporary", "owner_tag", "partial_name", "remove_stale"]
 
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
@@ -35,6 +35,19 @@ def partial_name(name: str) -> str:
     a new token each time: two threads of one run writing one file (two requirement sets
     downloading the same wheel) never write into each other's partial file."""
     return f".{owner_tag()}.{secrets.token_hex(4)}.{name}.part"
+
+
+#: The name of any temporary file written this way, on any host: ``.NAME.OWNER.….tmp`` (a zip
+#: being written) or ``.OWNER.TOKEN.NAME.part`` (a download, a cache entry).
+_TEMPORARY = re.compile(
+    r"\..*\.[0-9]+-[0-9a-f]{8}\..*\.tmp|\.[0-9]+-[0-9a-f]{8}\..*\.part", flags=re.DOTALL
+)
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file of this name is one a run of this plugin writes before renaming it into
+    place (or a killed run left): never a project's file to ship."""
+    return _TEMPORARY.fullmatch(name) is not None
 
 
 def remove_stale(directory: Path, prefix: str, suffix: str = "") -> list[Path]:

@@ -142,7 +142,7 @@ class TreeCache:
             self._discard(key)
             self._warn(
                 f"Cannot keep the installed dependencies in {self.directory}"
-                f" ({e.strerror or e}): the next build installs them again."
+                f" ({_reason(e)}): the next build installs them again."
             )
         finally:
             shutil.rmtree(partial, ignore_errors=True)
@@ -270,6 +270,17 @@ def _wheel_name(name: Any) -> str:
     if not (isinstance(name, str) and re.fullmatch(r"[0-9]{1,6}\.whl", name)):
         raise ValueError(f"not a kept wheel's file name: {name!r}")
     return name
+
+
+def _reason(error: OSError) -> str:
+    """Why ``error`` happened, in one line: a copy of a tree that failed for many files
+    (``shutil.Error``, a list of them) says the first reason and how many more."""
+    failures = error.args[0] if isinstance(error, shutil.Error) and error.args else None
+    if isinstance(failures, list) and failures:
+        first = failures[0]
+        reason = str(first[2] if isinstance(first, tuple) and len(first) == 3 else first)
+        return reason if len(failures) == 1 else f"{reason}; {len(failures) - 1} files more"
+    return str(error.strerror or error)
 
 
 def _write_atomically(destination: Path, write: Callable[[Path], None]) -> None:

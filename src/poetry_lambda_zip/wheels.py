@@ -6,6 +6,7 @@ are checked against Lambda's limit before anything is unpacked."""
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
 import posixpath
@@ -42,6 +43,7 @@ from poetry_lambda_zip.archive import UNZIPPED_LIMIT
 from poetry_lambda_zip.archive import Known
 from poetry_lambda_zip.archive import Shipped
 from poetry_lambda_zip.errors import BuildFailedError
+from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import LambdaZipError
 from poetry_lambda_zip.errors import OutputError
@@ -273,8 +275,19 @@ def add_project_files(
     if includes:
         staged = target.parent / "include"
         for name, path in includes:
-            (staged / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, staged / name)
+            try:
+                (staged / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, staged / name)
+            except OSError as e:
+                if e.errno != errno.ENAMETOOLONG:
+                    raise
+                raise ConfigError(
+                    f"The include file {path} is at {name} in the zip, a name of"
+                    f" {len(os.fsencode(name)):,} bytes: below the build's scratch directory"
+                    f" ({staged}) that is longer than this system allows.",
+                    "Shorten the file's path (or its prefix, to), or point TMPDIR at a shorter"
+                    " directory.",
+                ) from e
         conflict = merge_trees([str(staged)], str(target))
         if conflict:
             raise ConflictError(
