@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.server
+import json
 import os
 import random
 import shutil
@@ -319,19 +320,28 @@ def test_force_downloads_again_and_refreshes_the_cache(
     assert not list(poetry_cache.rglob(PARTIAL))
 
 
+def two_sets(tmp_path: Path, server: Server, functions: dict[str, list[str]]) -> Path:
+    """A project of tiny-a and tiny-b, with a function per entry of ``functions`` leaving out
+    the distributions it names: functions of different requirement sets, built at once."""
+    path = url_project(tmp_path / "project", server, ["tiny-a", "tiny-b"], {})
+    with (path / "pyproject.toml").open("a") as pyproject:
+        for name, left_out in functions.items():
+            pyproject.write(
+                f'\n[tool.poetry-lambda-zip.functions.{name}]\nhandler = "fetch_demo.x"\n'
+                f"exclude-package = {json.dumps(left_out)}\n"
+            )
+    (path / "src" / "fetch_demo" / "__init__.py").write_text(
+        "def x(event, context):\n    return 1\n"
+    )
+    return path
+
+
 def test_two_requirement_sets_downloading_one_wheel_at_once_both_keep_it(
     tmp_path: Path, server: Server, poetry_cache: Path
 ) -> None:
     """Two functions whose requirement sets differ are built at once; each downloads the
     wheel they share into Poetry's cache, neither into the other's partial file."""
-    path = url_project(tmp_path / "project", server, ["tiny-a", "tiny-b"], {})
-    with (path / "pyproject.toml").open("a") as pyproject:
-        pyproject.write(
-            '\n[tool.poetry-lambda-zip.functions.both]\nhandler = "fetch_demo.x"\n'
-            '[tool.poetry-lambda-zip.functions.one]\nhandler = "fetch_demo.x"\n'
-            'exclude-package = ["tiny-b"]\n'
-        )
-    (path / "src" / "fetch_demo" / "__init__.py").write_text("def x(event, context):\n    pass\n")
+    path = two_sets(tmp_path, server, {"both": [], "one": ["tiny-b"]})
     server.mode = "slow"
     for _ in range(2):  # the second with --force: both download again, into the cache
         built = Build(path, "--runtime python3.11 --builder local --force")
@@ -466,16 +476,8 @@ def test_a_signal_stops_the_other_requirement_sets_before_they_replace_a_zip(
     """Ctrl-C while two requirement sets build: the one in the foreground stops at once, the
     other at its next step; neither replaces the zips of the last good build. Pressed again
     (people do), the cleanup the first press started is not broken off."""
-    path = url_project(tmp_path / "project", server, ["tiny-a", "tiny-b"], {})
-    with (path / "pyproject.toml").open("a") as pyproject:
-        pyproject.write(
-            '\n[tool.poetry-lambda-zip.functions.first]\nhandler = "fetch_demo.x"\n'
-            'exclude-package = ["tiny-b"]\n'
-            '[tool.poetry-lambda-zip.functions.second]\nhandler = "fetch_demo.x"\n'
-            'exclude-package = ["tiny-a"]\n'
-        )
+    path = two_sets(tmp_path, server, {"first": ["tiny-b"], "second": ["tiny-a"]})
     module = path / "src" / "fetch_demo" / "__init__.py"
-    module.write_text("def x(event, context):\n    return 1\n")
     with start_build(path, poetry_cache, private_tmp) as process:
         _, error = process.communicate(timeout=120)
     assert process.returncode == 0, error

@@ -182,6 +182,7 @@ def collect_includes(
     warnings: list[str] = []
     packages = {output.resolve() for output in outputs}
     left_out: dict[str, None] = {}
+    linked: dict[str, None] = {}
     for include in includes:
         base = root.joinpath(*_relative(include.base, include, "from", empty=True))
         _relative(include.pattern, include, "include")
@@ -195,7 +196,7 @@ def collect_includes(
         matched = False
         named = named_in(include.base, include.pattern)
         for match in sorted(base.glob(include.pattern)):
-            for path in _files_below(match, root, named):
+            for path in _files_below(match, root, named, linked):
                 matched = True
                 if path.resolve() in packages or is_temporary(path.name):
                     continue  # this run's outputs, a zip being written or a killed run's
@@ -211,10 +212,23 @@ def collect_includes(
                         f" {files[name].relative_to(root)} and {inside.relative_to(root)}.",
                         "Narrow one of the patterns, or give one entry another prefix (to).",
                     )
+        if "**" in include.pattern:  # the links to directories the pattern's ** passed over
+            top = root.joinpath(*literal_parts(include.base, include.pattern))
+            for directory, names, _ in os.walk(top):
+                for name in names:
+                    found = Path(directory, name)
+                    if found.is_symlink() and not never_read(found.relative_to(root).parts, named):
+                        linked[found.relative_to(root).as_posix()] = None
+                names[:] = [n for n in names if not never_read((n,), named)]
         if not matched:
             warnings.append(f"The include pattern {str(include)!r} matches no file.")
     warnings += [
         f"Left {name} out of include: it is a package poetry-lambda-zip wrote." for name in left_out
+    ]
+    warnings += [
+        f"Left {name} out of include: it is a link to a directory, which is not followed."
+        " Include the directory it leads to (its from/to can put it where the link is)."
+        for name in linked
     ]
     return sorted(files.items()), warnings
 
@@ -259,17 +273,30 @@ def _relative(text: str, include: Include, key: str, *, empty: bool = False) -> 
     return () if pure == PurePosixPath(".") else pure.parts
 
 
-def _files_below(path: Path, root: Path, named: frozenset[str]) -> list[Path]:
+def _files_below(
+    path: Path, root: Path, named: frozenset[str], linked: dict[str, None]
+) -> list[Path]:
     """The files of ``path`` (a file, or a directory's files) but what no build reads
-    (``never_read``) and the entry does not name."""
+    (``never_read``) and the entry does not name. A link to a directory is not followed,
+    wherever it is met (a pattern's ``**`` does not follow one either): it goes to
+    ``linked``, to be named (a link to a file is followed)."""
 
     def read(found: Path) -> bool:
         return not never_read(found.relative_to(root).parts, named)
 
     if not read(path):
         return []
+    if path.is_symlink() and path.is_dir():
+        linked[path.relative_to(root).as_posix()] = None
+        return []
     if path.is_dir():
-        return [p for p in sorted(path.rglob("*")) if p.is_file() and read(p)]
+        files = []
+        for found in sorted(path.rglob("*")):
+            if found.is_symlink() and found.is_dir() and read(found):
+                linked[found.relative_to(root).as_posix()] = None
+            elif found.is_file() and read(found):
+                files.append(found)
+        return files
     return [path] if path.is_file() else []
 
 
