@@ -56,7 +56,7 @@ def nothing_fetched(monkeypatch: pytest.MonkeyPatch) -> None:
             'handler = "app.s3_event_lambda.handler"\noutput = "dist/same.zip"\n',
             "",
             "dist/same.zip",
-            "function 'orders''s zip and function 's3_event''s zip both write",
+            "function orders's zip and function s3_event's zip both write",
         ),
         (
             '[tool.poetry-lambda-zip.functions.one]\nhandler = "app.orders_lambda.handler"\n'
@@ -64,7 +64,7 @@ def nothing_fetched(monkeypatch: pytest.MonkeyPatch) -> None:
             'output = "dist/one-layer.zip"\n',
             'layout = "split"',
             "dist/one-layer.zip",
-            "function 'one''s layer and function 'two''s zip both write",
+            "function one's layer and function two's zip both write",
         ),
         (
             '[tool.poetry-lambda-zip.functions.orders]\nhandler = "app.orders_lambda.handler"\n'

@@ -206,7 +206,7 @@ def check_outputs_together(plans: Sequence[BuildPlan]) -> None:
 def _whose(decided: BuildPlan, kind: str) -> str:
     """An output as the user knows it: the function's zip or layer (or the build's)."""
     function = decided.request.function
-    owner = f"function {function!r}" if function is not None else "the build"
+    owner = f"function {function}" if function is not None else "the build"
     return f"{owner}'s {'layer' if kind == 'layer' else 'zip'}"
 
 
