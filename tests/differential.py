@@ -375,7 +375,10 @@ def _edit_pruned(w: Workspace) -> str | None:
         + [p.parent / "node_modules" for p in w.files("src/*/__init__.py")]
     )
     path = place / w.rng.choice(["settings.json", "asset.py", "x.txt"])
+    created = not place.exists()
     _write(path, f"{w.rng.randrange(10**6)}\n")
+    if created and place.name == "node_modules":  # in a package: no stamp while it is there,
+        w.undo.append(lambda: shutil.rmtree(place))  # so it goes before the next edit
     return str(path.relative_to(w.app))
 
 
@@ -487,7 +490,11 @@ def _include_setting(w: Workspace) -> str | None:
         include.append(pattern)
         what = f"+ {pattern}"
     table["include"] = include
+    pyproject = w.app / "pyproject.toml"
+    before = pyproject.read_text()
     w.write_pyproject(document)
+    if pattern.startswith(("node_modules/", "cdk.out/")):  # no stamp while an include names
+        w.undo.append(lambda: pyproject.write_text(before))  # one: gone before the next edit
     return what
 
 
@@ -554,7 +561,11 @@ def _functions(w: Workspace) -> str | None:
     else:
         name = w.rng.choice(names)
         table = functions[name]
-        table["handler"] = w.rng.choice(["diffapp.handler.handler", "diffapp.util.double"])
+        # A function without the package (root = false) keeps the handler of its include.
+        handlers = ["diffapp.handler.handler", "diffapp.util.double"]
+        table["handler"] = (
+            table["handler"] if table.get("root") is False else w.rng.choice(handlers)
+        )
         what = f"{name}.handler = {table['handler']}"
     w.write_pyproject(document)
     return what
