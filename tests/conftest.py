@@ -20,11 +20,9 @@ from cleo.io.outputs.output import Verbosity
 from cleo.testers.command_tester import CommandTester
 from poetry.factory import Factory
 
-from poetry_lambda_zip import pipeline
-from poetry_lambda_zip import plan as plan_module
+from poetry_lambda_zip import locations
 from poetry_lambda_zip.builders.docker import OWNER_VARIABLE
 from poetry_lambda_zip.command import LambdaZipCommand
-from poetry_lambda_zip.tree_cache import TreeCache
 from tests.docker_helpers import RUNNER
 from tests.docker_helpers import Build
 from tests.docker_helpers import run_in_task
@@ -71,7 +69,7 @@ def tree_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own cache of installed dependency trees (downloads stay shared):
     a test that needs an install to happen must not find one left by another test."""
     directory = tmp_path / "tree-cache"
-    monkeypatch.setattr(pipeline, "_tree_cache", lambda poetry: TreeCache(directory))
+    monkeypatch.setattr(locations, "trees", lambda project_dir: directory)
     return directory
 
 
@@ -80,29 +78,32 @@ def bytecode_verdicts(monkeypatch: pytest.MonkeyPatch) -> None:
     """No verdicts "this machine compiles as the image does" (builders.bytecode_here) unless a
     test asks for them (``verdicts_here``): tests that look at what the image did must see
     the image do it."""
-    monkeypatch.setattr(plan_module, "_bytecode_verdicts", lambda poetry: None)
+    monkeypatch.setattr(locations, "bytecode_verdicts", lambda project_dir: None)
 
 
 @pytest.fixture(autouse=True)
-def no_stamps(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No no-op shortcut (``stamps``) unless a test asks for it (``stamps_here``): a test
-    that builds twice must see the second build decide from contents."""
-    monkeypatch.setattr(pipeline, "cache_directory", lambda project_dir: None)
+def no_stamps(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No no-op shortcut (``shortcut``) unless a test asks for it (``stamps_here``): a test
+    that builds twice must see the second build decide from contents. Locks of its own (not
+    in the test's directory, which may be its project)."""
+    monkeypatch.setattr(locations, "stamps", lambda project_dir: None)
+    locks = tmp_path_factory.mktemp("locks")
+    monkeypatch.setattr(locations, "locks", lambda project_dir: locks)
 
 
 @pytest.fixture
 def stamps_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """This test's own cache directory for stamps (they go to its lambda-zip-stamps/)."""
-    directory = tmp_path / "stamps-cache"
-    monkeypatch.setattr(pipeline, "cache_directory", lambda project_dir: directory)
-    return directory / "lambda-zip-stamps"
+    directory = tmp_path / "stamps-cache" / "lambda-zip-stamps"
+    monkeypatch.setattr(locations, "stamps", lambda project_dir: directory)
+    return directory
 
 
 @pytest.fixture
 def verdicts_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """This test's own file of bytecode verdicts."""
     record = tmp_path / "bytecode-here.json"
-    monkeypatch.setattr(plan_module, "_bytecode_verdicts", lambda poetry: record)
+    monkeypatch.setattr(locations, "bytecode_verdicts", lambda project_dir: record)
     return record
 
 

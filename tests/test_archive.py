@@ -13,18 +13,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from poetry_lambda_zip import archive as archive_module
+from poetry_lambda_zip import deflate as deflate_module
 from poetry_lambda_zip.archive import DEFAULT_EPOCH
 from poetry_lambda_zip.archive import SEAL
 from poetry_lambda_zip.archive import ArchiveStats
-from poetry_lambda_zip.archive import Entry
-from poetry_lambda_zip.archive import Shipped
-from poetry_lambda_zip.archive import entries_from_files
-from poetry_lambda_zip.archive import entries_from_tar
 from poetry_lambda_zip.archive import timestamp_from_environment
 from poetry_lambda_zip.archive import write_zips_atomically
 from poetry_lambda_zip.archive import zip_intact
 from poetry_lambda_zip.contents import distribution_sizes
+from poetry_lambda_zip.entries import Entry
+from poetry_lambda_zip.entries import Shipped
+from poetry_lambda_zip.entries import entries_from_files
+from poetry_lambda_zip.entries import entries_from_tar
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import OutputError
@@ -270,13 +270,13 @@ def test_unchanged_entries_reuse_the_replaced_zips_deflated_bytes(
     changed = [entry("big/text.py", b"value = 2\n" * 200_000), *MIXED[:4], *MIXED[5:]]
     fresh = zipfile_reference(changed, tmp_path / "fresh.zip", DEFAULT_EPOCH)
     compressed: list[str] = []
-    original = archive_module._compress_file
+    original = deflate_module._compress_file
 
     def counting(item: Entry, data: bytes | None = None) -> tuple[int, bytes]:
         compressed.append(item.name)
         return original(item, data)
 
-    monkeypatch.setattr(archive_module, "_compress_file", counting)
+    monkeypatch.setattr(deflate_module, "_compress_file", counting)
     write_zip_atomically(changed, output, DEFAULT_EPOCH)
     # Deflated again: the changed entry, and what came before the first entry that showed
     # this zlib deflates as the replaced zip's writer did (small entries); not the rest.

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from poetry_lambda_zip import plan as plan_module
-from poetry_lambda_zip.fingerprint import steps_digest
+from poetry_lambda_zip import locations
+from poetry_lambda_zip.builders.contract import steps_digest
 from tests.docker_helpers import BINARY_WHEEL_DISTRIBUTIONS
 from tests.docker_helpers import RUNNER
 from tests.docker_helpers import distributions
@@ -173,7 +173,7 @@ def test_bytecode_compiled_here_is_the_images_byte_for_byte(
     # Verdicts kept: the image compiles one tree (the first to ask), which is compared here;
     # the other waits for that verdict (no container of its own) and compiles here.
     record = tmp_path / "bytecode-here.json"
-    monkeypatch.setattr(plan_module, "_bytecode_verdicts", lambda poetry: record)
+    monkeypatch.setattr(locations, "bytecode_verdicts", lambda project_dir: record)
     probed = build(path, "--force")
     assert probed.status == 0, probed.error
     here = "precompiled here (its bytecode is the image's, byte for byte)"

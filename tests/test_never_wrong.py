@@ -16,7 +16,7 @@ import pytest
 from poetry_lambda_zip import pipeline
 from poetry_lambda_zip.fingerprint import read_recorded
 from poetry_lambda_zip.one_at_a_time import one_build_at_a_time
-from poetry_lambda_zip.stamps import outputs_now
+from poetry_lambda_zip.shortcut.stamps import outputs_now
 from tests.docker_helpers import Build
 
 if TYPE_CHECKING:
@@ -246,7 +246,7 @@ def test_a_second_build_of_a_project_waits_for_the_first(tmp_path: Path) -> None
     order: list[str] = []
 
     def first() -> None:
-        with one_build_at_a_time(tmp_path, tmp_path / "cache", Lines()):  # type: ignore[arg-type]
+        with one_build_at_a_time(tmp_path, Lines()):  # type: ignore[arg-type]
             held.set()
             release.wait(10)
             order.append("first done")
@@ -257,7 +257,7 @@ def test_a_second_build_of_a_project_waits_for_the_first(tmp_path: Path) -> None
     shown = Lines()
     threading.Timer(0.3, release.set).start()
     started = time.monotonic()
-    with one_build_at_a_time(tmp_path, tmp_path / "cache", shown):  # type: ignore[arg-type]
+    with one_build_at_a_time(tmp_path, shown):  # type: ignore[arg-type]
         order.append("second runs")
     thread.join()
     assert order == ["first done", "second runs"]

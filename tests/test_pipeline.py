@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING
 import pytest
 from poetry.factory import Factory
 
-from poetry_lambda_zip.builders import Finished
-from poetry_lambda_zip.builders import TreeReport
+from poetry_lambda_zip.builders.contract import Finished
+from poetry_lambda_zip.builders.contract import TreeReport
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import OutputError
 from poetry_lambda_zip.fingerprint import comment
 from poetry_lambda_zip.index_access import index_credentials
-from poetry_lambda_zip.pipeline import BuildResult
 from poetry_lambda_zip.pipeline import build
 from poetry_lambda_zip.plan import plan
 from poetry_lambda_zip.request import BuildRequest
@@ -26,9 +25,10 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
 
-    from poetry_lambda_zip.builders import Progress
-    from poetry_lambda_zip.builders import Steps
+    from poetry_lambda_zip.builders.contract import Progress
+    from poetry_lambda_zip.builders.contract import Steps
     from poetry_lambda_zip.resolve import Requirement
+    from poetry_lambda_zip.results import BuildResult
     from poetry_lambda_zip.target import LambdaTarget
 
 RECORD = "{name}-1.0.dist-info/RECORD"

@@ -14,12 +14,13 @@ import pytest
 from poetry.config import config as poetry_config
 from poetry.factory import Factory
 
+from poetry_lambda_zip import locations
 from poetry_lambda_zip import pipeline
-from poetry_lambda_zip import stamps as stamps_module
 from poetry_lambda_zip.builders import builder_unchanged
 from poetry_lambda_zip.builders import docker as docker_builder
 from poetry_lambda_zip.builders.docker import OWNER_LABEL
 from poetry_lambda_zip.command import LambdaZipCommand
+from poetry_lambda_zip.shortcut import stamps as stamps_module
 from tests.docker_helpers import Build
 from tests.docker_helpers import owner
 from tests.docker_helpers import owner_filter
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     import docker
+
+    from poetry_lambda_zip.results import Outcome
 
 ARGS = "--runtime python3.11 --builder local"
 #: The shortcut's phase line; the full path says "resolve" first instead.
@@ -122,7 +125,7 @@ def test_no_stamp_when_an_input_changes_while_the_build_runs(
     handler = path / "src" / "hello_pure" / "handler.py"
     build_groups = pipeline._run_groups
 
-    def edited_meanwhile(groups: Any, context: Any) -> list[pipeline.Outcome]:
+    def edited_meanwhile(groups: Any, context: Any) -> list[Outcome]:
         outcomes = build_groups(groups, context)
         handler.write_text(handler.read_text() + "\n# edited while it was packaged\n")
         return outcomes
@@ -183,7 +186,9 @@ def test_a_cache_directory_inside_the_project_is_not_an_input(
     trees written there must not count as a change to the project."""
     path = project("pure-python")
     monkeypatch.chdir(path)
-    monkeypatch.setattr(pipeline, "cache_directory", lambda project_dir: Path(".cache/pypoetry"))
+    kept = Path(".cache/pypoetry")
+    monkeypatch.setattr(locations, "stamps", lambda project_dir: kept / "lambda-zip-stamps")
+    monkeypatch.setattr(locations, "trees", lambda project_dir: kept / "lambda-zip-trees")
     assert not shortcut_taken(Build(path, ARGS))
     assert list((path / ".cache" / "pypoetry" / "lambda-zip-stamps").glob("*.json"))
     assert shortcut_taken(Build(path, ARGS))
@@ -244,6 +249,6 @@ def test_stamps_live_in_the_cache_directory_poetry_settles(
     path = project("pure-python")
     (path / "poetry.toml").write_text(f'cache-dir = "{tmp_path / "local-cache"}"\n')
     loaded = Factory().create_poetry(path).config.artifacts_cache_directory.parent
-    assert stamps_module.cache_directory(path) == loaded == tmp_path / "local-cache"
+    assert locations.cache_directory(path) == loaded == tmp_path / "local-cache"
     monkeypatch.setenv("POETRY_CACHE_DIR", str(tmp_path / "from-environment"))
-    assert stamps_module.cache_directory(path) == tmp_path / "from-environment"
+    assert locations.cache_directory(path) == tmp_path / "from-environment"

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 
 from poetry_lambda_zip import tree_cache as tree_cache_module
-from poetry_lambda_zip.archive import Known
-from poetry_lambda_zip.archive import Shipped
-from poetry_lambda_zip.archive import files_sha256
-from poetry_lambda_zip.builders import CompileReport
-from poetry_lambda_zip.builders import Finished
-from poetry_lambda_zip.builders import TreeReport
+from poetry_lambda_zip.builders.contract import CompileReport
+from poetry_lambda_zip.builders.contract import Finished
+from poetry_lambda_zip.builders.contract import TreeReport
+from poetry_lambda_zip.entries import Known
+from poetry_lambda_zip.entries import Shipped
+from poetry_lambda_zip.entries import files_sha256
 from poetry_lambda_zip.tree_cache import TreeCache
 from tests.conftest import mount_tmpfs
 from tests.docker_helpers import Build

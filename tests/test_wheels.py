@@ -19,10 +19,10 @@ from packaging.utils import canonicalize_name
 from poetry_lambda_zip import pipeline
 from poetry_lambda_zip import wheels as wheels_module
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
-from poetry_lambda_zip.archive import entries_from_files
 from poetry_lambda_zip.contents import normalize_installed
 from poetry_lambda_zip.contents import owners
 from poetry_lambda_zip.contents import record_paths
+from poetry_lambda_zip.entries import entries_from_files
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import OutputError
 from poetry_lambda_zip.wheels import PinnedWheel
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from cleo.testers.command_tester import CommandTester
 
-    from poetry_lambda_zip.builders import Progress
+    from poetry_lambda_zip.builders.contract import Progress
     from poetry_lambda_zip.resolve import Requirement
 
 #: What pure-python's lock pins (the project, hello-pure, is built from its sources).

@@ -16,8 +16,8 @@ from dataclasses import replace
 from pathlib import Path  # noqa: TC003 - dataclass field types are evaluated at runtime
 from typing import TYPE_CHECKING
 
-from poetry_lambda_zip.builders import Finished
-from poetry_lambda_zip.builders import finish_here
+from poetry_lambda_zip.builders.bytecode_here import finish_here
+from poetry_lambda_zip.builders.contract import Finished
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import LambdaZipError
 from poetry_lambda_zip.wheels import PinnedWheel
@@ -28,9 +28,9 @@ from poetry_lambda_zip.wheels import install_wheels
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from poetry_lambda_zip.builders import Builder
-    from poetry_lambda_zip.builders import Progress
-    from poetry_lambda_zip.builders import Steps
+    from poetry_lambda_zip.builders.contract import Builder
+    from poetry_lambda_zip.builders.contract import Progress
+    from poetry_lambda_zip.builders.contract import Steps
     from poetry_lambda_zip.fetch import Fetcher
     from poetry_lambda_zip.resolve import Requirement
     from poetry_lambda_zip.tree_cache import TreeCache

@@ -55,8 +55,8 @@ if TYPE_CHECKING:
     from poetry.poetry import Poetry
 
     from poetry_lambda_zip.archive import ArchiveStats
-    from poetry_lambda_zip.pipeline import Outcome
     from poetry_lambda_zip.plan import BuildPlan
+    from poetry_lambda_zip.results import Outcome
 
 __all__ = ["LambdaZipCommand"]
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
 
-    from poetry_lambda_zip.archive import Entry
+    from poetry_lambda_zip.entries import Entry
 
 __all__ = [
     "LAYER_PREFIX",

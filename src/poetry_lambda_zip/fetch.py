@@ -27,7 +27,7 @@ from typing import BinaryIO
 from typing import Protocol
 from typing import Union
 
-from poetry_lambda_zip.archive import file_sha256
+from poetry_lambda_zip.entries import file_sha256
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import ResolveError
 from poetry_lambda_zip.redact import redact
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from poetry.utils.authenticator import Authenticator
     from poetry.utils.cache import ArtifactCache
 
-    from poetry_lambda_zip.builders import Progress
+    from poetry_lambda_zip.builders.contract import Progress
     from poetry_lambda_zip.resolve import Requirement
 
 __all__ = ["Fetcher", "WheelFetcher"]

@@ -16,7 +16,6 @@ import os
 import re
 import zipfile
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import IO
 from typing import TYPE_CHECKING
@@ -24,15 +23,17 @@ from typing import Any
 
 from poetry_lambda_zip import __version__
 from poetry_lambda_zip.archive import SEAL
-from poetry_lambda_zip.archive import file_sha256
 from poetry_lambda_zip.archive import zip_intact
+from poetry_lambda_zip.builders.contract import steps_digest
+from poetry_lambda_zip.entries import executable
+from poetry_lambda_zip.entries import file_sha256
 from poetry_lambda_zip.never_read import never_read
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from collections.abc import Sequence
 
-    from poetry_lambda_zip.builders import Steps
+    from poetry_lambda_zip.builders.contract import Steps
     from poetry_lambda_zip.resolve import Requirement
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
     "ends_with_fingerprint",
     "fingerprint",
     "read_recorded",
-    "steps_digest",
     "tree_key",
     "wheel_members",
 ]
@@ -133,17 +133,8 @@ def wheel_members(wheel: Path) -> tuple[WheelMember, ...]:
             with archive.open(info) as member:
                 for block in iter(lambda: member.read(1 << 20), b""):
                     digest.update(block)
-            executable = bool((info.external_attr >> 16) & 0o100)
-            members.append((info.filename, digest.hexdigest(), executable))
+            members.append((info.filename, digest.hexdigest(), executable(info)))
     return tuple(sorted(members))
-
-
-@functools.cache
-def steps_digest() -> str:
-    """sha256 of ``tree_steps``, the code that slims and compiles every tree (here and in the
-    image): another version of it may compile other bytes."""
-    steps = resources.files("poetry_lambda_zip").joinpath("tree_steps.py").read_bytes()
-    return hashlib.sha256(steps).hexdigest()
 
 
 def fingerprint(

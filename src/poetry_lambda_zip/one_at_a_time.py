@@ -11,30 +11,30 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from poetry_lambda_zip import locations
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from poetry_lambda_zip.builders import Progress
+    from poetry_lambda_zip.builders.contract import Progress
 
 __all__ = ["one_build_at_a_time"]
 
 
 @contextlib.contextmanager
-def one_build_at_a_time(
-    project_dir: Path, cache: Path | None, progress: Progress
-) -> Iterator[None]:
-    """Hold the project's lock (a file beside the stamps in Poetry's ``cache`` directory)
-    while the block runs; wait for it, saying so, while another process holds it. Where no
-    lock can be taken (no cache directory, a read-only one, a system without ``flock``), the
-    build runs unlocked."""
-    if cache is None or sys.platform == "win32":
+def one_build_at_a_time(project_dir: Path, progress: Progress) -> Iterator[None]:
+    """Hold the project's lock (a file in Poetry's cache directory, ``locations.locks``) while
+    the block runs; wait for it, saying so, while another process holds it. Where no lock can
+    be taken (no cache directory, a read-only one, a system without ``flock``), the build runs
+    unlocked."""
+    directory = locations.locks(project_dir)
+    if directory is None or sys.platform == "win32":
         yield
         return
     import fcntl
 
     key = hashlib.sha256(os.fsencode(project_dir.resolve())).hexdigest()[:32]
-    directory = cache / "lambda-zip-locks"
     try:
         directory.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(directory / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o600)

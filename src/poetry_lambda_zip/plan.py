@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 
 from packaging.utils import canonicalize_name
 
+from poetry_lambda_zip import locations
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
 from poetry_lambda_zip.archive import refuse_directory
 from poetry_lambda_zip.archive import timestamp_from_environment
-from poetry_lambda_zip.builders import DockerSettings
+from poetry_lambda_zip.builders.contract import DockerSettings
 from poetry_lambda_zip.contents import Layout
 from poetry_lambda_zip.contents import layer_output
 from poetry_lambda_zip.errors import ConfigError
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
     from poetry.poetry import Poetry
 
-    from poetry_lambda_zip.builders import Progress
+    from poetry_lambda_zip.builders.contract import Progress
     from poetry_lambda_zip.request import BuildRequest
     from poetry_lambda_zip.resolve import RequirementSet
 
@@ -153,7 +154,7 @@ def plan(request: BuildRequest, poetry: Poetry, progress: Progress) -> BuildPlan
             default_index=_default_index(poetry),
             network=request.docker_network,
             cache=request.cache,
-            bytecode_verdicts=_bytecode_verdicts(poetry) if request.cache else None,
+            bytecode_verdicts=locations.bytecode_verdicts(project_dir) if request.cache else None,
         ),
         requirements=requirements,
         output=output,
@@ -332,17 +333,11 @@ def _default_output(request: BuildRequest, poetry: Poetry, target: LambdaTarget)
     dist/NAME-VERSION-RUNTIME-ARCH.zip"""
     project_dir = request.project_dir
     if request.function is not None:
-        return project_dir / "dist" / f"{request.function}.zip"
+        return locations.dist(project_dir) / f"{request.function}.zip"
     name, version = _project_identity(project_dir, poetry)
     stem = name.replace("-", "_").replace(".", "_")
     suffix = f"-{version}" if version else ""
-    return project_dir / "dist" / f"{stem}{suffix}-{target.runtime}-{target.arch}.zip"
-
-
-def _bytecode_verdicts(poetry: Poetry) -> Path:
-    """Next to the kept dependency trees, in Poetry's cache directory."""
-    cache = Path(poetry.config.artifacts_cache_directory).parent
-    return cache / "lambda-zip-trees" / "bytecode-here.json"
+    return locations.dist(project_dir) / f"{stem}{suffix}-{target.runtime}-{target.arch}.zip"
 
 
 def _default_index(poetry: Poetry) -> str | None:

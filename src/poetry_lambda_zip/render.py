@@ -11,9 +11,9 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from poetry_lambda_zip.errors import LambdaZipError
-    from poetry_lambda_zip.pipeline import BuildResult
-    from poetry_lambda_zip.pipeline import Outcome
     from poetry_lambda_zip.plan import BuildPlan
+    from poetry_lambda_zip.results import BuildResult
+    from poetry_lambda_zip.results import Outcome
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -29,13 +29,13 @@ from pathlib import Path  # noqa: TC003 - dataclass field types are evaluated at
 from typing import TYPE_CHECKING
 from typing import Any
 
-from poetry_lambda_zip.archive import Known
-from poetry_lambda_zip.archive import Shipped
-from poetry_lambda_zip.archive import file_sha256
-from poetry_lambda_zip.archive import files_below
-from poetry_lambda_zip.archive import files_sha256
-from poetry_lambda_zip.builders import Finished
-from poetry_lambda_zip.builders import TreeReport
+from poetry_lambda_zip.builders.contract import Finished
+from poetry_lambda_zip.builders.contract import TreeReport
+from poetry_lambda_zip.entries import Known
+from poetry_lambda_zip.entries import Shipped
+from poetry_lambda_zip.entries import file_sha256
+from poetry_lambda_zip.entries import files_below
+from poetry_lambda_zip.entries import files_sha256
 from poetry_lambda_zip.stale import partial_name
 from poetry_lambda_zip.stale import remove_stale
 

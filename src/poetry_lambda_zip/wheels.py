@@ -40,8 +40,8 @@ from packaging.version import InvalidVersion
 from packaging.version import Version
 
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
-from poetry_lambda_zip.archive import Known
-from poetry_lambda_zip.archive import Shipped
+from poetry_lambda_zip.entries import Known
+from poetry_lambda_zip.entries import Shipped
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import ConflictError

@@ -14,24 +14,27 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from poetry_lambda_zip.builders import CompileReport
-from poetry_lambda_zip.builders import TreeReport
+from poetry_lambda_zip.builders.contract import CompileReport
+from poetry_lambda_zip.builders.contract import TreeReport
+from poetry_lambda_zip.builders.contract import steps_digest
 from poetry_lambda_zip.errors import BuildFailedError
-from poetry_lambda_zip.fingerprint import steps_digest
 from poetry_lambda_zip.stale import partial_name
+from poetry_lambda_zip.tree_steps import finish_tree
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from poetry_lambda_zip.builders.contract import Steps
     from poetry_lambda_zip.target import LambdaTarget
 
-__all__ = ["PROBE_LIMIT", "BytecodeVerdicts", "compile_here"]
+__all__ = ["PROBE_LIMIT", "BytecodeVerdicts", "bytecode_only", "compile_here", "finish_here"]
 
 #: The most modules a tree may hold to be compared (the comparison compiles it again here).
 PROBE_LIMIT = 200
@@ -131,3 +134,22 @@ class BytecodeVerdicts:
         except (OSError, ValueError):
             return {}
         return found if isinstance(found, dict) else {}
+
+
+def bytecode_only(steps: Steps, tree: Path) -> bool:
+    """Whether the steps for ``tree`` need a toolchain only for bytecode (slimming without
+    stripping is the same everywhere)."""
+    return steps.compile_prefix is not None and not steps.builds and not steps.strips(tree)
+
+
+def finish_here(tree: Path, steps: Steps) -> TreeReport:
+    """Slim and precompile ``tree`` in place with this machine's ``strip`` (for the target's
+    architecture only) and Python: what the container's script does in the image. Bytecode is
+    compiled by a fresh interpreter (``compile_here``), so its bytes never depend on what this
+    process has loaded (Poetry, its plugins)."""
+    native = os.uname().machine == steps.target.machine
+    strip = shutil.which("strip") if native and steps.slim else None
+    report = TreeReport.from_json(finish_tree(str(tree), steps.slim, strip, None))
+    if steps.compile_prefix is None:
+        return report
+    return TreeReport(report.slim, compile_here(tree, steps.compile_prefix))

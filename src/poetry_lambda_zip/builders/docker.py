@@ -30,13 +30,14 @@ from docker.errors import ImageNotFound
 from docker.errors import NotFound
 from requests.exceptions import RequestException
 
-from poetry_lambda_zip.archive import entries_from_tar
-from poetry_lambda_zip.archive import write_tree
-from poetry_lambda_zip.builders import Finished
-from poetry_lambda_zip.builders import TreeReport
-from poetry_lambda_zip.builders import bytecode_only
-from poetry_lambda_zip.builders import finish_here
 from poetry_lambda_zip.builders.bytecode_here import BytecodeVerdicts
+from poetry_lambda_zip.builders.bytecode_here import bytecode_only
+from poetry_lambda_zip.builders.bytecode_here import finish_here
+from poetry_lambda_zip.builders.contract import Finished
+from poetry_lambda_zip.builders.contract import TreeReport
+from poetry_lambda_zip.entries import entries_from_tar
+from poetry_lambda_zip.entries import executable
+from poetry_lambda_zip.entries import write_tree
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import DockerUnavailableError
@@ -58,10 +59,10 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
     from docker.models.images import Image
 
-    from poetry_lambda_zip.builders import DockerSettings
-    from poetry_lambda_zip.builders import Progress
-    from poetry_lambda_zip.builders import Steps
-    from poetry_lambda_zip.builders import VerifyJob
+    from poetry_lambda_zip.builders.contract import DockerSettings
+    from poetry_lambda_zip.builders.contract import Progress
+    from poetry_lambda_zip.builders.contract import Steps
+    from poetry_lambda_zip.builders.contract import VerifyJob
     from poetry_lambda_zip.resolve import Requirement
     from poetry_lambda_zip.target import LambdaTarget
 
@@ -570,10 +571,8 @@ def _read_only_tar(zip_path: Path) -> bytes:
                     tar.addfile(_tar_info(directory, tarfile.DIRTYPE, 0o755, 0))
             if info.is_dir():
                 continue
-            executable = (info.external_attr >> 16) & 0o100
-            member = _tar_info(
-                info.filename, tarfile.REGTYPE, 0o555 if executable else 0o444, info.file_size
-            )
+            mode = 0o555 if executable(info) else 0o444  # read-only, as on Lambda
+            member = _tar_info(info.filename, tarfile.REGTYPE, mode, info.file_size)
             with source.open(info) as handle:
                 tar.addfile(member, handle)
     return buffer.getvalue()

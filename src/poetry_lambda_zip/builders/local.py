@@ -7,15 +7,15 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from poetry_lambda_zip.builders import Finished
-from poetry_lambda_zip.builders import finish_here
+from poetry_lambda_zip.builders.bytecode_here import finish_here
+from poetry_lambda_zip.builders.contract import Finished
 from poetry_lambda_zip.errors import ConfigError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from poetry_lambda_zip.builders import Progress
-    from poetry_lambda_zip.builders import Steps
+    from poetry_lambda_zip.builders.contract import Progress
+    from poetry_lambda_zip.builders.contract import Steps
     from poetry_lambda_zip.resolve import Requirement
     from poetry_lambda_zip.target import LambdaTarget
 

@@ -32,26 +32,28 @@ from typing import IO
 from typing import TYPE_CHECKING
 from typing import Any
 
+from poetry_lambda_zip import locations
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
 from poetry_lambda_zip.archive import ArchiveStats
-from poetry_lambda_zip.archive import Entry
-from poetry_lambda_zip.archive import file_sha256
 from poetry_lambda_zip.archive import write_zips_atomically
 from poetry_lambda_zip.contents import bytecode_source
 from poetry_lambda_zip.contents import normalize_installed
 from poetry_lambda_zip.contents import record_paths
+from poetry_lambda_zip.entries import Entry
+from poetry_lambda_zip.entries import executable
+from poetry_lambda_zip.entries import file_sha256
 from poetry_lambda_zip.fingerprint import comment
 from poetry_lambda_zip.fingerprint import fingerprint
-from poetry_lambda_zip.stamps import outputs_now
+from poetry_lambda_zip.shortcut.stamps import outputs_now
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from poetry_lambda_zip.builders import Progress
+    from poetry_lambda_zip.builders.contract import Progress
     from poetry_lambda_zip.fingerprint import WheelMember
     from poetry_lambda_zip.request import BuildRequest
-    from poetry_lambda_zip.stamps import Stamp
-    from poetry_lambda_zip.stamps import Stamps
+    from poetry_lambda_zip.shortcut.stamps import Stamp
+    from poetry_lambda_zip.shortcut.stamps import Stamps
 
 __all__ = [
     "EditRecord",
@@ -338,7 +340,7 @@ def _patched_entries(output: Path, job: PatchJob, contents: dict[str, bytes]) ->
         name: Entry(
             name,
             info.file_size,
-            _executable(info),
+            executable(info),
             functools.partial(_open_member, output, name),
             verbatim=True,
         )
@@ -395,10 +397,6 @@ def _bytes_entry(name: str, data: bytes, executable: bool) -> Entry:
     return Entry(name, len(data), executable, functools.partial(io.BytesIO, data))
 
 
-def _executable(info: zipfile.ZipInfo) -> bool:
-    return bool((info.external_attr >> 16) & 0o100)
-
-
 def _record_name(wheel: Sequence[WheelMember] | None) -> str | None:
     """The project's RECORD in the zip: in the dist-info directory its wheel's members name."""
     for name, _, _ in wheel or ():
@@ -425,7 +423,7 @@ def _asked_for(request: BuildRequest, output: Path) -> bool:
     its -o, or else the project's dist/, where the default names lie."""
     if request.output is not None:
         return output == request.output
-    return output.parent == request.project_dir / "dist"
+    return output.parent == locations.dist(request.project_dir)
 
 
 def _safe(name: str) -> bool:

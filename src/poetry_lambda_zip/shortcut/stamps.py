@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
     from poetry_lambda_zip.request import BuildRequest
 
-__all__ = ["Stamp", "Stamps", "cache_directory", "outputs_now"]
+__all__ = ["Stamp", "Stamps", "outputs_now"]
 
 #: Raised when a stamp's format changes: older stamps are then never a match.
 _FORMAT = 4
@@ -326,21 +326,3 @@ def outputs_now(paths: Iterable[Path]) -> tuple[tuple[str, str, tuple[int, ...]]
         said = f"{recorded.fingerprint} {recorded.builder or ''}".rstrip()
         found.append((str(path), said, tuple(_state(path))))
     return tuple(found)
-
-
-def cache_directory(project_dir: Path) -> Path | None:
-    """Poetry's cache directory for the project, settled by Poetry's own config as its
-    Factory settles it (its config files, then the project's poetry.toml, with POETRY_*
-    variables over both), without loading the project; None when a config file cannot be
-    read (the build says why when Poetry loads it)."""
-    from poetry.config.config import Config
-    from poetry.toml.file import TOMLFile
-
-    try:
-        config = Config.create()
-        local = TOMLFile(project_dir / "poetry.toml")
-        if local.exists():
-            config.merge(local.read())  # as Poetry's Factory does (merged again there)
-        return Path(config.get("cache-dir")).expanduser()
-    except Exception:  # Poetry says what is wrong with its config when it loads the project
-        return None
