@@ -32,6 +32,7 @@ from poetry_lambda_zip.stale import remove_stale
 if TYPE_CHECKING:
     from collections.abc import Callable
     from collections.abc import Iterable
+    from collections.abc import Mapping
     from collections.abc import Sequence
 
     from poetry_lambda_zip.entries import Entry
@@ -46,6 +47,7 @@ __all__ = [
     "refuse_directory",
     "remove_stale_temporaries",
     "timestamp_from_environment",
+    "too_large",
     "write_zips_atomically",
     "zip_intact",
 ]
@@ -102,6 +104,18 @@ def timestamp_from_environment(environ: dict[str, str] | None = None) -> int:
             fix,
         )
     return max(seconds, DEFAULT_EPOCH)
+
+
+def too_large(what: str, total: int, sizes: Mapping[str, int], fix: str) -> OutputError:
+    """Lambda's size limit, said one way wherever it is met: what comes to how many bytes, the
+    limit, and the ten largest parts (``sizes``: bytes by name)."""
+    largest = sorted(sizes.items(), key=lambda item: (-item[1], item[0]))[:10]
+    table = "\n".join(f"  {size / 1e6:8.1f} MB  {name}" for name, size in largest)
+    return OutputError(
+        f"{what} {total:,} bytes; Lambda allows at most {UNZIPPED_LIMIT:,} unzipped for a"
+        f" function and its layers. The largest:\n{table}",
+        fix,
+    )
 
 
 def refuse_directory(output: Path) -> None:

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path  # noqa: TC003 - dataclass field types are evaluated at runtime
 from typing import TYPE_CHECKING
 
+from poetry_lambda_zip.builders import WHEELS_ONLY
 from poetry_lambda_zip.builders.bytecode_here import finish_here
 from poetry_lambda_zip.builders.contract import Finished
 from poetry_lambda_zip.errors import BuildFailedError
@@ -46,8 +47,8 @@ class DependencyJob:
     requirements: tuple[Requirement, ...]
     steps: Steps
     key: str
-    #: The builder's identity in ``key``: "wheels only" where no toolchain decides the bytes.
-    identity: str = "wheels only"
+    #: The builder's identity in ``key`` (``builders.identity_for``).
+    identity: str = WHEELS_ONLY
 
     @property
     def made_by_toolchain(self) -> bool:

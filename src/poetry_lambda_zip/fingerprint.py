@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COMMENT_LENGTH",
     "COMMENT_PREFIX",
+    "FunctionZip",
     "Recorded",
     "WheelMember",
     "carries_fingerprint",
@@ -155,6 +156,54 @@ def fingerprint(
         "timestamp": timestamp,
     }
     return _digest(document)
+
+
+@dataclass(frozen=True)
+class FunctionZip:
+    """What decides a function zip's bytes beyond the dependencies' tree, and how its project
+    part is made: the one home of its fingerprint, for the full path and the edit shortcut."""
+
+    dependencies_key: str
+    options: dict[str, Any]
+    timestamp: int
+    #: The project's wheel's members (``wheel_members``); None without a wheel.
+    wheel: tuple[WheelMember, ...] | None
+    #: The include files: name in the zip and sha256.
+    includes: tuple[tuple[str, str], ...]
+    #: The bytecode's path prefix for the project's files (None: not precompiled).
+    compile_prefix: str | None
+    #: The builder the zip's comment names (None where the builder does not decide its bytes).
+    made_by: str | None
+
+    def fingerprint(self) -> str:
+        return fingerprint(
+            self.dependencies_key, self.wheel, self.includes, self.options, self.timestamp
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dependencies_key": self.dependencies_key,
+            "options": self.options,
+            "timestamp": self.timestamp,
+            "wheel": None if self.wheel is None else [list(m) for m in self.wheel],
+            "includes": [list(i) for i in self.includes],
+            "compile_prefix": self.compile_prefix,
+            "made_by": self.made_by,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FunctionZip:
+        """Raises KeyError, TypeError or ValueError for anything but what ``to_json`` wrote."""
+        wheel, prefix, made_by = data["wheel"], data["compile_prefix"], data["made_by"]
+        return cls(
+            dependencies_key=str(data["dependencies_key"]),
+            options=dict(data["options"]),
+            timestamp=int(data["timestamp"]),
+            wheel=None if wheel is None else tuple((str(n), str(h), bool(x)) for n, h, x in wheel),
+            includes=tuple((str(name), str(sha256)) for name, sha256 in data["includes"]),
+            compile_prefix=None if prefix is None else str(prefix),
+            made_by=None if made_by is None else str(made_by),
+        )
 
 
 def _digest(document: dict[str, Any]) -> str:

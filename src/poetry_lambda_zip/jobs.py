@@ -9,8 +9,10 @@ from typing import Any
 
 from poetry_lambda_zip.assemble import DependencyJob
 from poetry_lambda_zip.assemble import ProjectJob
+from poetry_lambda_zip.builders import identity_for
 from poetry_lambda_zip.builders.contract import Steps
 from poetry_lambda_zip.entries import file_sha256
+from poetry_lambda_zip.fingerprint import FunctionZip
 from poetry_lambda_zip.fingerprint import fingerprint
 from poetry_lambda_zip.fingerprint import tree_key
 from poetry_lambda_zip.fingerprint import wheel_members
@@ -38,7 +40,7 @@ def project_only_key(project: ProjectJob, builder: Builder, progress: Progress) 
     """Without dependencies, the key and builder identity the fingerprints hold: the
     project's tree alone, finished by ``builder`` (its Python's bytecode), by this plugin."""
     steps = project.steps
-    identity = builder.identity(steps, progress) if steps.may_need_toolchain() else "wheels only"
+    identity = identity_for(builder, steps, progress)
     return tree_key((), steps, identity), identity
 
 
@@ -59,10 +61,8 @@ def dependency_job(
         credentials=credentials_for(built, decided.docker.default_index, decided.credentials),
         network=decided.network if built else None,
     )
-    # Unpacked wheels without bytecode or stripping are the same bytes from any builder and
-    # image (a test holds the builders to that); anything compiled, built or stripped depends
-    # on the toolchain that did it.
-    identity = builder.identity(steps, progress) if steps.may_need_toolchain() else "wheels only"
+    # Anything compiled, built or stripped depends on the toolchain that did it.
+    identity = identity_for(builder, steps, progress)
     key = tree_key(requirements, steps, identity, decided.project_dir)
     return DependencyJob(requirements, steps, key, identity)
 
@@ -99,15 +99,17 @@ def project_parts(
 ) -> ProjectParts:
     """What the function zip's fingerprint covers of the project (its wheel's members, the
     include files' contents), with the rest of it and how its project part is made."""
-    return ProjectParts(
+    includes = tuple(project.includes)
+    made = FunctionZip(
         dependencies_key=key,
         options=_zip_options(decided),
         timestamp=decided.timestamp,
         wheel=wheel_members(project.wheel) if project.wheel is not None else None,
-        includes=tuple((name, path, file_sha256(path)) for name, path in project.includes),
+        includes=tuple((name, file_sha256(path)) for name, path in includes),
         compile_prefix=project.steps.compile_prefix,
         made_by=made_by,
     )
+    return ProjectParts(made, tuple(path for _, path in includes))
 
 
 def layer_fingerprint(decided: BuildPlan, key: str) -> str:

@@ -368,7 +368,7 @@ def _build_one(
     report = sum((tree.report for tree in trees), TreeReport())
     report_steps(decided, report, progress)
     archives, written, sizes = package_trees(
-        decided, trees, outputs, fingerprints, progress, builder=parts.made_by, current=current,
+        decided, trees, outputs, fingerprints, progress, builder=parts.zip.made_by, current=current,
         stop=context.stop,
     )  # fmt: skip
     # Zips another builder wrote (e.g. --builder local over the docker builder's): said.

@@ -17,6 +17,7 @@ from poetry_lambda_zip import locations
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
 from poetry_lambda_zip.archive import refuse_directory
 from poetry_lambda_zip.archive import timestamp_from_environment
+from poetry_lambda_zip.archive import too_large
 from poetry_lambda_zip.builders.contract import DockerSettings
 from poetry_lambda_zip.contents import Layout
 from poetry_lambda_zip.contents import layer_output
@@ -231,17 +232,16 @@ def _check_outputs(outputs: Sequence[Path]) -> None:
 def _check_include_sizes(includes: Sequence[tuple[str, Path]]) -> None:
     """Include files that alone are over Lambda's limit are refused from their sizes, before
     anything is copied (a sparse file of gigabytes reads as its size says)."""
-    sizes = sorted(((path.stat().st_size, name) for name, path in includes), reverse=True)
-    total = sum(size for size, _ in sizes)
-    if total <= UNZIPPED_LIMIT:
-        return
-    largest = "\n".join(f"  {size / 1e6:10.1f} MB  {name}" for size, name in sizes[:10])
-    raise OutputError(
-        f"The include files alone come to {total:,} bytes; Lambda allows at most"
-        f" {UNZIPPED_LIMIT:,} unzipped for a function and its layers. The largest:\n{largest}",
-        "Narrow the include patterns to what the handler reads (data this large belongs in S3"
-        " or EFS), or ship a container image instead.",
-    )
+    sizes = {name: path.stat().st_size for name, path in includes}
+    total = sum(sizes.values())
+    if total > UNZIPPED_LIMIT:
+        raise too_large(
+            "The include files alone come to",
+            total,
+            sizes,
+            "Narrow the include patterns to what the handler reads (data this large belongs in"
+            " S3 or EFS), or ship a container image instead.",
+        )
 
 
 def _compile_prefixes(layout: Layout) -> CompilePrefixes:

@@ -18,9 +18,10 @@ import socket
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
-__all__ = ["is_temporary", "owner_tag", "partial_name", "remove_stale"]
+__all__ = ["is_temporary", "owner_tag", "partial_name", "remove_stale", "write_atomically"]
 
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
@@ -86,3 +87,19 @@ def _alive(pid: int) -> bool:
     except (PermissionError, OverflowError, ValueError):
         return True  # someone else's process (or a number no process has): not ours to judge
     return True
+
+
+def write_atomically(destination: Path, write: Callable[[Path], object]) -> None:
+    """Write through ``.OWNER.TOKEN.NAME.part`` next to ``destination``, then rename it into
+    place: a reader finds the old file or the new one, never half of one. The partial file is
+    removed whatever happens; a killed run's is removed by the next run that writes there. The
+    one way small files (records, stamps, verdicts) are written; raises OSError."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(destination.parent, ".", ".part")
+    temporary = destination.with_name(partial_name(destination.name))
+    try:
+        write(temporary)
+        os.replace(temporary, destination)
+    finally:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)

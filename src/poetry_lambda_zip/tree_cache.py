@@ -38,6 +38,7 @@ from poetry_lambda_zip.entries import files_below
 from poetry_lambda_zip.entries import files_sha256
 from poetry_lambda_zip.stale import partial_name
 from poetry_lambda_zip.stale import remove_stale
+from poetry_lambda_zip.stale import write_atomically
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -136,7 +137,7 @@ class TreeCache:
                 if place.exists():
                     shutil.rmtree(place)
                 os.replace(done, place)
-            _write_atomically(record, lambda path: _write_json(path, document))
+            write_atomically(record, lambda path: _write_json(path, document))
             self._prune()
         except OSError as e:
             self._discard(key)
@@ -281,19 +282,6 @@ def _reason(error: OSError) -> str:
         reason = str(first[2] if isinstance(first, tuple) and len(first) == 3 else first)
         return reason if len(failures) == 1 else f"{reason}; {len(failures) - 1} files more"
     return str(error.strerror or error)
-
-
-def _write_atomically(destination: Path, write: Callable[[Path], None]) -> None:
-    """Write through ``.OWNER.TOKEN.NAME.part`` next to ``destination``, then rename it into place;
-    the partial file is removed whatever happens (an interrupted build leaves none, a killed
-    one's is removed by the next ``put``)."""
-    temporary = destination.with_name(partial_name(destination.name))
-    try:
-        write(temporary)
-        os.replace(temporary, destination)
-    finally:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:

@@ -40,13 +40,13 @@ from packaging.version import InvalidVersion
 from packaging.version import Version
 
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
+from poetry_lambda_zip.archive import too_large
 from poetry_lambda_zip.entries import Known
 from poetry_lambda_zip.entries import Shipped
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import LambdaZipError
-from poetry_lambda_zip.errors import OutputError
 from poetry_lambda_zip.tree_steps import LAMBDA_PYTHON
 from poetry_lambda_zip.tree_steps import merge_trees
 
@@ -257,13 +257,8 @@ def _check_declared_size(listings: Sequence[tuple[PinnedWheel, list[zipfile.ZipI
     sizes = [(wheel, sum(info.file_size for info in listing)) for wheel, listing in listings]
     total = sum(size for _, size in sizes)
     if total > UNZIPPED_LIMIT:
-        largest = sorted(sizes, key=lambda item: (-item[1], item[0].path.name))[:10]
-        table = "\n".join(f"  {size / 1e6:8.1f} MB  {wheel.path.name}" for wheel, size in largest)
-        raise OutputError(
-            f"The wheels unpack to {total:,} bytes; Lambda allows at most {UNZIPPED_LIMIT:,}"
-            f" for a function and its layers. Nothing was unpacked. The largest wheels:\n{table}",
-            _SIZE_FIX,
-        )
+        by_name = {wheel.path.name: size for wheel, size in sizes}
+        raise too_large("Nothing was unpacked: the wheels unpack to", total, by_name, _SIZE_FIX)
 
 
 def add_project_files(

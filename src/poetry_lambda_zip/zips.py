@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
 from poetry_lambda_zip.archive import existing_stats
+from poetry_lambda_zip.archive import too_large
 from poetry_lambda_zip.archive import write_zips_atomically
 from poetry_lambda_zip.contents import LAYER_PREFIX
 from poetry_lambda_zip.contents import apply_excludes
@@ -22,7 +23,6 @@ from poetry_lambda_zip.contents import owners
 from poetry_lambda_zip.entries import entries_below
 from poetry_lambda_zip.errors import BuildInterrupted
 from poetry_lambda_zip.errors import ConfigError
-from poetry_lambda_zip.errors import OutputError
 from poetry_lambda_zip.fingerprint import comment
 from poetry_lambda_zip.handler import check_handler
 
@@ -143,12 +143,10 @@ def _check_size(
         raise BuildInterrupted("Stopped: another part of the build was interrupted.")
     unzipped = sum(stats.unzipped_size for stats in written)
     if unzipped > UNZIPPED_LIMIT:
-        largest = sorted(sizes.items(), key=lambda item: (-item[1], item[0]))[:10]
-        table = "\n".join(f"  {size / 1e6:8.1f} MB  {name}" for name, size in largest)
-        raise OutputError(
-            f"The package unzips to {unzipped:,} bytes; Lambda allows at most"
-            f" {UNZIPPED_LIMIT:,} for a function and its layers. The largest distributions"
-            f" and include files:\n{table}",
+        raise too_large(
+            "The package unzips to",
+            unzipped,
+            sizes,
             "Leave out what the runtime provides (--exclude-package), prune files (--exclude,"
             " --slim), or ship a container image instead.",
         )

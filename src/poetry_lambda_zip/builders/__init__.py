@@ -12,11 +12,40 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.builders.contract import Builder
     from poetry_lambda_zip.builders.contract import DockerSettings
     from poetry_lambda_zip.builders.contract import Progress
+    from poetry_lambda_zip.builders.contract import Steps
     from poetry_lambda_zip.builders.contract import VerifyJob
     from poetry_lambda_zip.resolve import Requirement
     from poetry_lambda_zip.target import LambdaTarget
 
-__all__ = ["builder_unchanged", "choose_builder", "require_engine_for_verify", "verify_handler"]
+__all__ = [
+    "WHEELS_ONLY",
+    "builder_unchanged",
+    "choose_builder",
+    "identity_for",
+    "image_to_check",
+    "require_engine_for_verify",
+    "verify_handler",
+]
+
+#: How the builders' identities begin (``DockerBuilder.identity``, ``LocalBuilder.identity``).
+_DOCKER = "docker "
+_LOCAL = "local"
+#: The identity of a tree no toolchain finished (wheels unpacked, nothing compiled, built or
+#: stripped): the same bytes from any builder and image (a test holds the builders to that).
+WHEELS_ONLY = "wheels only"
+
+
+def identity_for(builder: Builder, steps: Steps, progress: Progress) -> str:
+    """The identity the fingerprints hold for a tree ``builder`` finishes with ``steps``:
+    the builder's own (``docker IMAGE-ID``, ``local 3.11.9``) where its toolchain decides the
+    bytes, else ``WHEELS_ONLY``."""
+    return builder.identity(steps, progress) if steps.may_need_toolchain() else WHEELS_ONLY
+
+
+def image_to_check(identity: str, image: str) -> str | None:
+    """The image a later run must find with the same id for ``identity`` to hold (the docker
+    builder's), else None."""
+    return image if identity.startswith(_DOCKER) else None
 
 
 def choose_builder(
@@ -89,11 +118,11 @@ def builder_unchanged(identity: str, image: str | None, kind: str) -> bool:
     earlier build's fingerprints hold: the same image id for the docker builder; for a local
     builder chosen by "auto", still no engine to choose instead. Wheels alone ("wheels only")
     are the same bytes from any builder."""
-    if identity.startswith("docker "):
+    if identity.startswith(_DOCKER):
         from poetry_lambda_zip.builders.docker import image_id
 
-        return image is not None and identity == f"docker {image_id(image)}"
-    if identity.startswith("local") and kind == "auto":
+        return image is not None and identity == f"{_DOCKER}{image_id(image)}"
+    if identity.startswith(_LOCAL) and kind == "auto":
         from poetry_lambda_zip.builders.docker import engine_answers
 
         return not engine_answers()

@@ -25,7 +25,7 @@ from poetry_lambda_zip.builders.contract import CompileReport
 from poetry_lambda_zip.builders.contract import TreeReport
 from poetry_lambda_zip.builders.contract import steps_digest
 from poetry_lambda_zip.errors import BuildFailedError
-from poetry_lambda_zip.stale import partial_name
+from poetry_lambda_zip.stale import write_atomically
 from poetry_lambda_zip.tree_steps import finish_tree
 
 if TYPE_CHECKING:
@@ -119,11 +119,9 @@ class BytecodeVerdicts:
         )
         verdicts = self._read()
         verdicts[f"{image_id} {self._interpreter}"] = verdict
+        text = json.dumps(verdicts, sort_keys=True)
         with contextlib.suppress(OSError):  # a verdict not kept is only found again later
-            self._record.parent.mkdir(parents=True, exist_ok=True)
-            partial = self._record.with_name(partial_name(self._record.name))
-            partial.write_text(json.dumps(verdicts, sort_keys=True), encoding="utf-8")
-            os.replace(partial, self._record)
+            write_atomically(self._record, lambda path: path.write_text(text, "utf-8"))
         return verdict
 
     def _read(self) -> dict[str, object]:

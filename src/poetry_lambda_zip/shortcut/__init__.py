@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from poetry_lambda_zip import locations
-from poetry_lambda_zip.archive import ArchiveStats
 from poetry_lambda_zip.archive import remove_stale_temporaries
 from poetry_lambda_zip.builders import builder_unchanged
+from poetry_lambda_zip.builders import image_to_check
 from poetry_lambda_zip.never_read import named_in
 from poetry_lambda_zip.progress import shown_for
 from poetry_lambda_zip.project import wheel_directories
@@ -93,7 +93,7 @@ def _shortcut(
     stamped = {request: stamp for request, stamp in found.items() if stamp is not None}
     if len(stamped) != len(found):
         return None
-    outputs = [path for stamp in stamped.values() for path, _, _ in stamp.outputs]
+    outputs = [str(path) for stamp in stamped.values() for path in stamp.paths]
     for output in outputs:
         remove_stale_temporaries(Path(output))
     # The builders are asked (the engine, for the docker builder's image id) while the stamps
@@ -125,12 +125,7 @@ def _shortcut(
     outcomes = []
     for request, ready in prepared.items():
         if ready is None:
-            stamp = stamped[request]
-            archives = tuple(
-                ArchiveStats(Path(path), *archive)
-                for (path, _, _), archive in zip(stamp.outputs, stamp.archives)
-            )
-            outcomes.append(Outcome(request.function, shortcut=archives))
+            outcomes.append(Outcome(request.function, shortcut=stamped[request].stats))
         else:
             outcomes.append(_patched(ready, stamps, outputs, shown_for(request, progress)))
     return outcomes
@@ -158,10 +153,7 @@ def _patched(
     found = outputs_now(archive.path for archive in done.archives)
     now = stamps.inputs(job.request, stamp.roots, outputs, whole=stamp.whole)
     if now == job.inputs and found is not None:
-        archives = tuple(
-            (a.sha256, a.zipped_size, a.unzipped_size, a.files, a.distributions)
-            for a in done.archives
-        )
+        archives = Stamp.archives_of(done.archives)
         edit = done.record.to_json()
         stamps.write(job.request, replace(stamp, inputs=job.inputs, outputs=found,
                                           archives=archives, edit=edit))  # fmt: skip
@@ -230,11 +222,8 @@ def _write_stamps(
         found = outputs_now(archive.path for archive in result.archives)
         if now != before or found is None:
             continue
-        docker_image = result.plan.docker.image if result.identity.startswith("docker ") else None
-        archives = tuple(
-            (a.sha256, a.zipped_size, a.unzipped_size, a.files, a.distributions)
-            for a in result.archives
-        )
+        docker_image = image_to_check(result.identity, result.plan.docker.image)
+        archives = Stamp.archives_of(result.archives)
         edit = _edit_record(result, stamps, roots, whole, outputs)
         stamp = Stamp(before, roots, found, result.identity, docker_image, archives, edit, whole)
         stamps.write(request, stamp)
@@ -267,15 +256,5 @@ def _edit_record(
     rest = stamps.inputs(result.plan.request, roots, map(str, outputs), aside, whole=whole)
     if rest is None:
         return None
-    record = EditRecord(
-        rest=rest,
-        sources=sources,
-        dependencies_key=parts.dependencies_key,
-        options=parts.options,
-        timestamp=parts.timestamp,
-        wheel=parts.wheel,
-        includes=tuple((name, sha256) for name, _, sha256 in parts.includes),
-        compile_prefix=parts.compile_prefix,
-        made_by=parts.made_by,
-    )
+    record = EditRecord(rest=rest, sources=sources, zip=parts.zip)
     return record.to_json()

@@ -42,8 +42,8 @@ from poetry_lambda_zip.contents import record_paths
 from poetry_lambda_zip.entries import Entry
 from poetry_lambda_zip.entries import executable
 from poetry_lambda_zip.entries import file_sha256
+from poetry_lambda_zip.fingerprint import FunctionZip
 from poetry_lambda_zip.fingerprint import comment
-from poetry_lambda_zip.fingerprint import fingerprint
 from poetry_lambda_zip.shortcut.stamps import outputs_now
 
 if TYPE_CHECKING:
@@ -72,26 +72,14 @@ _DIST_INFO = re.compile(r"^([^/]+\.dist-info)/")
 
 @dataclass(frozen=True)
 class ProjectParts:
-    """What a function zip's fingerprint took from the project, and how its project part was
-    made: enough to fingerprint and patch it again after an edit."""
+    """What a function zip took from the project (``zip``), with where its include files are
+    here (in the order of ``zip.includes``): enough to trace and patch it after an edit."""
 
-    dependencies_key: str
-    options: dict[str, Any]
-    timestamp: int
-    #: The project's wheel's members (``wheel_members``); None without a wheel.
-    wheel: tuple[WheelMember, ...] | None
-    #: The include files: name in the zip, file, sha256.
-    includes: tuple[tuple[str, Path, str], ...]
-    #: The bytecode's path prefix for the project's files (None: not precompiled).
-    compile_prefix: str | None
-    #: The builder the zip's comment names (None where the builder does not decide its bytes).
-    made_by: str | None
+    zip: FunctionZip
+    include_paths: tuple[Path, ...]
 
     def fingerprint(self) -> str:
-        includes = [(name, sha256) for name, _, sha256 in self.includes]
-        return fingerprint(
-            self.dependencies_key, self.wheel, includes, self.options, self.timestamp
-        )
+        return self.zip.fingerprint()
 
 
 @dataclass(frozen=True)
@@ -114,32 +102,16 @@ class EditRecord:
     #: The stamp's input digest over everything but the ``sources``.
     rest: str
     sources: tuple[Source, ...]
-    dependencies_key: str
-    options: dict[str, Any]
-    timestamp: int
-    wheel: tuple[WheelMember, ...] | None
-    #: The include files: name in the zip and sha256.
-    includes: tuple[tuple[str, str], ...]
-    compile_prefix: str | None
-    made_by: str | None
+    zip: FunctionZip
 
     def fingerprint(self) -> str:
-        """The function zip's fingerprint, as ``ProjectParts.fingerprint`` computes it."""
-        return fingerprint(
-            self.dependencies_key, self.wheel, self.includes, self.options, self.timestamp
-        )
+        return self.zip.fingerprint()
 
     def to_json(self) -> dict[str, Any]:
         return {
             "rest": self.rest,
             "sources": [[s.path, list(s.state), s.name, s.kind] for s in self.sources],
-            "dependencies_key": self.dependencies_key,
-            "options": self.options,
-            "timestamp": self.timestamp,
-            "wheel": None if self.wheel is None else [list(m) for m in self.wheel],
-            "includes": [list(i) for i in self.includes],
-            "compile_prefix": self.compile_prefix,
-            "made_by": self.made_by,
+            "zip": self.zip.to_json(),
         }
 
     @classmethod
@@ -152,22 +124,7 @@ class EditRecord:
                 Source(str(path), tuple(int(n) for n in state), str(name), str(kind))
                 for path, state, name, kind in data["sources"]
             )
-            wheel = data["wheel"]
-            record = cls(
-                rest=str(data["rest"]),
-                sources=sources,
-                dependencies_key=str(data["dependencies_key"]),
-                options=dict(data["options"]),
-                timestamp=int(data["timestamp"]),
-                wheel=None
-                if wheel is None
-                else tuple((str(n), str(h), bool(x)) for n, h, x in wheel),
-                includes=tuple((str(name), str(sha256)) for name, sha256 in data["includes"]),
-                compile_prefix=None
-                if data["compile_prefix"] is None
-                else str(data["compile_prefix"]),
-                made_by=None if data["made_by"] is None else str(data["made_by"]),
-            )
+            record = cls(str(data["rest"]), sources, FunctionZip.from_json(data["zip"]))
         except (KeyError, TypeError, ValueError):
             return None
         if any(
@@ -189,7 +146,7 @@ def record_edits(
     for name in states:
         by_ending.setdefault(PurePosixPath(name).name, []).append(name)
     sources = []
-    for member, sha256, _ in parts.wheel or ():
+    for member, sha256, _ in parts.zip.wheel or ():
         if _DIST_INFO.match(member):
             continue  # written by poetry-core from pyproject.toml, the readme, licenses: inputs
         if member.split("/", 1)[0].endswith(".data"):
@@ -204,7 +161,7 @@ def record_edits(
             return None
         sources.append(Source(candidates[0], states[candidates[0]], member, "wheel"))
     inside = project_dir.resolve()
-    for name, path, _ in parts.includes:
+    for (name, _), path in zip(parts.zip.includes, parts.include_paths):
         resolved = path.resolve()
         if not resolved.is_relative_to(inside):
             return None
@@ -233,9 +190,9 @@ def patch_job(
     """The patch that brings ``request``'s zip up to date, if only its project's own files
     changed since ``stamp`` (and the zip is as that build left it); else None."""
     record = EditRecord.from_json(stamp.edit)
-    if record is None or not record.sources or not _asked_for(request, Path(stamp.outputs[0][0])):
+    if record is None or not record.sources or not _asked_for(request, stamp.paths[0]):
         return None
-    if outputs_now(Path(path) for path, _, _ in stamp.outputs) != stamp.outputs:
+    if outputs_now(stamp.paths) != stamp.outputs:
         return None
     root = request.project_dir
     aside = frozenset(os.path.abspath(root / source.path) for source in record.sources)
@@ -285,25 +242,25 @@ def prepare(job: PatchJob) -> Prepared | None:
     root = job.request.project_dir
     contents = {source.path: (root / source.path).read_bytes() for source in job.changed}
     hashes = {source.name: _sha256(contents[source.path]) for source in job.changed}
-    wheel = None if record.wheel is None else tuple(
+    made = record.zip
+    wheel = None if made.wheel is None else tuple(
         (name, hashes.get(name, sha256) if _kind(job, name) == "wheel" else sha256, executable)
-        for name, sha256, executable in record.wheel
+        for name, sha256, executable in made.wheel
     )  # fmt: skip
     includes = tuple(
         (name, hashes[name] if _kind(job, name) == "include" else sha256)
-        for name, sha256 in record.includes
+        for name, sha256 in made.includes
     )
     record = replace(
         record,
         sources=tuple(_now(source, job.changed) for source in record.sources),
-        wheel=wheel,
-        includes=includes,
+        zip=replace(made, wheel=wheel, includes=includes),
     )
     value = record.fingerprint()
-    if stamp.outputs[0][1].split()[0] == value:  # touched, not changed: nothing to write
+    if stamp.first_fingerprint == value:  # touched, not changed: nothing to write
         return Prepared(job, None, value, record)
-    entries = _patched_entries(Path(stamp.outputs[0][0]), job, contents)
-    layers = sum(unzipped for _, _, unzipped, _, _ in stamp.archives[1:])
+    entries = _patched_entries(stamp.paths[0], job, contents)
+    layers = sum(stats.unzipped_size for stats in stamp.stats[1:])
     if sum(entry.size for entry in entries) + layers > UNZIPPED_LIMIT:
         return None
     return Prepared(job, entries, value, record)
@@ -312,13 +269,12 @@ def prepare(job: PatchJob) -> Prepared | None:
 def write(prepared: Prepared, progress: Progress) -> Patched:
     """Write the prepared zip in place of the function zip (the layer, if any, is kept)."""
     stamp, record = prepared.job.stamp, prepared.record
-    outputs = [Path(path) for path, _, _ in stamp.outputs]
-    earlier = [ArchiveStats(path, *archive) for path, archive in zip(outputs, stamp.archives)]
+    outputs, earlier = stamp.paths, stamp.stats
     if prepared.entries is None:
         return Patched(tuple(earlier), (), record)
     written = write_zips_atomically(
-        [(outputs[0], prepared.entries, comment(prepared.fingerprint, record.made_by))],
-        record.timestamp,
+        [(outputs[0], prepared.entries, comment(prepared.fingerprint, record.zip.made_by))],
+        record.zip.timestamp,
         count=lambda done, total: progress.count("package", done, total),
     )
     return Patched((written[0], *earlier[1:]), (outputs[0],), record)
@@ -330,7 +286,7 @@ def _patched_entries(output: Path, job: PatchJob, contents: dict[str, bytes]) ->
     are copied from the zip when it is written (``Entry.verbatim``)."""
     with zipfile.ZipFile(output) as archive:
         infos = {info.filename: info for info in archive.infolist() if not info.is_dir()}
-        record = _record_name(job.record.wheel)
+        record = _record_name(job.record.zip.wheel)
         listed: list[str] = []
         if record in infos and any(s.kind == "wheel" and s.name in infos for s in job.changed):
             listed = record_paths(_bytes_entry(record, archive.read(record), executable=False))
@@ -352,7 +308,7 @@ def _patched_entries(output: Path, job: PatchJob, contents: dict[str, bytes]) ->
     for name, data in edited.items():
         entries[name] = _bytes_entry(name, data, entries[name].executable)
     sources = [name for name in edited if name.endswith(".py")]
-    prefix = job.record.compile_prefix
+    prefix = job.record.zip.compile_prefix
     if prefix is not None and sources:
         for name in [name for name in entries if bytecode_source(name) in sources]:
             del entries[name]

@@ -36,8 +36,10 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from poetry_lambda_zip import __version__
+from poetry_lambda_zip.archive import ArchiveStats
 from poetry_lambda_zip.fingerprint import read_recorded
 from poetry_lambda_zip.never_read import NEVER_READ
+from poetry_lambda_zip.stale import write_atomically
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["Stamp", "Stamps", "outputs_now"]
 
 #: Raised when a stamp's format changes: older stamps are then never a match.
-_FORMAT = 4
+_FORMAT = 5
 #: More files than this below a root: no shortcut (listing them would cost what it saves).
 _MAX_FILES = 20_000
 #: Environment variables a build reads (Poetry's settings, the docker SDK's, pip's in the image,
@@ -87,6 +89,31 @@ class Stamp:
     edit: dict[str, Any] | None = None
     #: The project's directories poetry-core reads whole (``project.wheel_directories``).
     whole: tuple[str, ...] = ()
+
+    @staticmethod
+    def archives_of(stats: Iterable[ArchiveStats]) -> tuple[tuple[str, int, int, int, int], ...]:
+        """What a stamp keeps of each output's ``ArchiveStats`` (its path is in ``outputs``)."""
+        return tuple(
+            (a.sha256, a.zipped_size, a.unzipped_size, a.files, a.distributions) for a in stats
+        )
+
+    @property
+    def stats(self) -> tuple[ArchiveStats, ...]:
+        """Each output as an up-to-date build shows it."""
+        return tuple(
+            ArchiveStats(Path(path), *archive)
+            for (path, _, _), archive in zip(self.outputs, self.archives)
+        )
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """The outputs, the function zip (or the layer of a layer-only build) first."""
+        return tuple(Path(path) for path, _, _ in self.outputs)
+
+    @property
+    def first_fingerprint(self) -> str:
+        """The fingerprint the first output carried when the stamp was written."""
+        return self.outputs[0][1].split()[0]
 
     def to_json(self) -> str:
         return json.dumps({"format": _FORMAT, "inputs": self.inputs, "roots": self.roots,
@@ -220,14 +247,9 @@ class Stamps:
 
     def write(self, request: BuildRequest, stamp: Stamp) -> None:
         """Write ``stamp`` atomically; a stamp that cannot be written is no stamp."""
-        path = self._path(request)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        text = stamp.to_json()
         with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary.write_text(stamp.to_json(), encoding="utf-8")
-            os.replace(temporary, path)
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
+            write_atomically(self._path(request), lambda path: path.write_text(text, "utf-8"))
 
     def _path(self, request: BuildRequest) -> Path:
         return self.directory / f"{hashlib.sha256(repr(request).encode()).hexdigest()}.json"
