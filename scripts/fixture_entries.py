@@ -59,7 +59,7 @@ def entries(zip_path: Path) -> list[list[object]]:
 
 def record(destination: Path) -> None:
     found: dict[str, object] = {}
-    # Always the same place: a path dependency's absolute path is in the project's METADATA.
+    # Always the same place (the entries hold no path of it; the comment is not recorded).
     scratch = Path(tempfile.gettempdir()) / "poetry-lambda-zip-fixture-entries"
     shutil.rmtree(scratch, ignore_errors=True)
     try:

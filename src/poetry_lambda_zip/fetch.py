@@ -27,6 +27,7 @@ from typing import BinaryIO
 from typing import Protocol
 from typing import Union
 
+from poetry_lambda_zip import locations
 from poetry_lambda_zip.entries import file_sha256
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import ResolveError
@@ -57,7 +58,6 @@ _POLL = 0.1
 _CHUNK = 1 << 16
 _REQUESTS_CA_BUNDLE = "REQUESTS_CA_BUNDLE"
 #: The index of files fetched before, next to Poetry's artifacts: ``XX/SHA256`` -> the file.
-_BY_HASH = "lambda-zip-by-hash"
 
 
 class Fetcher(Protocol):
@@ -374,7 +374,7 @@ class WheelFetcher:
             self._not_writable(entry.parent, e)
 
     def _by_hash(self, sha256: str) -> Path:
-        return self._artifacts().parent / _BY_HASH / sha256[:2] / sha256
+        return self._artifacts().parent / locations.BY_HASH / sha256[:2] / sha256
 
     def _artifacts(self) -> Path:
         return Path(self._poetry.config.artifacts_cache_directory)

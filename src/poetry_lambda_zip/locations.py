@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = [
+    "BY_HASH",
     "DIST",
     "SCRATCH_PREFIX",
     "bytecode_verdicts",
@@ -19,6 +20,8 @@ __all__ = [
     "trees",
 ]
 
+#: Downloads indexed by their sha256, beside Poetry's artifact cache (``fetch``).
+BY_HASH = "lambda-zip-by-hash"
 #: The default outputs' directory, below the project's.
 DIST = "dist"
 #: A build's scratch directory in the temporary directory: PREFIX + stale.owner_tag() + ".…".

@@ -41,6 +41,8 @@ from packaging.version import Version
 
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
 from poetry_lambda_zip.archive import too_large
+from poetry_lambda_zip.entries import EXECUTABLE_MODE
+from poetry_lambda_zip.entries import FILE_MODE
 from poetry_lambda_zip.entries import Known
 from poetry_lambda_zip.entries import Shipped
 from poetry_lambda_zip.errors import BuildFailedError
@@ -509,7 +511,7 @@ class _TreeDestination(SchemeDictionaryDestination):
                         digest, size = copyfileobj_with_hashing(stream, sink, "sha256")
             except FileExistsError:
                 return self._same_as_installed(installed, path, stream)
-            file.chmod(0o755 if is_executable else 0o644)
+            file.chmod(EXECUTABLE_MODE if is_executable else FILE_MODE)
             info = file.stat()  # after chmod, which changes its ctime
         except OSError as e:
             raise BuildFailedError(
