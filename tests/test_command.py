@@ -253,6 +253,20 @@ def test_the_result_names_sizes_in_units_that_fit_and_lambdas_code_sha256(
     assert f"code_sha256 {outputs[0]['code_sha256']} (Lambda's CodeSha256)" in shown.output
 
 
+def test_a_poetry_that_keeps_the_project_directory_private_builds(
+    project: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Poetry 2.0 has no public ``Application.project_directory`` (2.1 added it): the project
+    is then found as Poetry loads it, -C or not."""
+    from poetry.console.application import Application
+
+    monkeypatch.setattr(Application, "project_directory", property(lambda self: None))
+    path = project("pure-python")
+    built = Build(path, "--runtime python3.11 --builder local")
+    assert built.status == 0, built.error
+    assert built.zip_path.parent == path / "dist"
+
+
 def test_replacing_another_builders_zip_is_said(
     project: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -330,8 +330,9 @@ the command line wins. Example:
         try:
             if self._poetry is not None:  # set by whoever runs the command on its own
                 found = self._poetry.pyproject_path
+            elif (where := getattr(self.get_application(), "project_directory", None)) is None:
+                found = self.poetry.pyproject_path.absolute()  # Poetry 2.0: as Poetry loads it
             else:
-                where = self.get_application().project_directory
                 if not where.is_absolute():
                     where = Path.cwd()  # `poetry -C relative/dir`: Poetry runs us from inside it
                 found = Factory.locate(where)

@@ -29,6 +29,7 @@ from poetry_lambda_zip.index_access import NetworkSettings
 from poetry_lambda_zip.index_access import index_credentials
 from poetry_lambda_zip.index_access import network_settings
 from poetry_lambda_zip.project import collect_includes
+from poetry_lambda_zip.project import wheel_entries
 from poetry_lambda_zip.request import CONFIG_TABLE
 from poetry_lambda_zip.resolve import resolve
 from poetry_lambda_zip.resolve import select_extras
@@ -311,12 +312,10 @@ def _check_has_package(poetry: Poetry) -> None:
     from poetry.core.masonry.utils.module import ModuleOrPackageNotFoundError
 
     package = poetry.package
+    packages, includes = wheel_entries(poetry)
     try:
         Module(
-            package.name,
-            str(poetry.pyproject_path.parent),
-            packages=[item for item in package.packages if "wheel" in item["format"]],
-            includes=[item for item in package.include if "wheel" in item["format"]],
+            package.name, str(poetry.pyproject_path.parent), packages=packages, includes=includes
         )
     except ModuleOrPackageNotFoundError:
         raise ConfigError(

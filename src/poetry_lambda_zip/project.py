@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
+from typing import Any
 
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import OutputError
@@ -27,13 +28,14 @@ from poetry_lambda_zip.stale import is_temporary
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from collections.abc import Mapping
     from collections.abc import Sequence
 
     from poetry.core.poetry import Poetry
 
     from poetry_lambda_zip.request import Include
 
-__all__ = ["build_project_wheel", "collect_includes", "wheel_directories"]
+__all__ = ["build_project_wheel", "collect_includes", "wheel_directories", "wheel_entries"]
 
 _METADATA = re.compile(r"^[^/]+\.dist-info/METADATA$")
 #: A requirement by a file URL in METADATA: its name (and version), the URL, the rest.
@@ -98,6 +100,21 @@ def _without_host_paths(wheel: Path) -> None:
     os.replace(rewritten, wheel)
 
 
+def wheel_entries(
+    poetry: Poetry,
+) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """The ``packages`` and ``include`` entries poetry-core builds the wheel from. poetry-core
+    2.0.0 leaves ``format`` out where pyproject.toml does (and its ``Module`` needs it): a
+    package is then in both formats, an include in the sdist alone, as later versions fill in."""
+    package = poetry.package
+    packages = [{"format": ["sdist", "wheel"], **entry} for entry in package.packages]
+    includes = [{"format": ["sdist"], **entry} for entry in package.include]
+    return (
+        [entry for entry in packages if "wheel" in entry["format"]],
+        [entry for entry in includes if "wheel" in entry["format"]],
+    )
+
+
 def wheel_directories(poetry: Poetry) -> tuple[str, ...]:
     """The project's directories poetry-core reads whole for the wheel (relative, posix):
     each package's directory, each directory an include of the wheel matches, and the head
@@ -108,8 +125,7 @@ def wheel_directories(poetry: Poetry) -> tuple[str, ...]:
 
     root = poetry.pyproject_path.parent.resolve()
     package = poetry.package
-    packages = [p for p in package.packages if "wheel" in p["format"]]
-    includes = [i for i in package.include if "wheel" in i["format"]]
+    packages, includes = wheel_entries(poetry)
     found: set[Path] = set()
     try:
         module = Module(package.name, str(root), packages=packages, includes=includes)
