@@ -3,8 +3,9 @@ its own with this checkout's plugin, build a fixture; the zips hold the same dep
 as this environment's Poetry writes, and the handler imports and runs from them. Only the
 project's own dist-info follows the poetry-core that builds its wheel.
 
-The venvs are kept in the temporary directory between runs on one machine (Poetry installed
-once); the plugin is installed into them again each run (this checkout may be a new one)."""
+The venvs are kept in the temporary directory between runs on one machine for a week (Poetry
+installed once, "the newest" looked up again after that); the plugin is installed into them
+again each run (this checkout may be a new one)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from tests.conftest import ROOT
 
 #: The oldest Poetry pyproject.toml allows, and the newest 2.x the index has.
 VERSIONS = {"oldest": "poetry==2.0.0", "newest": "poetry>=2,<3"}
+#: How long a venv is kept: "the newest" is looked up again after that.
+_KEPT_SECONDS = 7 * 24 * 3600
 #: Files whose bytes follow the poetry-core that builds the project's wheel.
 PROJECT_INFO = "hello_pure-0.1.0.dist-info/"
 
@@ -35,7 +39,8 @@ def _venv(name: str, requirement: str) -> Path:
     python = venv / "bin" / "python"
     marker = venv / "installed.json"
     wanted = {"requirement": requirement, "python": sys.version}
-    if not marker.is_file() or json.loads(marker.read_text()) != wanted:
+    fresh = marker.is_file() and time.time() - marker.stat().st_mtime < _KEPT_SECONDS
+    if not fresh or json.loads(marker.read_text()) != wanted:
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         pip = [str(python), "-m", "pip", "install", "--quiet", "--progress-bar", "off"]
