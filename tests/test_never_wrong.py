@@ -9,10 +9,14 @@ import os
 import threading
 import time
 import zipfile
+from pathlib import Path
+from typing import IO
 from typing import TYPE_CHECKING
+from typing import Any
 
 import pytest
 
+from poetry_lambda_zip import archive as archive_module
 from poetry_lambda_zip import pipeline
 from poetry_lambda_zip.fingerprint import read_recorded
 from poetry_lambda_zip.one_at_a_time import one_build_at_a_time
@@ -21,7 +25,6 @@ from tests.docker_helpers import Build
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
 LOCAL = "--runtime python3.11 --builder local"
 
@@ -160,6 +163,26 @@ def test_the_stamps_trust_no_output_that_is_not_as_written(
     os.utime(output, ns=(info.st_atime_ns, info.st_mtime_ns))
     assert read_recorded(output) is not None  # still our comment ...
     assert outputs_now([output]) is None  # ... but not as written: no shortcut
+
+
+def test_a_shared_layer_is_checked_once_a_run(
+    project: Callable[[str], Path], stamps_here: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two functions' stamps name their one layer: a no-op reads it once, not once for each
+    function (nor again for the patch's check)."""
+    path = project("functions-package")
+    assert Build(path, LOCAL).status == 0
+    hashed: list[str] = []
+    original = archive_module._sha256_of
+
+    def counting(handle: IO[bytes], size: int) -> Any:
+        hashed.append(Path(str(getattr(handle, "name", ""))).name)
+        return original(handle, size)
+
+    monkeypatch.setattr(archive_module, "_sha256_of", counting)
+    again = Build(path, LOCAL)
+    assert "nothing read by the last build changed" in again.output
+    assert sorted(hashed) == ["orders-layer.zip", "orders.zip", "s3_event.zip"]
 
 
 # ---- what a build never reads, and what it reads all the same --------------------------------

@@ -5,6 +5,7 @@ SOURCE_DATE_EPOCH and Lambda's size limit allow."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import re
@@ -44,8 +45,10 @@ __all__ = [
     "UNZIPPED_LIMIT",
     "ArchiveStats",
     "existing_stats",
+    "forget_seals",
     "refuse_directory",
     "remove_stale_temporaries",
+    "sealed_sha256",
     "timestamp_from_environment",
     "too_large",
     "write_zips_atomically",
@@ -184,7 +187,7 @@ def existing_stats(path: Path) -> ArchiveStats:
         infos = [info for info in archive.infolist() if not info.is_dir()]
     return ArchiveStats(
         path=path,
-        sha256=file_sha256(path),
+        sha256=sealed_sha256(path) or file_sha256(path),
         zipped_size=path.stat().st_size,
         unzipped_size=sum(info.file_size for info in infos),
         files=len(infos),
@@ -195,19 +198,46 @@ def existing_stats(path: Path) -> ArchiveStats:
 def zip_intact(path: Path) -> bool:
     """Whether the file at ``path`` is a zip as this writer sealed it (``SEAL``): every byte
     the digest at its end covers is as written. False for anything else, unreadable too."""
+    return sealed_sha256(path) is not None
+
+
+def sealed_sha256(path: Path) -> str | None:
+    """The whole file's sha256 when it is a zip as this writer sealed it, else None. Read
+    once per state of the file (size, mtime, ctime, inode: a write changes the ctime, a
+    rename the inode) until ``forget_seals``: a layer shared by many functions, or checked by
+    the stamps and again by the patch, is hashed once a run."""
     try:
-        with path.open("rb") as handle:
+        info = path.stat()
+    except OSError:
+        return None
+    state = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev)
+    return _sealed_sha256(os.path.abspath(path), state)
+
+
+def forget_seals() -> None:
+    """Check every zip again (each run starts so: a file system's ctime may tick coarsely)."""
+    _sealed_sha256.cache_clear()
+
+
+@functools.lru_cache(maxsize=256)
+def _sealed_sha256(path: str, state: tuple[int, ...]) -> str | None:
+    try:
+        with open(path, "rb") as handle:
             size = handle.seek(0, os.SEEK_END)
-            if size < _SEALED:
-                return False
+            if size != state[0] or size < _SEALED:
+                return None
             handle.seek(size - _SEALED)
             tail = handle.read(_SEALED)
             if not tail.startswith(SEAL):
-                return False
+                return None
             handle.seek(0)
-            return _sha256_of(handle, size - 64).hexdigest().encode() == tail[len(SEAL) :]
+            digest = _sha256_of(handle, size - 64)
+            if digest.hexdigest().encode() != tail[len(SEAL) :]:
+                return None
+            digest.update(tail[len(SEAL) :])
+            return digest.hexdigest()
     except OSError:
-        return False
+        return None
 
 
 def _sha256_of(handle: IO[bytes], size: int) -> hashlib._Hash:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from poetry_lambda_zip import locations
 from poetry_lambda_zip.archive import existing_stats
+from poetry_lambda_zip.archive import forget_seals
 from poetry_lambda_zip.archive import remove_stale_temporaries
 from poetry_lambda_zip.assemble import DependencyTree
 from poetry_lambda_zip.assemble import assemble
@@ -110,6 +111,7 @@ def build_functions(
     (``shortcut``), unless ``results_in_full`` (every result with its plan, e.g. for JSON).
     One build of a project runs at a time (``one_at_a_time``)."""
     with one_build_at_a_time(requests[0].project_dir, progress):
+        forget_seals()  # what an earlier run in this process checked is checked again
         # What a killed run left, removed whichever way this one goes (a no-op too).
         remove_stale(locations.scratch_root(), locations.SCRATCH_PREFIX)
         shortcut = Shortcut.for_requests(requests)
