@@ -20,13 +20,15 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation import make_schemabased_validator
 from packaging.utils import canonicalize_name
 
-from poetry_lambda_zip import sbom
 from poetry_lambda_zip.errors import ConfigError
+from poetry_lambda_zip.sbom import require_library
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from cleo.testers.command_tester import CommandTester
+
+    from tests.docker_helpers import Build
 
     Run = Callable[[Path, str], CommandTester]
 
@@ -180,7 +182,7 @@ def test_without_the_library_sbom_is_refused_before_anything_is_built(
 
     monkeypatch.setattr(builtins, "__import__", no_cyclonedx)
     with pytest.raises(ConfigError) as caught:
-        sbom.require_library()
+        require_library()
     assert "poetry-lambda-zip[sbom]" in (caught.value.fix or "")
 
     path = project("pure-python")
@@ -188,3 +190,28 @@ def test_without_the_library_sbom_is_refused_before_anything_is_built(
     assert tester.status_code == ConfigError.exit_code
     assert "cyclonedx-python-lib" in tester.io.fetch_error()
     assert not (path / "dist").exists()
+
+
+@pytest.mark.docker
+def test_path_dependencies_have_no_purl_and_name_their_place_in_the_project(
+    project: Callable[[str], Path], build: Callable[..., Build]
+) -> None:
+    path = project("local-files")
+    built = build(path, "--builder docker --sbom")
+    assert built.status == 0, built.error
+    document = _document(built.zip_path.with_name(built.zip_path.name + ".cdx.json"))
+    components = {c["name"]: c for c in document["components"]}
+    assert set(components) == {"legacy-helper", "vendored-tool"}
+    locked = _locked_hashes(path)
+    for name, filename in (
+        ("legacy-helper", "vendor/legacy_helper-0.2.0.tar.gz"),
+        ("vendored-tool", "vendor/vendored_tool-1.0.0-py3-none-any.whl"),
+    ):
+        component = components[name]
+        assert "purl" not in component, "no index knows a path dependency by that name"
+        properties = {p["name"]: p["value"] for p in component["properties"]}
+        assert properties["poetry-lambda-zip:source"] == "file"
+        assert properties["poetry-lambda-zip:path"] == filename
+        (digest,) = [h["content"] for h in component["hashes"]]
+        assert digest in locked[name]
+    assert str(path) not in json.dumps(document)
