@@ -10,7 +10,7 @@ $(BIN)/poetry: pyproject.toml
 	@echo "Creating $(VENV) with Poetry, the plugin (editable) and the test tools ..."
 	python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --progress-bar off --upgrade pip
-	$(BIN)/python -m pip install --progress-bar off -e . --group test
+	$(BIN)/python -m pip install --progress-bar off -e ".[sbom]" --group test
 	touch $@
 
 engine:

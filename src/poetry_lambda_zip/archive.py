@@ -151,7 +151,7 @@ def write_zips_atomically(
     try:
         written: list[ArchiveStats] = []
         for output, ordered, comment in planned:
-            temporary = _temporary_next_to(output)
+            temporary = temporary_next_to(output)
             temporaries.append(temporary)
             previous = output if reuse else None
             written.append(
@@ -262,7 +262,7 @@ def remove_stale_temporaries(output: Path) -> None:
     remove_stale(output.parent, _temporary_prefix(output), ".tmp")
 
 
-def _temporary_next_to(output: Path) -> Path:
+def temporary_next_to(output: Path) -> Path:
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         descriptor, name = tempfile.mkstemp(

@@ -235,6 +235,12 @@ class LambdaZipCommand(Command):
         option("handler", None, "The handler, package.module.function (for --verify).", flag=False),
         option("verify", None, "Import the handler from a read-only /var/task after building."),
         option(
+            "sbom",
+            None,
+            "Write a CycloneDX 1.6 SBOM (OUTPUT.zip.cdx.json) beside each zip, listing what it"
+            " ships (needs the sbom extra).",
+        ),
+        option(
             "builder",
             None,
             "auto (default), docker or local (no container; wheels only).",
@@ -387,6 +393,8 @@ the command line wins. Example:
                     "replaced a zip that was changed after it was written"
                 )
             self._show_archives(outcome.function, result.archives, result.written, notes)
+            for sbom in result.sboms:
+                self.line(f"  SBOM {sbom.resolve()}")
         elif outcome.shortcut and not as_json:
             self._show_archives(outcome.function, outcome.shortcut, outcome.written, {})
 

@@ -97,7 +97,7 @@ def tree_key(
                 r.artifact.filename,
                 r.artifact.sha256,
                 r.origin.type,
-                _relative_url(r.origin.type, r.origin.url, project_dir),
+                relative_url(r.origin.type, r.origin.url, project_dir),
                 r.origin.reference,
                 r.origin.subdirectory,
             ]
@@ -110,7 +110,7 @@ def tree_key(
     return _digest(document)
 
 
-def _relative_url(kind: str, url: str | None, project_dir: Path | None) -> str | None:
+def relative_url(kind: str, url: str | None, project_dir: Path | None) -> str | None:
     if url is None or project_dir is None or kind not in ("directory", "file"):
         return url
     return Path(os.path.relpath(url, project_dir)).as_posix()

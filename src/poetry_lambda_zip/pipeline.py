@@ -53,6 +53,9 @@ from poetry_lambda_zip.progress import shown_for
 from poetry_lambda_zip.project import build_project_wheel
 from poetry_lambda_zip.results import BuildResult
 from poetry_lambda_zip.results import Outcome
+from poetry_lambda_zip.sbom import direct_dependencies
+from poetry_lambda_zip.sbom import require_library
+from poetry_lambda_zip.sbom import write_sbom
 from poetry_lambda_zip.shortcut import Shortcut
 from poetry_lambda_zip.stale import owner_tag
 from poetry_lambda_zip.stale import remove_stale
@@ -114,8 +117,12 @@ def build_functions(
         forget_seals()  # what an earlier run in this process checked is checked again
         # What a killed run left, removed whichever way this one goes (a no-op too).
         remove_stale(locations.scratch_root(), locations.SCRATCH_PREFIX)
+        sbom = any(request.sbom for request in requests)
+        if sbom:
+            require_library()  # before anything is built
         shortcut = Shortcut.for_requests(requests)
-        if shortcut is not None and not results_in_full:
+        # An SBOM is written from the plan and the zip: the shortcut settles neither.
+        if shortcut is not None and not (results_in_full or sbom):
             settled = shortcut.settle(progress)
             if settled is not None:
                 return settled
@@ -136,6 +143,8 @@ def build_functions(
         order = {request.function: number for number, request in enumerate(requests)}
         ordered = sorted([*outcomes, *failed], key=lambda outcome: order[outcome.function])
         outcomes = [_verify(outcome, members) for outcome in ordered]
+        if sbom:
+            outcomes = [_with_sboms(outcome, project) for outcome in outcomes]
         if shortcut is not None:
             shortcut.record(outcomes, outputs)
         return outcomes
@@ -421,6 +430,24 @@ def _verify(outcome: Outcome, members: Sequence[_Member]) -> Outcome:
             raise
         return replace(outcome, error=e)
     return replace(outcome, result=replace(result, import_seconds=seconds))
+
+
+def _with_sboms(outcome: Outcome, project: Poetry) -> Outcome:
+    """With --sbom: each output's CycloneDX document beside it, read from the zip that is
+    there (written now or up to date), so it describes that zip whichever way it came."""
+    result = outcome.result
+    if result is None or not result.plan.request.sbom:
+        return outcome
+    decided = result.plan
+    direct = direct_dependencies(project.package, decided.requirements.groups)
+    try:
+        sboms = tuple(
+            write_sbom(decided, kind, archive, direct)
+            for kind, archive in zip(decided.layout.kinds, result.archives)
+        )
+    except LambdaZipError as e:
+        return replace(outcome, error=e)
+    return replace(outcome, result=replace(result, sboms=sboms))
 
 
 def _tree_cache(project_dir: Path) -> TreeCache | None:

@@ -9,6 +9,7 @@ from poetry_lambda_zip.redact import redact
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from pathlib import Path
 
     from poetry_lambda_zip.errors import LambdaZipError
     from poetry_lambda_zip.plan import BuildPlan
@@ -135,8 +136,11 @@ def result_json(result: BuildResult) -> dict[str, Any]:
                 "zipped_size": archive.zipped_size,
                 "unzipped_size": archive.unzipped_size,
                 "files": archive.files,
+                "sbom": str(sbom.resolve()) if sbom is not None else None,
             }
-            for kind, archive in zip(result.plan.layout.kinds, result.archives)
+            for kind, archive, sbom in zip(
+                result.plan.layout.kinds, result.archives, _sboms(result)
+            )
         ],
         "function": result.plan.request.function,
         "handler": result.plan.request.handler,
@@ -158,6 +162,11 @@ def result_json(result: BuildResult) -> dict[str, Any]:
             for name, size in result.sizes.items()
         ],
     }
+
+
+def _sboms(result: BuildResult) -> tuple[Path | None, ...]:
+    """Each output's SBOM (``--sbom``), None for each without --sbom."""
+    return result.sboms or (None,) * len(result.archives)
 
 
 def error_json(error: LambdaZipError) -> dict[str, Any]:

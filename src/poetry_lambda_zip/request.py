@@ -57,6 +57,7 @@ CONFIG_KEYS: dict[str, type] = {
     "slim": bool,
     "handler": str,
     "verify": bool,
+    "sbom": bool,
     "builder": str,
 }
 #: The keys a [tool.poetry-lambda-zip.functions.NAME] table may set; the others (the image, the
@@ -144,6 +145,8 @@ class BuildRequest:
     #: "package.module.function", imported by --verify.
     handler: str | None = None
     verify: bool = False
+    #: Write a CycloneDX SBOM beside each output (``sbom``).
+    sbom: bool = False
     #: auto: Docker when an engine answers, else local when every package has a wheel.
     builder: str = "auto"
     #: Rebuild even when the outputs carry this build's fingerprint.
@@ -240,6 +243,7 @@ class BuildRequest:
             slim=bool(merged.get("slim", False)),
             handler=handler,
             verify=verify,
+            sbom=bool(merged.get("sbom", False)),
             builder=builder,
             force=bool(options.get("force", False)),
             cache=not options.get("no-cache", False),

@@ -44,6 +44,8 @@ class BuildResult:
     #: Outputs that carried this build's fingerprint but had been changed after they were
     #: written (``zip -g``, an editor): rebuilt, and said so.
     altered: tuple[Path, ...] = ()
+    #: With --sbom: each output's CycloneDX document, in the order of ``archives``.
+    sboms: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
