@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 from typing import Union
 
 import pytest
@@ -397,21 +399,60 @@ def test_sam_prebuilt_zip_code_uri_is_what_the_readme_builds() -> None:
     assert "sam deploy" in (EXAMPLES / "sam-prebuilt-zip" / "README.md").read_text()
 
 
+def install_tool(what: str, command: list[str], timeout: float = 900) -> None:
+    """Run ``command`` that installs a deploy tool into a scratch place: a failure is
+    ``unavailable`` (it fails in CI, skips visibly elsewhere), bounded by ``timeout``."""
+    if shutil.which(command[0]) is None and not Path(command[0]).is_file():
+        unavailable(f"installing {what} needs {command[0]}")
+    started = time.monotonic()
+    try:
+        installed = subprocess.run(
+            command, capture_output=True, text=True, check=False, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        unavailable(f"installing {what} took more than {timeout:.0f}s: {shlex.join(command)}")
+    if installed.returncode:
+        unavailable(f"installing {what} failed:\n{installed.stderr[-2000:]}")
+    print(f"{what} installed in {time.monotonic() - started:.0f}s: {shlex.join(command)}")
+
+
+def scratch_venv(parent: Path, what: str, requirements: list[str]) -> Path:
+    """A venv of its own with ``requirements`` pip-installed, for a tool; its bin directory."""
+    venv = parent / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    install_tool(what, [*pip, "--disable-pip-version-check", *requirements])
+    return venv / "bin"
+
+
+def npm_tool(parent: Path, package: str) -> Path:
+    """``npm install -g PACKAGE`` into a scratch prefix (as the recipes' READMEs say, without
+    touching the machine's global packages); the prefix's bin directory."""
+    prefix = parent / "npm"
+    npm = ["npm", "install", "-g", "--prefix", str(prefix), "--no-audit", "--no-fund"]
+    install_tool(f"{package} (npm)", [*npm, package], timeout=600)
+    return prefix / "bin"
+
+
+def offline(command: list[str]) -> list[str]:
+    """``command`` in a network namespace of its own that has no interface up: whatever the tool
+    would contact (AWS, telemetry) cannot be reached, so a success proves it needed nothing."""
+    if shutil.which("unshare") is None:
+        unavailable("unshare (util-linux) is not installed: cannot run the tool offline")
+    for prefix in (["unshare", "--net"], ["unshare", "--map-root-user", "--net"]):
+        probe = subprocess.run([*prefix, "true"], capture_output=True, text=True, check=False)
+        if probe.returncode == 0:
+            return [*prefix, *command]
+    unavailable(f"unshare --net is not permitted here: {probe.stderr.strip()}")
+
+
 @pytest.fixture(scope="session")
 def sam_cli(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``sam`` from AWS SAM CLI, pip-installed into a scratch venv once per session."""
-    venv = tmp_path_factory.mktemp("sam-cli") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    started = time.monotonic()
-    installed = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-         "--disable-pip-version-check", "aws-sam-cli>=1.100"],
-        capture_output=True, text=True, check=False, timeout=900,
-    )  # fmt: skip
-    if installed.returncode:
-        unavailable(f"pip install aws-sam-cli failed:\n{installed.stderr[-2000:]}")
-    print(f"aws-sam-cli installed in {time.monotonic() - started:.0f}s")
-    return venv / "bin" / "sam"
+    bin_dir = scratch_venv(
+        tmp_path_factory.mktemp("sam-cli"), "aws-sam-cli", ["aws-sam-cli>=1.100"]
+    )
+    return bin_dir / "sam"
 
 
 @pytest.mark.docker
@@ -565,6 +606,80 @@ def test_cdk_app_uses_the_zip_the_readme_builds() -> None:
     assert re.search(r"^aws-cdk-lib\b", requirements, re.MULTILINE)
     assert re.search(r"^constructs\b", requirements, re.MULTILINE)
     assert "aws-cdk" not in (example / "pyproject.toml").read_text()
+
+
+@pytest.fixture(scope="session")
+def cdk_cli(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``cdk`` (npm ``aws-cdk``) and a Python with the CDK app's requirements.txt, each installed
+    into a scratch place once per session: (cdk, that Python's bin directory)."""
+    parent = tmp_path_factory.mktemp("cdk")
+    requirements = EXAMPLES / "cdk" / "requirements.txt"
+    python_bin = scratch_venv(parent, "aws-cdk-lib", ["-r", str(requirements)])
+    return npm_tool(parent, "aws-cdk") / "cdk", python_bin
+
+
+def tool_version(command: list[str]) -> str:
+    shown = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    return " ".join(shown.stdout.split())
+
+
+def cdk_synth(cdk: Path, python_bin: Path, app: Path) -> dict[str, Any]:
+    """``cdk synth`` of the app, offline; the synthesized Lambda function's resource."""
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([str(python_bin), os.environ["PATH"]]),  # python3 of cdk.json
+        "CDK_DISABLE_CLI_TELEMETRY": "true",
+        "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
+    }
+    started = time.monotonic()
+    result = subprocess.run(
+        offline([str(cdk), "synth", "--no-notices", "--quiet"]),
+        cwd=app, env=env, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    print(f"cdk synth took {time.monotonic() - started:.1f}s")
+    assert result.returncode == 0, result.stdout + result.stderr
+    template = json.loads((app / "cdk.out" / "HelloStack.template.json").read_text())
+    (function,) = (
+        resource
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::Lambda::Function"
+    )
+    assert isinstance(function, dict)
+    return function
+
+
+def test_cdk_synth_deploys_our_zip_as_it_is(cdk_cli: tuple[Path, Path], tmp_path: Path) -> None:
+    """A real ``cdk synth`` of examples/cdk: the function's code asset is our zip, byte for byte,
+    uploaded as a file (not zipped again), and an unchanged rebuild gives the same S3 key."""
+    cdk, python_bin = cdk_cli
+    print(f"cdk {tool_version([str(cdk), '--version'])}")
+    app = tmp_path / "cdk"
+    shutil.copytree(EXAMPLES / "cdk", app, ignore=shutil.ignore_patterns("dist", "cdk.out"))
+    output = readme_output("cdk")
+    built = Build(app, f"--builder local -o {output}")
+    assert built.status == 0, built.error
+    zip_sha256 = hashlib.sha256((app / output).read_bytes()).hexdigest()
+
+    function = cdk_synth(cdk, python_bin, app)
+    properties = function["Properties"]
+    table = settings("cdk")
+    assert properties["Handler"] == table["handler"]
+    assert properties["Runtime"] == table["runtime"]
+    asset_path = function["Metadata"]["aws:asset:path"]
+    assert function["Metadata"]["aws:asset:property"] == "Code"
+    asset = app / "cdk.out" / asset_path
+    assert hashlib.sha256(asset.read_bytes()).hexdigest() == zip_sha256
+    assets = json.loads((app / "cdk.out" / "HelloStack.assets.json").read_text())["files"]
+    (asset_id,) = (key for key, entry in assets.items() if entry["source"]["path"] == asset_path)
+    assert assets[asset_id]["source"]["packaging"] == "file"  # uploaded as it is
+    assert properties["Code"]["S3Key"] == f"{asset_id}.zip"
+
+    # An unchanged build writes the same bytes: the same asset, nothing to deploy.
+    shutil.rmtree(app / "cdk.out")
+    rebuilt = Build(app, f"--builder local --force -o {output}")
+    assert rebuilt.status == 0, rebuilt.error
+    assert cdk_synth(cdk, python_bin, app)["Properties"]["Code"]["S3Key"] == f"{asset_id}.zip"
 
 
 # -- GitHub Actions --------------------------------------------------------------------------
