@@ -38,13 +38,15 @@ EXAMPLES = ROOT / "examples"
 #: The recipes that are Poetry projects (pyproject.toml, poetry.lock, hello/app.py).
 PROJECTS = ["sam-makefile", "sam-prebuilt-zip", "terraform", "cdk"]
 RECIPES = [*PROJECTS, "github-actions", "gitlab-ci"]
+#: The recipes' YAML files and the composite action, relative to the repository.
 YAML_FILES = sorted(
     {
-        str(path.relative_to(EXAMPLES))
+        str(path.relative_to(ROOT))
         for suffix in ("yml", "yaml")
         for path in EXAMPLES.rglob(f"*.{suffix}")
         if ".aws-sam" not in path.parts  # what a `sam build` by hand left
     }
+    | {"action.yml"}
 )
 
 Yaml = Union[dict[str, "Yaml"], list["Yaml"], str, None]
@@ -319,7 +321,7 @@ def test_every_recipe_has_a_readme_that_names_the_command(recipe: str) -> None:
 
 @pytest.mark.parametrize("path", YAML_FILES)
 def test_yaml_files_parse(path: str) -> None:
-    document = parse_yaml((EXAMPLES / path).read_text())
+    document = parse_yaml((ROOT / path).read_text())
     assert isinstance(document, dict)
     assert document
 
@@ -521,11 +523,11 @@ print(json.dumps(text(yaml.safe_load(open(sys.argv[1])))))
 def test_yaml_files_load_with_pyyaml(sam_cli: Path, path: str) -> None:
     """PyYAML (SAM CLI's) reads every recipe's YAML as the reader here does, scalars as text."""
     loaded = subprocess.run(
-        [str(sam_cli.parent / "python"), "-c", PYYAML_AS_TEXT, str(EXAMPLES / path)],
+        [str(sam_cli.parent / "python"), "-c", PYYAML_AS_TEXT, str(ROOT / path)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert loaded.returncode == 0, loaded.stderr
-    assert json.loads(loaded.stdout) == parse_yaml((EXAMPLES / path).read_text())
+    assert json.loads(loaded.stdout) == parse_yaml((ROOT / path).read_text())
 
 
 # -- Terraform -------------------------------------------------------------------------------
