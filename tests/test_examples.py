@@ -10,6 +10,7 @@ SAM test also loads each YAML file with the PyYAML that SAM CLI brings.
 from __future__ import annotations
 
 import ast
+import base64
 import fnmatch
 import hashlib
 import json
@@ -36,7 +37,7 @@ from tests.docker_helpers import Build
 
 EXAMPLES = ROOT / "examples"
 #: The recipes that are Poetry projects (pyproject.toml, poetry.lock, hello/app.py).
-PROJECTS = ["sam-makefile", "sam-prebuilt-zip", "terraform", "cdk"]
+PROJECTS = ["sam-makefile", "sam-prebuilt-zip", "terraform", "cdk", "serverless"]
 RECIPES = [*PROJECTS, "github-actions", "gitlab-ci"]
 #: The recipes' YAML files and the composite action, relative to the repository.
 YAML_FILES = sorted(
@@ -349,11 +350,19 @@ def test_each_project_builds_and_its_handler_answers(example: str, tmp_path: Pat
     assert result.status == 0, result.error
     with zipfile.ZipFile(output) as archive:
         names = set(archive.namelist())
+    # A split layout's layer holds the dependencies under python/, as Lambda's /opt/python.
+    code_path = [str(output)]
+    if table.get("layout") == "split":
+        layer = tmp_path / "function-layer.zip"
+        with zipfile.ZipFile(layer) as archive:
+            assert all(name.startswith("python/") for name in archive.namelist())
+            names |= {name.removeprefix("python/") for name in archive.namelist()}
+        code_path.append(f"{layer}/python")
     assert {"app.py", "six.py", "six-1.17.0.dist-info/RECORD"} <= names
     assert not any(name.startswith(("hello/", "dist/")) for name in names), names
     assert handler_file(example).name == "app.py"
     answer = subprocess.run(
-        [sys.executable, "-I", "-c", f"import sys; sys.path[:0] = [{str(output)!r}]\n{RUNNER}",
+        [sys.executable, "-I", "-c", f"import sys; sys.path[:0] = {code_path!r}\n{RUNNER}",
          str(table["handler"]), json.dumps({"queryStringParameters": {"name": "test"}})],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -682,6 +691,109 @@ def test_cdk_synth_deploys_our_zip_as_it_is(cdk_cli: tuple[Path, Path], tmp_path
     rebuilt = Build(app, f"--builder local --force -o {output}")
     assert rebuilt.status == 0, rebuilt.error
     assert cdk_synth(cdk, python_bin, app)["Properties"]["Code"]["S3Key"] == f"{asset_id}.zip"
+
+
+# -- Serverless Framework --------------------------------------------------------------------
+
+
+def test_serverless_service_deploys_the_split_builds_zips() -> None:
+    service = mapping(parse_yaml((EXAMPLES / "serverless" / "serverless.yml").read_text()))
+    assert service["frameworkVersion"] == "3"
+    provider = mapping(service["provider"])
+    table = settings("serverless")
+    assert table["layout"] == "split"
+    assert provider["runtime"] == table["runtime"]
+    assert provider["architecture"] == table.get("arch", "x86_64")
+    ((name, function),) = mapping(service["functions"]).items()
+    function = mapping(function)
+    assert function["handler"] == table["handler"]
+    output = readme_output("serverless")
+    assert mapping(function["package"])["artifact"] == output
+    ((layer_name, layer),) = mapping(service["layers"]).items()
+    layer = mapping(layer)
+    # -o dist/hello.zip with layout split writes the layer as dist/hello-layer.zip.
+    assert mapping(layer["package"])["artifact"] == output.removesuffix(".zip") + "-layer.zip"
+    assert sequence(layer["compatibleRuntimes"]) == [table["runtime"]]
+    assert sequence(layer["compatibleArchitectures"]) == [provider["architecture"]]
+    # The framework's logical id of a layer: its name, title-cased, + LambdaLayer.
+    assert sequence(function["layers"]) == [{"Ref": f"{layer_name.title()}LambdaLayer"}]
+    assert name == "hello"
+
+
+@pytest.fixture(scope="session")
+def serverless_cli(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``serverless`` v3 (npm), installed into a scratch prefix once per session."""
+    return npm_tool(tmp_path_factory.mktemp("serverless"), "serverless@3") / "serverless"
+
+
+def test_serverless_package_deploys_our_zips_as_they_are(
+    serverless_cli: Path, tmp_path: Path
+) -> None:
+    """A real ``serverless package`` of examples/serverless, with no network but loopback: the
+    one AWS call it makes (CloudFormation DescribeStacks, for the layer) is answered by
+    tests/offline_aws.py as AWS answers before a first deploy."""
+    for tool in ("ip", "openssl"):
+        if shutil.which(tool) is None:
+            unavailable(f"the stand-in for AWS needs {tool}")
+    version = tool_version([str(serverless_cli), "--version"])
+    print(f"serverless {version}")
+    assert version.startswith("Framework Core: 3.")
+    service = tmp_path / "serverless"
+    shutil.copytree(
+        EXAMPLES / "serverless", service, ignore=shutil.ignore_patterns("dist", ".serverless")
+    )
+    output = readme_output("serverless")
+    built = Build(service, f"--builder local -o {output}")
+    assert built.status == 0, built.error
+    function_zip = service / output
+    layer_zip = service / (output.removesuffix(".zip") + "-layer.zip")
+    code_sha256 = base64.b64encode(hashlib.sha256(function_zip.read_bytes()).digest()).decode()
+
+    requests = tmp_path / "aws-requests.jsonl"
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",  # AWS's documented example key
+        "AWS_SECRET_ACCESS_KEY": "not-a-secret",
+        "AWS_REGION": "us-east-1",
+        "SLS_TELEMETRY_DISABLED": "1",
+        "SLS_NOTIFICATIONS_MODE": "off",
+        "SLS_AWS_REQUEST_MAX_RETRIES": "0",
+    }
+    with_loopback = ["sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+    fake_aws = [sys.executable, str(ROOT / "tests" / "offline_aws.py"), str(requests), "--"]
+    started = time.monotonic()
+    result = subprocess.run(
+        offline([*with_loopback, *fake_aws, str(serverless_cli), "package"]),
+        cwd=service, env=env, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    print(f"serverless package took {time.monotonic() - started:.1f}s")
+    printed = result.stdout + result.stderr
+    assert result.returncode == 0, printed
+    assert "Service packaged" in printed
+    assert "Invalid configuration" not in printed  # the runtime is one v3 knows
+    calls = [json.loads(line) for line in requests.read_text().splitlines()]
+    assert calls == [
+        {"host": "cloudformation.us-east-1.amazonaws.com", "method": "POST", "path": "/",
+         "action": "DescribeStacks", "stack": "hello-serverless-dev"},
+    ]  # fmt: skip
+
+    template = json.loads(
+        (service / ".serverless" / "cloudformation-template-update-stack.json").read_text()
+    )
+    resources = template["Resources"]
+    function = resources["HelloLambdaFunction"]["Properties"]
+    assert function["Handler"] == settings("serverless")["handler"]
+    assert function["Layers"] == [{"Ref": "DependenciesLambdaLayer"}]
+    assert function["Code"]["S3Key"].endswith(f"/{function_zip.name}")
+    (version_resource,) = (r for r in resources.values() if r["Type"] == "AWS::Lambda::Version")
+    # The framework hashed the artifact it will upload: our zip, byte for byte.
+    assert version_resource["Properties"]["CodeSha256"] == code_sha256
+    layer = resources["DependenciesLambdaLayer"]["Properties"]
+    assert layer["Content"]["S3Key"].endswith(f"/{layer_zip.name}")
+    state = json.loads((service / ".serverless" / "serverless-state.json").read_text())
+    layers = state["service"]["initialServerlessConfig"]["layers"]
+    assert layers["dependencies"]["package"]["artifact"] == str(layer_zip.relative_to(service))
+    assert state["service"]["functions"]["hello"]["package"]["artifact"] == output
 
 
 # -- GitHub Actions --------------------------------------------------------------------------
