@@ -1,0 +1,114 @@
+"""The README's install section, run as a person copies it: each command of its console block
+and the pip line below it, in a fresh venv holding Poetry (one per way of installing), with this
+checkout as ``/path/to/poetry-lambda-zip``; the plugin is then listed and builds a project.
+
+``poetry self add poetry-lambda-zip`` (from PyPI) is said to work "once released": until the
+package is on the index it cannot be run, and the test checks the README says so."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.conftest import unavailable
+from tests.test_examples import EXAMPLES
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+CHECKOUT = "/path/to/poetry-lambda-zip"
+
+
+def install_section() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = re.search(r"^## Install\n(.*?)^## ", readme, re.MULTILINE | re.DOTALL)
+    assert section is not None
+    return section[1]
+
+
+def console_commands() -> list[str]:
+    """The ``$ `` lines of the install section's console block, comments cut off."""
+    (block,) = re.findall(r"```console\n(.*?)```", install_section(), re.DOTALL)
+    return [
+        line[2:].split("  #")[0].strip() for line in block.splitlines() if line.startswith("$ ")
+    ]
+
+
+def test_the_install_section_is_what_this_test_runs() -> None:
+    assert console_commands() == [
+        "poetry self add poetry-lambda-zip",
+        f"poetry self add {CHECKOUT}",
+        "poetry self show plugins",
+    ]
+    section = install_section()
+    assert "poetry self add poetry-lambda-zip                 # from PyPI, once released" in section
+    assert "`/path/to/poetry-venv/bin/pip install /path/to/checkout`" in section
+
+
+def poetry_venv(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A fresh venv with Poetry, and an environment giving Poetry config, data and cache
+    directories of its own (``poetry self`` writes into them)."""
+    venv = tmp_path / "poetry-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    installed = subprocess.run(
+        [*pip, "--disable-pip-version-check", "poetry>=2,<3"],
+        capture_output=True, text=True, check=False, timeout=900,
+    )  # fmt: skip
+    if installed.returncode:
+        unavailable(f"pip install poetry failed:\n{installed.stderr[-2000:]}")
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([str(venv / "bin"), os.environ["PATH"]]),
+        "POETRY_CONFIG_DIR": str(tmp_path / "config"),
+        "POETRY_DATA_DIR": str(tmp_path / "data"),
+        "POETRY_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    env.pop("VIRTUAL_ENV", None)
+    return venv, env
+
+
+def run(command: str, env: dict[str, str], cwd: Path) -> str:
+    """One README command, ``/path/to/…`` replaced by this checkout and the venv."""
+    words = [ROOT.as_posix() if word in (CHECKOUT, "/path/to/checkout") else word
+             for word in shlex.split(command)]  # fmt: skip
+    done = subprocess.run(
+        words, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=600
+    )
+    assert done.returncode == 0, f"$ {command}\n{done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def builds_an_example(env: dict[str, str], tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(EXAMPLES / "cdk", project, ignore=shutil.ignore_patterns("dist", "cdk.out"))
+    run("poetry lambda-zip --builder local -o dist/function.zip", env, project)
+    with zipfile.ZipFile(project / "dist" / "function.zip") as archive:
+        assert {"app.py", "six.py"} <= set(archive.namelist())
+
+
+@pytest.mark.parametrize("way", ["poetry self add", "pip into Poetry's venv"])
+def test_each_install_command_installs_a_working_plugin(way: str, tmp_path: Path) -> None:
+    venv, env = poetry_venv(tmp_path)
+    if way == "poetry self add":
+        (command,) = (c for c in console_commands() if c.endswith(CHECKOUT))
+        run(command, env, tmp_path)
+    else:
+        (command,) = re.findall(
+            r"`(/path/to/poetry-venv/bin/pip install [^`]+)`", install_section()
+        )
+        run(command.replace("/path/to/poetry-venv", str(venv)), env, tmp_path)
+    plugins = run("poetry self show plugins", env, tmp_path)
+    assert "poetry-lambda-zip" in plugins
+    (listed,) = (line for line in plugins.splitlines() if "poetry-lambda-zip (" in line)
+    assert "1 application plugin" in plugins.split(listed, 1)[1].splitlines()[1]
+    builds_an_example(env, tmp_path)
