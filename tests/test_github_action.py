@@ -173,3 +173,29 @@ def test_a_failed_build_fails_the_step_with_the_error(tmp_path: Path) -> None:
     assert values["path"] == ""
     assert not (workspace / "dist").exists()
     assert set(values) == set(mapping(action()["outputs"]))
+
+
+def test_the_example_workflow_uses_the_actions_inputs_and_outputs() -> None:
+    workflow = mapping(parse_yaml((EXAMPLES / "github-actions" / "with-action.yml").read_text()))
+    document = action()
+    steps = [
+        mapping(step) for step in sequence(mapping(mapping(workflow["jobs"])["build"])["steps"])
+    ]
+    (index,) = (
+        i
+        for i, s in enumerate(steps)
+        if string(s.get("uses", "")).endswith("/poetry-lambda-zip@v0")
+    )
+    assert string(steps[0]["uses"]).startswith("actions/checkout@")
+    step = steps[index]
+    assert set(mapping(step["with"])) <= set(mapping(document["inputs"]))
+    used = set()
+    for later in steps[index + 1 :]:
+        text = json.dumps(later)
+        used |= set(
+            re.findall(r"steps\." + re.escape(string(step["id"])) + r"\.outputs\.([\w-]+)", text)
+        )
+    assert used
+    assert used <= set(mapping(document["outputs"]))
+    readme = (EXAMPLES / "github-actions" / "README.md").read_text()
+    assert "uses: OWNER/poetry-lambda-zip@v0" in readme
