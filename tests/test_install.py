@@ -31,6 +31,7 @@ from poetry.packages.locker import Locker
 from tests.conftest import ROOT
 from tests.conftest import unavailable
 from tests.test_examples import EXAMPLES
+from tests.test_examples import scratch_venv
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -77,15 +78,7 @@ def requires_plugins() -> dict[str, str]:
 def poetry_venv(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A fresh venv with Poetry, and an environment giving Poetry config, data and cache
     directories of its own (``poetry self`` writes into them)."""
-    venv = tmp_path / "poetry-venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    installed = subprocess.run(
-        [*pip, "--disable-pip-version-check", "poetry>=2,<3"],
-        capture_output=True, text=True, check=False, timeout=900,
-    )  # fmt: skip
-    if installed.returncode:
-        unavailable(f"pip install poetry failed:\n{installed.stderr[-2000:]}")
+    venv = scratch_venv(tmp_path / "poetry", "poetry", ["poetry>=2,<3"]).parent
     env = {
         **os.environ,
         "PATH": os.pathsep.join([str(venv / "bin"), os.environ["PATH"]]),
