@@ -96,7 +96,9 @@ def main(env: dict[str, str]) -> int:
         return run.returncode or 1
     found, errors = zips(document)
     for error in errors:
-        print(f"::error::{error}", file=sys.stderr)
+        # A workflow command is one line: GitHub's escapes for %, CR and LF.
+        escaped = error.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        print(f"::error::{escaped}", file=sys.stderr)
     for zip_file in found:
         name = f"{zip_file['function']} " if zip_file["function"] else ""
         print(f"{name}{zip_file['kind']}: {zip_file['path']} code_sha256 {zip_file['code_sha256']}")

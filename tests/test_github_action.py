@@ -169,6 +169,7 @@ def test_a_failed_build_fails_the_step_with_the_error(tmp_path: Path) -> None:
     assert run.returncode == 2, run.stderr
     (error,) = (line for line in run.stderr.splitlines() if line.startswith("::error::"))
     assert "python2.7" in error
+    assert "%0A" in error  # the fix, on the annotation's second line
     assert json.loads(values["zips"]) == []
     assert values["path"] == ""
     assert not (workspace / "dist").exists()
