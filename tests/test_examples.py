@@ -10,7 +10,9 @@ SAM test also loads each YAML file with the PyYAML that SAM CLI brings.
 from __future__ import annotations
 
 import ast
+import base64
 import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -21,6 +23,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 from typing import Union
 
 import pytest
@@ -34,15 +37,17 @@ from tests.docker_helpers import Build
 
 EXAMPLES = ROOT / "examples"
 #: The recipes that are Poetry projects (pyproject.toml, poetry.lock, hello/app.py).
-PROJECTS = ["sam-makefile", "sam-prebuilt-zip", "terraform", "cdk"]
+PROJECTS = ["sam-makefile", "sam-prebuilt-zip", "terraform", "cdk", "serverless"]
 RECIPES = [*PROJECTS, "github-actions", "gitlab-ci"]
+#: The recipes' YAML files and the composite action, relative to the repository.
 YAML_FILES = sorted(
     {
-        str(path.relative_to(EXAMPLES))
+        str(path.relative_to(ROOT))
         for suffix in ("yml", "yaml")
         for path in EXAMPLES.rglob(f"*.{suffix}")
         if ".aws-sam" not in path.parts  # what a `sam build` by hand left
     }
+    | {"action.yml"}
 )
 
 Yaml = Union[dict[str, "Yaml"], list["Yaml"], str, None]
@@ -317,7 +322,7 @@ def test_every_recipe_has_a_readme_that_names_the_command(recipe: str) -> None:
 
 @pytest.mark.parametrize("path", YAML_FILES)
 def test_yaml_files_parse(path: str) -> None:
-    document = parse_yaml((EXAMPLES / path).read_text())
+    document = parse_yaml((ROOT / path).read_text())
     assert isinstance(document, dict)
     assert document
 
@@ -345,11 +350,19 @@ def test_each_project_builds_and_its_handler_answers(example: str, tmp_path: Pat
     assert result.status == 0, result.error
     with zipfile.ZipFile(output) as archive:
         names = set(archive.namelist())
+    # A split layout's layer holds the dependencies under python/, as Lambda's /opt/python.
+    code_path = [str(output)]
+    if table.get("layout") == "split":
+        layer = tmp_path / "function-layer.zip"
+        with zipfile.ZipFile(layer) as archive:
+            assert all(name.startswith("python/") for name in archive.namelist())
+            names |= {name.removeprefix("python/") for name in archive.namelist()}
+        code_path.append(f"{layer}/python")
     assert {"app.py", "six.py", "six-1.17.0.dist-info/RECORD"} <= names
     assert not any(name.startswith(("hello/", "dist/")) for name in names), names
     assert handler_file(example).name == "app.py"
     answer = subprocess.run(
-        [sys.executable, "-I", "-c", f"import sys; sys.path[:0] = [{str(output)!r}]\n{RUNNER}",
+        [sys.executable, "-I", "-c", f"import sys; sys.path[:0] = {code_path!r}\n{RUNNER}",
          str(table["handler"]), json.dumps({"queryStringParameters": {"name": "test"}})],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -397,21 +410,60 @@ def test_sam_prebuilt_zip_code_uri_is_what_the_readme_builds() -> None:
     assert "sam deploy" in (EXAMPLES / "sam-prebuilt-zip" / "README.md").read_text()
 
 
+def install_tool(what: str, command: list[str], timeout: float = 900) -> None:
+    """Run ``command`` that installs a deploy tool into a scratch place: a failure is
+    ``unavailable`` (it fails in CI, skips visibly elsewhere), bounded by ``timeout``."""
+    if shutil.which(command[0]) is None and not Path(command[0]).is_file():
+        unavailable(f"installing {what} needs {command[0]}")
+    started = time.monotonic()
+    try:
+        installed = subprocess.run(
+            command, capture_output=True, text=True, check=False, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        unavailable(f"installing {what} took more than {timeout:.0f}s: {shlex.join(command)}")
+    if installed.returncode:
+        unavailable(f"installing {what} failed:\n{installed.stderr[-2000:]}")
+    print(f"{what} installed in {time.monotonic() - started:.0f}s: {shlex.join(command)}")
+
+
+def scratch_venv(parent: Path, what: str, requirements: list[str]) -> Path:
+    """A venv of its own with ``requirements`` pip-installed, for a tool; its bin directory."""
+    venv = parent / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    install_tool(what, [*pip, "--disable-pip-version-check", *requirements])
+    return venv / "bin"
+
+
+def npm_tool(parent: Path, package: str) -> Path:
+    """``npm install -g PACKAGE`` into a scratch prefix (as the recipes' READMEs say, without
+    touching the machine's global packages); the prefix's bin directory."""
+    prefix = parent / "npm"
+    npm = ["npm", "install", "-g", "--prefix", str(prefix), "--no-audit", "--no-fund"]
+    install_tool(f"{package} (npm)", [*npm, package], timeout=600)
+    return prefix / "bin"
+
+
+def offline(command: list[str]) -> list[str]:
+    """``command`` in a network namespace of its own that has no interface up: whatever the tool
+    would contact (AWS, telemetry) cannot be reached, so a success proves it needed nothing."""
+    if shutil.which("unshare") is None:
+        unavailable("unshare (util-linux) is not installed: cannot run the tool offline")
+    for prefix in (["unshare", "--net"], ["unshare", "--map-root-user", "--net"]):
+        probe = subprocess.run([*prefix, "true"], capture_output=True, text=True, check=False)
+        if probe.returncode == 0:
+            return [*prefix, *command]
+    unavailable(f"unshare --net is not permitted here: {probe.stderr.strip()}")
+
+
 @pytest.fixture(scope="session")
 def sam_cli(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``sam`` from AWS SAM CLI, pip-installed into a scratch venv once per session."""
-    venv = tmp_path_factory.mktemp("sam-cli") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    started = time.monotonic()
-    installed = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-         "--disable-pip-version-check", "aws-sam-cli>=1.100"],
-        capture_output=True, text=True, check=False, timeout=900,
-    )  # fmt: skip
-    if installed.returncode:
-        unavailable(f"pip install aws-sam-cli failed:\n{installed.stderr[-2000:]}")
-    print(f"aws-sam-cli installed in {time.monotonic() - started:.0f}s")
-    return venv / "bin" / "sam"
+    bin_dir = scratch_venv(
+        tmp_path_factory.mktemp("sam-cli"), "aws-sam-cli", ["aws-sam-cli>=1.100"]
+    )
+    return bin_dir / "sam"
 
 
 @pytest.mark.docker
@@ -480,11 +532,11 @@ print(json.dumps(text(yaml.safe_load(open(sys.argv[1])))))
 def test_yaml_files_load_with_pyyaml(sam_cli: Path, path: str) -> None:
     """PyYAML (SAM CLI's) reads every recipe's YAML as the reader here does, scalars as text."""
     loaded = subprocess.run(
-        [str(sam_cli.parent / "python"), "-c", PYYAML_AS_TEXT, str(EXAMPLES / path)],
+        [str(sam_cli.parent / "python"), "-c", PYYAML_AS_TEXT, str(ROOT / path)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert loaded.returncode == 0, loaded.stderr
-    assert json.loads(loaded.stdout) == parse_yaml((EXAMPLES / path).read_text())
+    assert json.loads(loaded.stdout) == parse_yaml((ROOT / path).read_text())
 
 
 # -- Terraform -------------------------------------------------------------------------------
@@ -565,6 +617,183 @@ def test_cdk_app_uses_the_zip_the_readme_builds() -> None:
     assert re.search(r"^aws-cdk-lib\b", requirements, re.MULTILINE)
     assert re.search(r"^constructs\b", requirements, re.MULTILINE)
     assert "aws-cdk" not in (example / "pyproject.toml").read_text()
+
+
+@pytest.fixture(scope="session")
+def cdk_cli(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``cdk`` (npm ``aws-cdk``) and a Python with the CDK app's requirements.txt, each installed
+    into a scratch place once per session: (cdk, that Python's bin directory)."""
+    parent = tmp_path_factory.mktemp("cdk")
+    requirements = EXAMPLES / "cdk" / "requirements.txt"
+    python_bin = scratch_venv(parent, "aws-cdk-lib", ["-r", str(requirements)])
+    return npm_tool(parent, "aws-cdk") / "cdk", python_bin
+
+
+def tool_version(command: list[str]) -> str:
+    shown = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    return " ".join(shown.stdout.split())
+
+
+def cdk_synth(cdk: Path, python_bin: Path, app: Path) -> dict[str, Any]:
+    """``cdk synth`` of the app, offline; the synthesized Lambda function's resource."""
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([str(python_bin), os.environ["PATH"]]),  # python3 of cdk.json
+        "CDK_DISABLE_CLI_TELEMETRY": "true",
+        "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
+    }
+    started = time.monotonic()
+    result = subprocess.run(
+        offline([str(cdk), "synth", "--no-notices", "--quiet"]),
+        cwd=app, env=env, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    print(f"cdk synth took {time.monotonic() - started:.1f}s")
+    assert result.returncode == 0, result.stdout + result.stderr
+    template = json.loads((app / "cdk.out" / "HelloStack.template.json").read_text())
+    (function,) = (
+        resource
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::Lambda::Function"
+    )
+    assert isinstance(function, dict)
+    return function
+
+
+def test_cdk_synth_deploys_our_zip_as_it_is(cdk_cli: tuple[Path, Path], tmp_path: Path) -> None:
+    """A real ``cdk synth`` of examples/cdk: the function's code asset is our zip, byte for byte,
+    uploaded as a file (not zipped again), and an unchanged rebuild gives the same S3 key."""
+    cdk, python_bin = cdk_cli
+    print(f"cdk {tool_version([str(cdk), '--version'])}")
+    app = tmp_path / "cdk"
+    shutil.copytree(EXAMPLES / "cdk", app, ignore=shutil.ignore_patterns("dist", "cdk.out"))
+    output = readme_output("cdk")
+    built = Build(app, f"--builder local -o {output}")
+    assert built.status == 0, built.error
+    zip_sha256 = hashlib.sha256((app / output).read_bytes()).hexdigest()
+
+    function = cdk_synth(cdk, python_bin, app)
+    properties = function["Properties"]
+    table = settings("cdk")
+    assert properties["Handler"] == table["handler"]
+    assert properties["Runtime"] == table["runtime"]
+    asset_path = function["Metadata"]["aws:asset:path"]
+    assert function["Metadata"]["aws:asset:property"] == "Code"
+    asset = app / "cdk.out" / asset_path
+    assert hashlib.sha256(asset.read_bytes()).hexdigest() == zip_sha256
+    assets = json.loads((app / "cdk.out" / "HelloStack.assets.json").read_text())["files"]
+    (asset_id,) = (key for key, entry in assets.items() if entry["source"]["path"] == asset_path)
+    assert assets[asset_id]["source"]["packaging"] == "file"  # uploaded as it is
+    assert properties["Code"]["S3Key"] == f"{asset_id}.zip"
+
+    # An unchanged build writes the same bytes: the same asset, nothing to deploy.
+    shutil.rmtree(app / "cdk.out")
+    rebuilt = Build(app, f"--builder local --force -o {output}")
+    assert rebuilt.status == 0, rebuilt.error
+    assert cdk_synth(cdk, python_bin, app)["Properties"]["Code"]["S3Key"] == f"{asset_id}.zip"
+
+
+# -- Serverless Framework --------------------------------------------------------------------
+
+
+def test_serverless_service_deploys_the_split_builds_zips() -> None:
+    service = mapping(parse_yaml((EXAMPLES / "serverless" / "serverless.yml").read_text()))
+    assert service["frameworkVersion"] == "3"
+    provider = mapping(service["provider"])
+    table = settings("serverless")
+    assert table["layout"] == "split"
+    assert provider["runtime"] == table["runtime"]
+    assert provider["architecture"] == table.get("arch", "x86_64")
+    ((name, function),) = mapping(service["functions"]).items()
+    function = mapping(function)
+    assert function["handler"] == table["handler"]
+    output = readme_output("serverless")
+    assert mapping(function["package"])["artifact"] == output
+    ((layer_name, layer),) = mapping(service["layers"]).items()
+    layer = mapping(layer)
+    # -o dist/hello.zip with layout split writes the layer as dist/hello-layer.zip.
+    assert mapping(layer["package"])["artifact"] == output.removesuffix(".zip") + "-layer.zip"
+    assert sequence(layer["compatibleRuntimes"]) == [table["runtime"]]
+    assert sequence(layer["compatibleArchitectures"]) == [provider["architecture"]]
+    # The framework's logical id of a layer: its name, title-cased, + LambdaLayer.
+    assert sequence(function["layers"]) == [{"Ref": f"{layer_name.title()}LambdaLayer"}]
+    assert name == "hello"
+
+
+@pytest.fixture(scope="session")
+def serverless_cli(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``serverless`` v3 (npm), installed into a scratch prefix once per session."""
+    return npm_tool(tmp_path_factory.mktemp("serverless"), "serverless@3") / "serverless"
+
+
+def test_serverless_package_deploys_our_zips_as_they_are(
+    serverless_cli: Path, tmp_path: Path
+) -> None:
+    """A real ``serverless package`` of examples/serverless, with no network but loopback: the
+    one AWS call it makes (CloudFormation DescribeStacks, for the layer) is answered by
+    tests/offline_aws.py as AWS answers before a first deploy."""
+    for tool in ("ip", "openssl"):
+        if shutil.which(tool) is None:
+            unavailable(f"the stand-in for AWS needs {tool}")
+    version = tool_version([str(serverless_cli), "--version"])
+    print(f"serverless {version}")
+    assert version.startswith("Framework Core: 3.")
+    service = tmp_path / "serverless"
+    shutil.copytree(
+        EXAMPLES / "serverless", service, ignore=shutil.ignore_patterns("dist", ".serverless")
+    )
+    output = readme_output("serverless")
+    built = Build(service, f"--builder local -o {output}")
+    assert built.status == 0, built.error
+    function_zip = service / output
+    layer_zip = service / (output.removesuffix(".zip") + "-layer.zip")
+    code_sha256 = base64.b64encode(hashlib.sha256(function_zip.read_bytes()).digest()).decode()
+
+    requests = tmp_path / "aws-requests.jsonl"
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",  # AWS's documented example key
+        "AWS_SECRET_ACCESS_KEY": "not-a-secret",
+        "AWS_REGION": "us-east-1",
+        "SLS_TELEMETRY_DISABLED": "1",
+        "SLS_NOTIFICATIONS_MODE": "off",
+        "SLS_AWS_REQUEST_MAX_RETRIES": "0",
+    }
+    with_loopback = ["sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+    fake_aws = [sys.executable, str(ROOT / "tests" / "offline_aws.py"), str(requests), "--"]
+    started = time.monotonic()
+    result = subprocess.run(
+        offline([*with_loopback, *fake_aws, str(serverless_cli), "package"]),
+        cwd=service, env=env, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    print(f"serverless package took {time.monotonic() - started:.1f}s")
+    printed = result.stdout + result.stderr
+    assert result.returncode == 0, printed
+    assert "Service packaged" in printed
+    assert "Invalid configuration" not in printed  # the runtime is one v3 knows
+    calls = [json.loads(line) for line in requests.read_text().splitlines()]
+    assert calls == [
+        {"host": "cloudformation.us-east-1.amazonaws.com", "method": "POST", "path": "/",
+         "action": "DescribeStacks", "stack": "hello-serverless-dev"},
+    ]  # fmt: skip
+
+    template = json.loads(
+        (service / ".serverless" / "cloudformation-template-update-stack.json").read_text()
+    )
+    resources = template["Resources"]
+    function = resources["HelloLambdaFunction"]["Properties"]
+    assert function["Handler"] == settings("serverless")["handler"]
+    assert function["Layers"] == [{"Ref": "DependenciesLambdaLayer"}]
+    assert function["Code"]["S3Key"].endswith(f"/{function_zip.name}")
+    (version_resource,) = (r for r in resources.values() if r["Type"] == "AWS::Lambda::Version")
+    # The framework hashed the artifact it will upload: our zip, byte for byte.
+    assert version_resource["Properties"]["CodeSha256"] == code_sha256
+    layer = resources["DependenciesLambdaLayer"]["Properties"]
+    assert layer["Content"]["S3Key"].endswith(f"/{layer_zip.name}")
+    state = json.loads((service / ".serverless" / "serverless-state.json").read_text())
+    layers = state["service"]["initialServerlessConfig"]["layers"]
+    assert layers["dependencies"]["package"]["artifact"] == str(layer_zip.relative_to(service))
+    assert state["service"]["functions"]["hello"]["package"]["artifact"] == output
 
 
 # -- GitHub Actions --------------------------------------------------------------------------
