@@ -261,7 +261,8 @@ def _build_group(group: Sequence[_Member], context: _Context) -> list[Outcome]:
             first.plan.request.builder, first.plan.requirements.built_from_source,
             first.plan.target, first.plan.docker, first.progress,
         )  # fmt: skip
-        dependencies = _dependencies(first, builder, context, directory)
+        excludes = set.intersection(*(set(m.plan.request.exclude) for m in group))
+        dependencies = _dependencies(first, builder, context, directory, tuple(sorted(excludes)))
     except LambdaZipError as e:
         if isinstance(e, BuildInterrupted):
             raise
@@ -285,10 +286,16 @@ def _build_group(group: Sequence[_Member], context: _Context) -> list[Outcome]:
 
 
 def _dependencies(
-    first: _Member, builder: Builder, context: _Context, directory: Path
+    first: _Member,
+    builder: Builder,
+    context: _Context,
+    directory: Path,
+    excludes: tuple[str, ...],
 ) -> DependencyTree | None:
-    """The group's dependencies' tree, assembled on first use; None for no requirements."""
+    """The group's dependencies' tree, assembled on first use; None for no requirements.
+    ``excludes``: the globs every function of the group has (for the size check)."""
     job = dependency_job(first.plan, builder, directory / "checkouts", first.progress)
+    job = replace(job, excludes=excludes)
     if not job.requirements:
         return None
     request = first.plan.request
