@@ -23,10 +23,12 @@ from poetry_lambda_zip.target import LambdaTarget
 from poetry_lambda_zip.wheels import UNPACK_BOUND
 from poetry_lambda_zip.wheels import check_wheel_sizes
 from poetry_lambda_zip.wheels import install_wheels
+from tests.docker_helpers import Build
 from tests.test_wheels import make_wheel
 from tests.test_wheels import pinned
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from poetry_lambda_zip.wheels import PinnedWheel
@@ -217,3 +219,25 @@ def test_after_building_the_plan_counts_the_bytecode_as_compiled() -> None:
     assert "  - --no-compile saves 13.0 MB: the bytecode (as compiled)" in error.message
     assert "an estimate" not in error.message
     assert error.fix == f"This fits, at about {260 * MB:,} bytes: add --no-compile."
+
+
+def test_a_dry_run_estimates_the_dependencies_size_from_the_wheels_fetched_before(
+    project: Callable[[str], Path],
+) -> None:
+    path = project("pure-python")
+    local = "--runtime python3.11 --builder local"
+    built = Build(path, local)
+    assert built.status == 0, built.error
+    with zipfile.ZipFile(built.zip_path) as archive:
+        unzipped = sum(info.file_size for info in archive.infolist())
+    plain = Build(path, f"{local} --dry-run")
+    assert plain.status == 0, plain.error
+    (line,) = [line for line in plain.output.splitlines() if line.startswith("Size     ")]
+    print(line)
+    assert "(an estimate from 2 wheels' declared sizes, bytecode from the sources)" in line
+    estimate = int(line.split("about ", 1)[1].split(" bytes")[0].replace(",", ""))
+    # The dependencies alone, bytecode estimated: close to what the build made of them.
+    assert 0.5 * unzipped < estimate < 1.5 * unzipped
+    bare = Build(path, f"{local} --dry-run --no-compile")
+    (bare_line,) = [line for line in bare.output.splitlines() if line.startswith("Size     ")]
+    assert int(bare_line.split("about ", 1)[1].split(" bytes")[0].replace(",", "")) < estimate

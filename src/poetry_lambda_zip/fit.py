@@ -23,13 +23,23 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.errors import OutputError
     from poetry_lambda_zip.target import LambdaTarget
 
-__all__ = ["BYTECODE_PER_SOURCE", "FitOptions", "Part", "SizePlan", "size_plan"]
+__all__ = [
+    "BYTECODE_PER_SOURCE",
+    "ZIPPED_DIRECT_UPLOAD_LIMIT",
+    "FitOptions",
+    "Part",
+    "SizeEstimate",
+    "SizePlan",
+    "size_plan",
+]
 
 #: Bytes of unchecked-hash bytecode per byte of source, to estimate what compiling adds before
 #: anything is compiled. CPython 3.11's .pyc of the 37 distributions above 100 kB of source in
 #: this project's own virtualenv came to 0.55x-1.87x their sources (1.22x over all of them);
 #: the estimate takes 1.0x, and says it is one.
 BYTECODE_PER_SOURCE = 1.0
+#: A zip above this must go through S3 (Lambda's direct upload limit).
+ZIPPED_DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
 #: A container image may hold 10 GB: the way out when no option brings a set under the limit.
 _IMAGE_ROUTE = (
     "ship a container image instead (Lambda takes images of up to 10 GB), or move data the"
@@ -278,6 +288,37 @@ def _first_fit(
                 return tuple(flag for flags, _ in chosen for flag in flags), tried.total, 0
             remainder = tried.total - UNZIPPED_LIMIT
     return None, 0, remainder
+
+
+@dataclass(frozen=True)
+class SizeEstimate:
+    """What ``--dry-run`` says of the dependencies' size, from the wheels an earlier build
+    fetched (their declared sizes; nothing is unpacked or downloaded)."""
+
+    plan: SizePlan
+    #: The zipped size, at the wheels' own ratio of deflated to unzipped bytes.
+    zipped: int
+    wheels: int
+    #: Distributions not counted: no wheel fetched yet, or built from source.
+    missing: int
+
+    def line(self) -> str:
+        plan = self.plan
+        text = (
+            f"about {plan.total:,} bytes unzipped of {UNZIPPED_LIMIT:,},"
+            f" about {_mb(self.zipped)} zipped (an estimate from {self.wheels} wheels'"
+            f" declared sizes{', bytecode from the sources' if plan.estimated else ''})"
+        )
+        if self.missing:
+            text += f"; {self.missing} not fetched yet or built from source, not counted"
+        if plan.over:
+            if plan.fits_with is not None:
+                text += f"; over the limit: add {' '.join(plan.fits_with)} to fit"
+            else:
+                text += f"; over the limit by {plan.remainder:,} bytes with every option"
+        if self.zipped > ZIPPED_DIRECT_UPLOAD_LIMIT:
+            text += "; over 50 MB zipped: upload it through S3, not directly"
+        return text
 
 
 def _mb(size: int) -> str:

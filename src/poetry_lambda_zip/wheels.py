@@ -50,6 +50,7 @@ from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import LambdaZipError
 from poetry_lambda_zip.fit import Part
+from poetry_lambda_zip.fit import SizeEstimate
 from poetry_lambda_zip.fit import size_plan
 from poetry_lambda_zip.tree_steps import LAMBDA_PYTHON
 from poetry_lambda_zip.tree_steps import merge_trees
@@ -74,6 +75,7 @@ __all__ = [
     "Unpacked",
     "add_project_files",
     "check_wheel_sizes",
+    "estimate_sizes",
     "install_wheels",
 ]
 
@@ -278,6 +280,30 @@ def check_wheel_sizes(
     _check_declared_size([(wheel, _listing(wheel)) for wheel in wheels], python_version, fit)
 
 
+def estimate_sizes(
+    wheels: Sequence[PinnedWheel], python_version: str, fit: FitOptions, missing: int
+) -> SizeEstimate:
+    """The dependencies' size as ``fit`` would ship them, from the wheels' zip directories
+    (``--dry-run``); ``missing``: distributions without a wheel here, not counted."""
+    listings = [(wheel, _listing(wheel)) for wheel in wheels]
+    plan = size_plan(_parts(listings, python_version), fit, bytecode_built=False)
+    declared = sum(info.file_size for _, listing in listings for info in listing)
+    deflated = sum(info.compress_size for _, listing in listings for info in listing)
+    zipped = int(plan.total * deflated / declared) if declared else 0
+    return SizeEstimate(plan, zipped, len(wheels), missing)
+
+
+def _parts(
+    listings: Sequence[tuple[PinnedWheel, list[zipfile.ZipInfo]]], python_version: str
+) -> list[Part]:
+    return [
+        Part(wheel.name, path, info.file_size)
+        for wheel, listing in listings
+        for info in listing
+        if (path := _installed_path(wheel, info.filename, python_version)) is not None
+    ]
+
+
 def _check_declared_size(
     listings: Sequence[tuple[PinnedWheel, list[zipfile.ZipInfo]]],
     python_version: str,
@@ -302,13 +328,7 @@ def _check_declared_size(
         raise too_large(what, total, by_name, _SIZE_FIX)
     if fit is None or (total <= UNZIPPED_LIMIT and not fit.compile):
         return
-    parts = [
-        Part(wheel.name, path, info.file_size)
-        for wheel, listing in listings
-        for info in listing
-        if (path := _installed_path(wheel, info.filename, python_version)) is not None
-    ]
-    plan = size_plan(parts, fit, bytecode_built=False)
+    plan = size_plan(_parts(listings, python_version), fit, bytecode_built=False)
     if plan.certainly_over(fit.slim):
         raise plan.error("Nothing was unpacked: the wheels would unpack to about", by_name)
 

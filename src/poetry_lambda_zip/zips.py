@@ -23,6 +23,7 @@ from poetry_lambda_zip.entries import entries_below
 from poetry_lambda_zip.errors import BuildInterrupted
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.fingerprint import comment
+from poetry_lambda_zip.fit import ZIPPED_DIRECT_UPLOAD_LIMIT
 from poetry_lambda_zip.fit import FitOptions
 from poetry_lambda_zip.fit import Part
 from poetry_lambda_zip.fit import size_plan
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["ZIPPED_DIRECT_UPLOAD_LIMIT", "check_handler_in", "package_trees", "report_steps"]
 
 #: A larger zip cannot be uploaded directly; it has to go through S3.
-ZIPPED_DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
 
 
 def package_trees(
