@@ -9,6 +9,7 @@ import itertools
 import posixpath
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
 from poetry_lambda_zip.archive import too_large
@@ -184,42 +185,59 @@ class SizePlan:
         return too_large(what, self.total, sizes, fix, "\n".join(lines))
 
 
-@dataclass(frozen=True)
-class _Set:
-    """The parts with what the build does to them, totalled for any choice of options."""
+class _Sized(NamedTuple):
+    """One part as the options treat it: its owner, size, whether --slim removes it, whether
+    it is bytecode built already, and the bytecode compiling would add for it."""
 
-    files: list[Part]
-    options: FitOptions
-    bytecode_built: bool
-    extra: int
+    owner: str | None
+    size: int
+    slimmed: bool
+    bytecode: bool
+    adds: int
+
+
+class _Set:
+    """The parts with what the build does to them (decided once per part), totalled for any
+    choice of options."""
+
+    def __init__(
+        self, files: Sequence[Part], options: FitOptions, bytecode_built: bool, extra: int
+    ) -> None:
+        self.options = options
+        self.extra = extra
+        excludes = options.excludes
+        cache_tag = "cpython-{}{}".format(*options.target.python_version)
+        self.sized: list[_Sized] = []
+        for part in files:
+            if not bytecode_built and excludes and _excluded(part.path, excludes):
+                continue
+            adds = 0
+            if (
+                not bytecode_built
+                and _compiled(part.path)
+                and not (excludes and _excluded(_bytecode_path(part.path, cache_tag), excludes))
+            ):
+                adds = int(part.size * BYTECODE_PER_SOURCE)
+            is_bytecode = bytecode_built and part.path.endswith(".pyc")
+            self.sized.append(_Sized(part.owner, part.size, _slimmed(part.path), is_bytecode, adds))
 
     def totals(self, drop: frozenset[str], slim: bool, compile_: bool) -> _Totals:
-        excludes = self.options.excludes
-        cache_tag = "cpython-{}{}".format(*self.options.target.python_version)
         by_owner: dict[str, int] = {}
         total, bytecode = self.extra, 0
-        for part in self.files:
-            if part.owner in drop or (slim and _slimmed(part.path)):
+        for owner, declared, slimmed, is_bytecode, adds in self.sized:
+            if (slim and slimmed) or (drop and owner in drop):
                 continue
-            size = part.size
-            if self.bytecode_built:
-                if part.path.endswith(".pyc"):
-                    if not compile_:
-                        continue
-                    bytecode += size
-            elif _excluded(part.path, excludes):
-                continue
-            elif (
-                compile_
-                and _compiled(part.path)
-                and not _excluded(_bytecode_path(part.path, cache_tag), excludes)
-            ):
-                added = int(part.size * BYTECODE_PER_SOURCE)
-                bytecode += added
-                size += added
+            size = declared
+            if is_bytecode:
+                if not compile_:
+                    continue
+                bytecode += size
+            elif compile_ and adds:
+                bytecode += adds
+                size += adds
             total += size
-            if part.owner is not None:
-                by_owner[part.owner] = by_owner.get(part.owner, 0) + size
+            if owner is not None:
+                by_owner[owner] = by_owner.get(owner, 0) + size
         return _Totals(total, by_owner, bytecode)
 
 
