@@ -49,6 +49,7 @@ from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import LambdaZipError
+from poetry_lambda_zip.fit import BYTECODE_PER_SOURCE
 from poetry_lambda_zip.fit import Part
 from poetry_lambda_zip.fit import SizeEstimate
 from poetry_lambda_zip.fit import size_plan
@@ -326,8 +327,12 @@ def _check_declared_size(
                 " would remove later): the wheels declare"
             )
         raise too_large(what, total, by_name, _SIZE_FIX)
-    if fit is None or (total <= UNZIPPED_LIMIT and not fit.compile):
+    if fit is None:
         return
+    infos = (info for _, listing in listings for info in listing)
+    sources = sum(info.file_size for info in infos if info.filename.endswith(".py"))
+    if total + (sources * BYTECODE_PER_SOURCE if fit.compile else 0) <= UNZIPPED_LIMIT:
+        return  # fits before pruning, with its bytecode: nothing more to estimate
     plan = size_plan(_parts(listings, python_version), fit, bytecode_built=False)
     if plan.certainly_over(fit.slim):
         raise plan.error("Nothing was unpacked: the wheels would unpack to about", by_name)
