@@ -191,3 +191,18 @@ def test_bytecode_compiled_here_is_the_images_byte_for_byte(
     assert second.status == 0, second.error
     assert f"the project's files: {here}" in second.output
     assert second.zip_path.read_bytes() == in_the_image
+
+
+def test_verify_after_leaving_out_the_sdk_imports_the_runtimes_own(
+    project: Callable[[str], Path], build: Callable[..., Build]
+) -> None:
+    # The advice a package over the limit gets: the runtime provides the AWS SDK for Python.
+    path = project("aws-sdk")
+    result = build(path, "--exclude-package boto3 --verify --handler sdk_user.handler.handler")
+    assert result.status == 0, result.error
+    assert "imports in" in result.output
+    with zipfile.ZipFile(result.zip_path) as archive:
+        tops = {name.split("/")[0] for name in archive.namelist()}
+    assert "sdk_user" in tops
+    sdk = {"boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py", "urllib3"}
+    assert not tops & sdk

@@ -193,6 +193,11 @@ def test_over_lambdas_unzipped_limit_fails_listing_the_largest_and_keeps_the_old
     assert "262,144,000" in message
     listed = [line.split()[-1] for line in message.splitlines() if " MB  " in line]
     assert listed == [f"big{number:02}" for number in range(11, 1, -1)]
+    # The plan: the runtime provides six and python-dateutil, and nothing makes it fit.
+    assert "  - --exclude-package python-dateutil --exclude-package six saves " in message
+    assert caught.value.fix is not None
+    assert caught.value.fix.startswith("Even with all of these it stays ")
+    assert "container image" in caught.value.fix
     assert output.read_bytes() == good
     assert sorted(p.name for p in output.parent.iterdir()) == [output.name]
 

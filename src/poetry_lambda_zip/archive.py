@@ -109,14 +109,17 @@ def timestamp_from_environment(environ: dict[str, str] | None = None) -> int:
     return max(seconds, DEFAULT_EPOCH)
 
 
-def too_large(what: str, total: int, sizes: Mapping[str, int], fix: str) -> OutputError:
+def too_large(
+    what: str, total: int, sizes: Mapping[str, int], fix: str, plan: str = ""
+) -> OutputError:
     """Lambda's size limit, said one way wherever it is met: what comes to how many bytes, the
-    limit, and the ten largest parts (``sizes``: bytes by name)."""
+    limit, and the ten largest parts (``sizes``: bytes by name), then the ``plan`` (``fit``)."""
     largest = sorted(sizes.items(), key=lambda item: (-item[1], item[0]))[:10]
     table = "\n".join(f"  {size / 1e6:8.1f} MB  {name}" for name, size in largest)
     return OutputError(
         f"{what} {total:,} bytes; Lambda allows at most {UNZIPPED_LIMIT:,} unzipped for a"
-        f" function and its layers. The largest:\n{table}",
+        f" function and its layers ({total - UNZIPPED_LIMIT:,} over). The largest:\n{table}"
+        + (f"\n{plan}" if plan else ""),
         fix,
     )
 

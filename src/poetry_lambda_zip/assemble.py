@@ -21,6 +21,7 @@ from poetry_lambda_zip.builders.bytecode_here import finish_here
 from poetry_lambda_zip.builders.contract import Finished
 from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import LambdaZipError
+from poetry_lambda_zip.fit import FitOptions
 from poetry_lambda_zip.wheels import PinnedWheel
 from poetry_lambda_zip.wheels import Unpacked
 from poetry_lambda_zip.wheels import add_project_files
@@ -49,6 +50,16 @@ class DependencyJob:
     key: str
     #: The builder's identity in ``key`` (``builders.identity_for``).
     identity: str = WHEELS_ONLY
+    #: The --exclude globs of every function packaged from the tree: the size check before
+    #: unpacking leaves out what they remove (they prune the zips, not the tree).
+    excludes: tuple[str, ...] = ()
+
+    def fit_options(self) -> FitOptions:
+        """What the build does to the tree's files, for the size check before unpacking."""
+        steps = self.steps
+        return FitOptions(
+            steps.target, self.excludes, steps.slim, compile=steps.compile_prefix is not None
+        )
 
     @property
     def made_by_toolchain(self) -> bool:
@@ -178,7 +189,9 @@ def _unpacked_wheels(
     if len(files) != len(wheels):
         raise BuildFailedError(f"Fetched {len(files)} files for {len(wheels)} wheels.")
     pinned = [PinnedWheel.of_requirement(r, path) for r, path in zip(wheels, files)]
-    learned = install_wheels(pinned, unpacked, job.steps.target.python_version_text)
+    learned = install_wheels(
+        pinned, unpacked, job.steps.target.python_version_text, job.fit_options()
+    )
     unpacked.mkdir(exist_ok=True)
     if files:
         progress.phase(

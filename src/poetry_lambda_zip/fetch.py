@@ -171,6 +171,16 @@ class WheelFetcher:
             else:
                 os.environ[_REQUESTS_CA_BUNDLE] = previous
 
+    def cached(self, requirement: Requirement) -> Path | None:
+        """The requirement's wheel as an earlier build fetched it (found by the lock's sha256,
+        checked against it); None when there is none. Nothing is downloaded (``--dry-run``)."""
+        if requirement.artifact.kind != "wheel" or requirement.origin.type == "file":
+            return None
+        try:
+            return self._known(requirement)
+        except ResolveError:
+            return None
+
     def _fetch(self, requirement: Requirement) -> Path:
         """The locked wheel as a local file, checked against the lock's sha256: a file
         dependency as it is, else a cached copy that still matches, else a fresh download."""

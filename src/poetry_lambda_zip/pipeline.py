@@ -39,6 +39,7 @@ from poetry_lambda_zip.errors import BuildInterrupted
 from poetry_lambda_zip.errors import LambdaZipError
 from poetry_lambda_zip.fetch import WheelFetcher
 from poetry_lambda_zip.fingerprint import read_recorded
+from poetry_lambda_zip.fit import FitOptions
 from poetry_lambda_zip.jobs import dependency_job
 from poetry_lambda_zip.jobs import layer_fingerprint
 from poetry_lambda_zip.jobs import project_job
@@ -60,6 +61,8 @@ from poetry_lambda_zip.shortcut import Shortcut
 from poetry_lambda_zip.stale import owner_tag
 from poetry_lambda_zip.stale import remove_stale
 from poetry_lambda_zip.tree_cache import TreeCache
+from poetry_lambda_zip.wheels import PinnedWheel
+from poetry_lambda_zip.wheels import estimate_sizes
 from poetry_lambda_zip.zips import check_handler_in
 from poetry_lambda_zip.zips import package_trees
 from poetry_lambda_zip.zips import report_steps
@@ -75,6 +78,7 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.builders.contract import Builder
     from poetry_lambda_zip.builders.contract import Progress
     from poetry_lambda_zip.fetch import Fetcher
+    from poetry_lambda_zip.fit import SizeEstimate
     from poetry_lambda_zip.plan import BuildPlan
     from poetry_lambda_zip.request import BuildRequest
 
@@ -192,7 +196,25 @@ def plan_functions(
     """Every function's plan, building nothing (``--dry-run``); the first problem is raised."""
     plans = [plan(request, poetry, shown_for(request, progress)) for request in requests]
     check_outputs_together(plans)
-    return plans
+    return [replace(decided, size=_size_estimate(decided, poetry)) for decided in plans]
+
+
+def _size_estimate(decided: BuildPlan, poetry: Poetry) -> SizeEstimate | None:
+    """The dependencies' size from the wheels an earlier build fetched (nothing downloaded);
+    None when none of them is here."""
+    if not decided.request.cache:
+        return None
+    fetcher = WheelFetcher(poetry, cache=True, scratch=Path(tempfile.gettempdir()))
+    requirements = decided.requirements.requirements
+    found = [(r, fetcher.cached(r)) for r in requirements]
+    wheels = [PinnedWheel.of_requirement(r, path) for r, path in found if path is not None]
+    if not wheels:
+        return None
+    options = FitOptions(
+        decided.target, decided.request.exclude, decided.slim, decided.compile is not None
+    )
+    version = decided.target.python_version_text
+    return estimate_sizes(wheels, version, options, len(requirements) - len(wheels))
 
 
 def _plans(
@@ -270,7 +292,8 @@ def _build_group(group: Sequence[_Member], context: _Context) -> list[Outcome]:
             first.plan.request.builder, first.plan.requirements.built_from_source,
             first.plan.target, first.plan.docker, first.progress,
         )  # fmt: skip
-        dependencies = _dependencies(first, builder, context, directory)
+        excludes = set.intersection(*(set(m.plan.request.exclude) for m in group))
+        dependencies = _dependencies(first, builder, context, directory, tuple(sorted(excludes)))
     except LambdaZipError as e:
         if isinstance(e, BuildInterrupted):
             raise
@@ -294,10 +317,16 @@ def _build_group(group: Sequence[_Member], context: _Context) -> list[Outcome]:
 
 
 def _dependencies(
-    first: _Member, builder: Builder, context: _Context, directory: Path
+    first: _Member,
+    builder: Builder,
+    context: _Context,
+    directory: Path,
+    excludes: tuple[str, ...],
 ) -> DependencyTree | None:
-    """The group's dependencies' tree, assembled on first use; None for no requirements."""
+    """The group's dependencies' tree, assembled on first use; None for no requirements.
+    ``excludes``: the globs every function of the group has (for the size check)."""
     job = dependency_job(first.plan, builder, directory / "checkouts", first.progress)
+    job = replace(job, excludes=excludes)
     if not job.requirements:
         return None
     request = first.plan.request

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from poetry.poetry import Poetry
 
     from poetry_lambda_zip.builders.contract import Progress
+    from poetry_lambda_zip.fit import SizeEstimate
     from poetry_lambda_zip.request import BuildRequest
     from poetry_lambda_zip.resolve import RequirementSet
 
@@ -89,6 +90,8 @@ class BuildPlan:
     #: Every entry's time in the zip (SOURCE_DATE_EPOCH, else 1980-01-01).
     timestamp: int
     layout: Layout = Layout.FUNCTION
+    #: The dependencies' estimated size, for ``--dry-run`` (``pipeline.plan_functions``).
+    size: SizeEstimate | None = None
 
     @property
     def outputs(self) -> tuple[Path, ...]:

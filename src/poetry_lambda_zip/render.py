@@ -78,6 +78,15 @@ def plan_json(plan: BuildPlan) -> dict[str, Any]:
         "function": plan.request.function,
         "handler": plan.request.handler,
         "root": plan.root,
+        "size_estimate": None
+        if plan.size is None
+        else {
+            "unzipped": plan.size.plan.total,
+            "zipped": plan.size.zipped,
+            "wheels": plan.size.wheels,
+            "not_counted": plan.size.missing,
+            "fits_with": plan.size.plan.fits_with if plan.size.plan.over else [],
+        },
     }
 
 
@@ -117,6 +126,8 @@ def plan_lines(plan: BuildPlan) -> list[str]:
     if plan.request.handler:
         lines.append(f"Handler  {plan.request.handler}")
     lines += ["", f"Output   {plan.output}"]
+    if plan.size is not None:
+        lines.append(f"Size     dependencies {plan.size.line()}")
     if plan.request.function is not None:
         lines = [f"Function {plan.request.function}", *lines]
     return lines

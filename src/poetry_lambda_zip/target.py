@@ -14,7 +14,7 @@ from poetry_lambda_zip.errors import ConfigError
 if TYPE_CHECKING:
     from poetry.core.constraints.version import VersionConstraint
 
-__all__ = ["ARCHITECTURES", "RUNTIMES", "LambdaTarget", "newest_runtime_for"]
+__all__ = ["ARCHITECTURES", "RUNTIMES", "RUNTIME_PROVIDED", "LambdaTarget", "newest_runtime_for"]
 
 #: Lambda's Python runtimes, oldest first.
 RUNTIMES = (
@@ -26,6 +26,17 @@ RUNTIMES = (
     "python3.14",
 )
 ARCHITECTURES = ("x86_64", "arm64")
+
+# The AWS SDK for Python and what it needs, as Lambda's Python runtimes have them in /var/runtime
+# (on the runtime's sys.path, after /var/task and /opt/python): AWS's Lambda Developer Guide,
+# "Building Lambda functions with Python", says every Python runtime includes the SDK for Python
+# (Boto3), and its "Runtime-included SDK versions" section how to print the versions (they change
+# with runtime updates and differ by Region, so only the names are kept). The dependencies are
+# the SDK's own requirements: boto3 needs botocore, jmespath and s3transfer; botocore needs
+# jmespath, python-dateutil and urllib3; python-dateutil needs six.
+_AWS_SDK = ("boto3", "botocore", "jmespath", "python-dateutil", "s3transfer", "six", "urllib3")
+#: What each runtime already provides (canonical distribution names): the one place this is kept.
+RUNTIME_PROVIDED: dict[str, tuple[str, ...]] = {runtime: _AWS_SDK for runtime in RUNTIMES}
 
 # python3.9-3.11 run on Amazon Linux 2 (glibc 2.26), python3.12 and later on Amazon Linux 2023
 # (glibc 2.34). The glibc decides the newest manylinux tag a wheel may carry.
@@ -85,6 +96,11 @@ class LambdaTarget:
     def default_image(self) -> str:
         """AWS's build image (the runtime image plus compilers) for this runtime and arch."""
         return f"public.ecr.aws/sam/build-{self.runtime}:latest-{self.arch}"
+
+    @property
+    def provided(self) -> tuple[str, ...]:
+        """The distributions the runtime already has on its ``sys.path`` (``RUNTIME_PROVIDED``)."""
+        return RUNTIME_PROVIDED[self.runtime]
 
     @property
     def description(self) -> str:

@@ -49,6 +49,10 @@ from poetry_lambda_zip.errors import BuildFailedError
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import ConflictError
 from poetry_lambda_zip.errors import LambdaZipError
+from poetry_lambda_zip.fit import BYTECODE_PER_SOURCE
+from poetry_lambda_zip.fit import Part
+from poetry_lambda_zip.fit import SizeEstimate
+from poetry_lambda_zip.fit import size_plan
 from poetry_lambda_zip.tree_steps import LAMBDA_PYTHON
 from poetry_lambda_zip.tree_steps import merge_trees
 
@@ -63,9 +67,18 @@ if TYPE_CHECKING:
     from installer.utils import Scheme
     from packaging.utils import NormalizedName
 
+    from poetry_lambda_zip.fit import FitOptions
     from poetry_lambda_zip.resolve import Requirement
 
-__all__ = ["PinnedWheel", "Unpacked", "add_project_files", "install_wheels"]
+__all__ = [
+    "UNPACK_BOUND",
+    "PinnedWheel",
+    "Unpacked",
+    "add_project_files",
+    "check_wheel_sizes",
+    "estimate_sizes",
+    "install_wheels",
+]
 
 #: Where ``pip install --target`` puts each scheme of a wheel, below the target;
 #: ``{python}`` is the runtime's X.Y, ``{name}`` the distribution's canonical name.
@@ -80,12 +93,15 @@ _PLACES = {
 # ship one); pip skips them silently, and so do we: the bytecode is compiled for the target.
 warnings.filterwarnings("ignore", message=r"Skip installing .*__pycache__", category=RuntimeWarning)
 
-#: What to do when the wheels alone would not fit: --exclude and --slim prune the unpacked
-#: tree, too late for this check.
+#: What to do when the wheels' declared sizes are over even the bound on unpacking.
 _SIZE_FIX = (
     "Leave out distributions the runtime provides (--exclude-package), or ship a container"
-    " image instead (--exclude and --slim prune only after unpacking, too late for this)."
+    " image instead."
 )
+#: However much pruning would remove afterwards, no set is unpacked whose members declare more
+#: than this: unpacking is bounded by the declared sizes (no member yields more than it
+#: declares), and the declared sizes by this.
+UNPACK_BOUND = 4 * UNZIPPED_LIMIT
 
 
 @dataclass(frozen=True)
@@ -121,11 +137,17 @@ class Unpacked(NamedTuple):
     known: dict[str, Known]
 
 
-def install_wheels(wheels: Sequence[PinnedWheel], target: Path, python_version: str) -> Unpacked:
+def install_wheels(
+    wheels: Sequence[PinnedWheel],
+    target: Path,
+    python_version: str,
+    fit: FitOptions | None = None,
+) -> Unpacked:
     """Install wheels into one tree, where ``pip install --target`` puts their files, with
     every check pypa/installer makes: each must be the distribution it is pinned to, match its
     RECORD and stay inside ``target``; a path two of them install must hold the same bytes.
-    Nothing is written when their declared sizes already exceed Lambda's limit. Each member
+    Nothing is written when their declared sizes, less what ``fit``'s pruning would remove and
+    plus the bytecode compiling would add, already exceed Lambda's limit. Each member
     is checked against RECORD as it is unpacked (read once): a wheel that fails a check stops
     the build, and its tree (in the build's scratch directory) is never packaged.
 
@@ -135,7 +157,7 @@ def install_wheels(wheels: Sequence[PinnedWheel], target: Path, python_version: 
     file again, ``archive``) and the sha256 each was checked to have (nothing hashes it
     again while it stays as written)."""
     listings = [_listing(wheel) for wheel in wheels]
-    _check_declared_size(list(zip(wheels, listings)))
+    _check_declared_size(list(zip(wheels, listings)), python_version, fit)
     target.mkdir(parents=True, exist_ok=True)
     tree = _Tree(target, python_version)
 
@@ -252,15 +274,80 @@ def _top_levels(
     return tops
 
 
-def _check_declared_size(listings: Sequence[tuple[PinnedWheel, list[zipfile.ZipInfo]]]) -> None:
-    """Refuse wheels whose files add up to more than Lambda allows unzipped, from the sizes
-    their zip directories declare (no member is read): a small wheel may unpack to gigabytes.
+def check_wheel_sizes(
+    wheels: Sequence[PinnedWheel], python_version: str, fit: FitOptions | None = None
+) -> None:
+    """``install_wheels``'s size check alone: from the wheels' zip directories, nothing read."""
+    _check_declared_size([(wheel, _listing(wheel)) for wheel in wheels], python_version, fit)
+
+
+def estimate_sizes(
+    wheels: Sequence[PinnedWheel], python_version: str, fit: FitOptions, missing: int
+) -> SizeEstimate:
+    """The dependencies' size as ``fit`` would ship them, from the wheels' zip directories
+    (``--dry-run``); ``missing``: distributions without a wheel here, not counted."""
+    listings = [(wheel, _listing(wheel)) for wheel in wheels]
+    plan = size_plan(_parts(listings, python_version), fit, bytecode_built=False)
+    declared = sum(info.file_size for _, listing in listings for info in listing)
+    deflated = sum(info.compress_size for _, listing in listings for info in listing)
+    zipped = int(plan.total * deflated / declared) if declared else 0
+    return SizeEstimate(plan, zipped, len(wheels), missing)
+
+
+def _parts(
+    listings: Sequence[tuple[PinnedWheel, list[zipfile.ZipInfo]]], python_version: str
+) -> list[Part]:
+    return [
+        Part(wheel.name, path, info.file_size)
+        for wheel, listing in listings
+        for info in listing
+        if (path := _installed_path(wheel, info.filename, python_version)) is not None
+    ]
+
+
+def _check_declared_size(
+    listings: Sequence[tuple[PinnedWheel, list[zipfile.ZipInfo]]],
+    python_version: str,
+    fit: FitOptions | None,
+) -> None:
+    """Refuse wheels whose files would come to more than Lambda allows unzipped, from the
+    sizes their zip directories declare (no member is read): a small wheel may unpack to
+    gigabytes. With ``fit``, what its excludes and slimming would remove is left out and the
+    bytecode compiling adds is estimated in; never is more than ``UNPACK_BOUND`` unpacked.
     Unpacking never yields more than a member declares, so nothing larger gets written."""
     sizes = [(wheel, sum(info.file_size for info in listing)) for wheel, listing in listings]
     total = sum(size for _, size in sizes)
-    if total > UNZIPPED_LIMIT:
-        by_name = {wheel.path.name: size for wheel, size in sizes}
-        raise too_large("Nothing was unpacked: the wheels unpack to", total, by_name, _SIZE_FIX)
+    by_name = {wheel.path.name: size for wheel, size in sizes}
+    bound = UNPACK_BOUND if fit is not None else UNZIPPED_LIMIT
+    if total > bound:
+        what = "Nothing was unpacked: the wheels declare"
+        if fit is not None:
+            what = (
+                f"Nothing was unpacked (at most {UNPACK_BOUND:,} bytes are, whatever pruning"
+                " would remove later): the wheels declare"
+            )
+        raise too_large(what, total, by_name, _SIZE_FIX)
+    if fit is None:
+        return
+    infos = (info for _, listing in listings for info in listing)
+    sources = sum(info.file_size for info in infos if info.filename.endswith(".py"))
+    if total + (sources * BYTECODE_PER_SOURCE if fit.compile else 0) <= UNZIPPED_LIMIT:
+        return  # fits before pruning, with its bytecode: nothing more to estimate
+    plan = size_plan(_parts(listings, python_version), fit, bytecode_built=False)
+    if plan.certainly_over(fit.slim):
+        raise plan.error("Nothing was unpacked: the wheels would unpack to about", by_name)
+
+
+def _installed_path(wheel: PinnedWheel, member: str, python_version: str) -> str | None:
+    """Where a wheel's member lands in the tree (``_PLACES``); None for what is never
+    installed (directories, the wheel's own bytecode)."""
+    parts = posixpath.normpath(member).split("/")
+    if member.endswith("/") or "__pycache__" in parts:
+        return None
+    if len(parts) > 2 and parts[0].endswith(".data"):
+        place = _PLACES.get(parts[1], parts[1]).format(python=python_version, name=wheel.name)
+        return posixpath.normpath(posixpath.join(place, *parts[2:]))
+    return "/".join(parts)
 
 
 def add_project_files(

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 from poetry_lambda_zip.archive import UNZIPPED_LIMIT
 from poetry_lambda_zip.archive import existing_stats
-from poetry_lambda_zip.archive import too_large
 from poetry_lambda_zip.archive import write_zips_atomically
 from poetry_lambda_zip.contents import LAYER_PREFIX
 from poetry_lambda_zip.contents import apply_excludes
@@ -24,10 +23,15 @@ from poetry_lambda_zip.entries import entries_below
 from poetry_lambda_zip.errors import BuildInterrupted
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.fingerprint import comment
+from poetry_lambda_zip.fit import ZIPPED_DIRECT_UPLOAD_LIMIT
+from poetry_lambda_zip.fit import FitOptions
+from poetry_lambda_zip.fit import Part
+from poetry_lambda_zip.fit import size_plan
 from poetry_lambda_zip.handler import check_handler
 
 if TYPE_CHECKING:
     import threading
+    from collections.abc import Callable
     from collections.abc import Sequence
     from pathlib import Path
 
@@ -36,12 +40,12 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.builders.contract import Progress
     from poetry_lambda_zip.builders.contract import TreeReport
     from poetry_lambda_zip.entries import Entry
+    from poetry_lambda_zip.fit import SizePlan
     from poetry_lambda_zip.plan import BuildPlan
 
 __all__ = ["ZIPPED_DIRECT_UPLOAD_LIMIT", "check_handler_in", "package_trees", "report_steps"]
 
 #: A larger zip cannot be uploaded directly; it has to go through S3.
-ZIPPED_DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
 
 
 def package_trees(
@@ -89,7 +93,9 @@ def package_trees(
     written = write_zips_atomically(
         pending,
         decided.timestamp,
-        check=lambda stats: _check_size([*stats, *kept.values()], parts, progress, stop),
+        check=lambda stats: _check_size(
+            [*stats, *kept.values()], parts, progress, stop, _plan(decided, entries, owner)
+        ),
         reuse=not force,  # --force: everything from scratch, deflating too
         count=lambda done, total: progress.count("package", done, total),
     )
@@ -135,27 +141,40 @@ def _refuse_empty(decided: BuildPlan, zips: Sequence[tuple[Path, Sequence[Entry]
 
 
 def _check_size(
-    written: list[ArchiveStats], sizes: dict[str, int], progress: Progress, stop: threading.Event
+    written: list[ArchiveStats],
+    sizes: dict[str, int],
+    progress: Progress,
+    stop: threading.Event,
+    plan: Callable[[int], SizePlan],
 ) -> None:
     """The zips written (not yet in place) against Lambda's limits; none is put in place once
-    the build was interrupted."""
+    the build was interrupted. Over the limit, ``plan`` says what would bring it under."""
     if stop.is_set():
         raise BuildInterrupted("Stopped: another part of the build was interrupted.")
     unzipped = sum(stats.unzipped_size for stats in written)
     if unzipped > UNZIPPED_LIMIT:
-        raise too_large(
-            "The package unzips to",
-            unzipped,
-            sizes,
-            "Leave out what the runtime provides (--exclude-package), prune files (--exclude,"
-            " --slim), or ship a container image instead.",
-        )
+        raise plan(unzipped).error("The package unzips to", sizes)
     for stats in written:
         if stats.zipped_size > ZIPPED_DIRECT_UPLOAD_LIMIT:
             progress.warning(
                 f"{stats.path.name} is {stats.zipped_size / 1e6:.1f} MB zipped: over 50 MB it"
                 " must be uploaded through S3, not directly."
             )
+
+
+def _plan(
+    decided: BuildPlan, entries: Sequence[Entry], owner: dict[str, str]
+) -> Callable[[int], SizePlan]:
+    """The size plan of the package's files (pruned and compiled already) once it is over: the
+    zips' unzipped bytes beyond these files (layers of other functions) count as they are."""
+
+    def plan(unzipped: int) -> SizePlan:
+        parts = [Part(owner.get(entry.name), entry.name, entry.size) for entry in entries]
+        options = FitOptions(decided.target, (), decided.slim, compile=decided.compile is not None)
+        extra = max(0, unzipped - sum(part.size for part in parts))
+        return size_plan(parts, options, bytecode_built=True, extra=extra)
+
+    return plan
 
 
 def report_steps(decided: BuildPlan, report: TreeReport, progress: Progress) -> None:

@@ -84,7 +84,8 @@ OWNER_LABEL = "io.github.poetry-lambda-zip.owner"
 _VERIFIED = "lambda-zip: verify "
 _VERIFY_SCRIPT = f"""
 import importlib, json, sys, time, traceback
-sys.path[:0] = ["/var/task", "/opt/python"]
+# Lambda's order: the function, the layers, then the runtime's own (the AWS SDK for Python).
+sys.path[:0] = ["/var/task", "/opt/python", "/var/runtime"]
 module, _, function = sys.argv[1].rpartition(".")
 module = module.replace("/", ".")  # SAM's dir/module.function, as Lambda's runtime reads it
 started = time.perf_counter()
