@@ -46,7 +46,25 @@ def tops(zip_path: Path) -> set[str]:
 
 
 def lines(result: Build, phase: str) -> list[str]:
-    return [line for line in result.output.splitlines() if f" {phase} " in line]
+    return [line for line in result.output.splitlines() if line.startswith(f"{phase} ")]
+
+
+def table(result: Build) -> dict[str, tuple[str, str]]:
+    """The final table's rows of functions: (output, state) by function."""
+    found = False
+    rows: dict[str, tuple[str, str]] = {}
+    for line in result.output.splitlines():
+        if line.split() == ["function", "output", "zipped", "unzipped", "state"]:
+            found = True
+        elif found and line and not line.startswith(" "):
+            words = line.split()
+            if words[1:2] == ["-"] or (len(words) > 1 and words[1].endswith(".zip")):
+                state = "up to date" if line.endswith("up to date") else words[-1]
+                rows[words[0]] = (words[1], state)
+            else:
+                break
+    assert found, result.output
+    return rows
 
 
 # ---- no Docker -------------------------------------------------------------------------------
@@ -73,8 +91,11 @@ def test_several_functions_share_one_tree_and_an_edit_rebuilds_only_its_zip(
     handler.write_text(handler.read_text() + "\nVERSION = 2\n")
     second = Build(path, LOCAL)
     assert second.status == 0, second.error
-    built = [line for line in second.output.splitlines() if "Built " in line]
-    assert built == [f"updater: Built {zips['updater']}"]
+    assert table(second) == {
+        "daily_job": ("dist/daily_job.zip", "up to date"),
+        "updater": ("dist/updater.zip", "built"),
+        "db_tasks": ("dist/db_tasks.zip", "up to date"),
+    }
     assert zips["updater"].read_bytes() != before["updater"]
     for name in ("daily_job", "db_tasks"):
         assert zips[name].read_bytes() == before[name]
@@ -138,7 +159,17 @@ def test_split_functions_with_one_requirement_set_share_one_layer(
         "orders.zip",
         "s3_event.zip",
     ]
-    assert "s3_event: Up to date" in result.output  # the layer the first function wrote
+    rows = [(row.split()[0], row.split()[-1]) for row in result.output.splitlines()[-6:]]
+    # One table; the layer the first function wrote, named as shared under the second.
+    assert rows == [
+        ("function", "state"),
+        ("orders", "built"),
+        ("dist/orders-layer.zip", "built"),
+        ("s3_event", "built"),
+        ("dist/orders-layer.zip", "orders"),
+        ("2", "built"),
+    ]
+    assert result.output.splitlines()[-2].endswith("  shared with orders")
     with zipfile.ZipFile(dist / "orders-layer.zip") as layer:
         assert all(name.startswith("python/") for name in layer.namelist())
     for code in ("orders.zip", "s3_event.zip"):

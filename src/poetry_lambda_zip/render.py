@@ -218,6 +218,7 @@ def fleet_table(
     rows: list[tuple[str, str, str, str, str]] = []
     notes: list[str] = []
     sums: list[str] = []
+    listed: dict[Path, str] = {}
     states = {"built": 0, "up to date": 0, "failed": 0}
     for outcome in outcomes:
         archives, written = _archives(outcome)
@@ -227,12 +228,16 @@ def fleet_table(
         built = any(archive.path in written for archive in archives)
         states["built" if built else "up to date"] += 1
         for number, archive in enumerate(archives):
+            state = "built" if archive.path in written else "up to date"
+            if archive.path in listed:  # a layer the functions share
+                state = f"shared with {listed[archive.path]}"
+            listed.setdefault(archive.path, name)
             rows.append((
                 name if number == 0 else "",
                 _relative(archive.path, project_dir),
                 size_text(archive.zipped_size),
                 size_text(archive.unzipped_size),
-                "built" if archive.path in written else "up to date",
+                state,
             ))  # fmt: skip
             if hashes:
                 sums.append(
