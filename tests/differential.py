@@ -862,8 +862,9 @@ def _reported(build: Build) -> dict[str, str]:
                 states[Path(line.split(marker, 1)[1].split()[0]).name] = state
         row = line.split()
         zips = [word for word in row if word.endswith(".zip")]
-        if zips and (line.endswith("  built") or line.endswith("  up to date")):
-            states[Path(zips[0]).name] = "built" if line.endswith("built") else "up to date"
+        state = row[row.index(zips[0]) + 5] if zips and len(row) > row.index(zips[0]) + 5 else ""
+        if state.startswith(("built", "up")):
+            states[Path(zips[0]).name] = "built" if state.startswith("built") else "up to date"
     return states
 
 

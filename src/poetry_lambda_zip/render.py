@@ -227,8 +227,11 @@ def fleet_table(
         name = str(outcome.function)
         built = any(archive.path in written for archive in archives)
         states["built" if built else "up to date"] += 1
+        imported = outcome.result.import_seconds if outcome.result is not None else None
         for number, archive in enumerate(archives):
             state = "built" if archive.path in written else "up to date"
+            if number == 0 and imported is not None:  # --verify: the handler imported
+                state += f", handler imports in {imported:.2f}s"
             if archive.path in listed:  # a layer the functions share
                 state = f"shared with {listed[archive.path]}"
             listed.setdefault(archive.path, name)
