@@ -242,6 +242,11 @@ def test_a_zip_written_for_a_function_no_longer_in_the_table_is_named_never_dele
     left = json.loads(one.output)["left_over"]
     assert left == [str(dist / "daily_job-layer.zip"), str(dist / "daily_job.zip")]
     assert len([line for line in one.warnings if "for no function of" in line]) == 2
+    # One function's zip elsewhere (-o): the table's own zips in dist/ are still its own.
+    elsewhere = Build(path, f"{LOCAL} --layout split updater -o {path / 'out' / 'u.zip'}")
+    assert elsewhere.status == 0, elsewhere.error
+    named = [line.split()[1] for line in elsewhere.warnings if "for no function of" in line]
+    assert named == ["dist/daily_job-layer.zip", "dist/daily_job.zip"]
 
 
 def test_split_functions_with_one_requirement_set_share_one_layer(

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from poetry_lambda_zip.archive import ArchiveStats
     from poetry_lambda_zip.builders.contract import Progress
     from poetry_lambda_zip.plan import BuildPlan
+    from poetry_lambda_zip.request import BuildRequest
     from poetry_lambda_zip.results import Outcome
 
 __all__ = ["LambdaZipCommand"]
@@ -345,8 +346,9 @@ the command line wins. Example:
         progress = ConsoleProgress(self.io, stdout_is_data=as_json)
         try:
             project_dir, config = self._project()
-            chosen: list[str] = self.argument("function") or []
-            requests = function_requests(project_dir, options, config, chosen)
+            requests = function_requests(
+                project_dir, options, config, self.argument("function") or ()
+            )
             progress = ConsoleProgress(self.io, stdout_is_data=as_json, fleet=len(requests) > 1)
             if self.option("dry-run"):
                 plans = plan_functions(requests, self._project_poetry(), progress)
@@ -374,8 +376,7 @@ the command line wins. Example:
                 "<error>Interrupted.</error> The build container and temporary files were removed."
             )
             return BuildInterrupted.exit_code
-        table = function_requests(project_dir, options, config) if chosen else requests
-        left_over = left_over_outputs(table)
+        left_over = left_over_outputs([*requests, *self._whole_table(project_dir, options, config)])
         for path in left_over:
             progress.warning(
                 f"{_named(path, project_dir)} was written by poetry-lambda-zip for no function"
@@ -401,6 +402,19 @@ the command line wins. Example:
             raise _not_a_project(e) from e
         table = data.get("tool", {}).get(CONFIG_TABLE, {})
         return found.parent.absolute(), table if isinstance(table, dict) else {}
+
+    def _whole_table(
+        self, project_dir: Path, options: dict[str, Any], config: dict[str, Any]
+    ) -> list[BuildRequest]:
+        """Every function of the table with its own outputs, when only some were named (the
+        others' zips are no strangers): ``--output`` names one function's zip alone."""
+        if not self.argument("function"):
+            return []
+        own = {key: value for key, value in options.items() if key not in ("output", "handler")}
+        try:
+            return function_requests(project_dir, own, config)
+        except LambdaZipError:
+            return []
 
     def _project_poetry(self) -> Poetry:
         try:
