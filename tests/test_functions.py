@@ -196,6 +196,19 @@ def test_a_fleet_says_shared_steps_once_and_ends_with_one_table_failures_last(
     ]
 
 
+def test_functions_of_two_requirement_sets_are_resolved_in_one_line(
+    project: Callable[[str], Path],
+) -> None:
+    result = Build(project("functions-groups"), LOCAL)
+    assert result.status == 0, result.error
+    (resolved,) = lines(result, "resolve")
+    assert "s  2 functions, 2 requirement sets: 7 distributions in all (2, 5) for" in resolved
+    assert table(result) == {
+        "orders": ("dist/orders.zip", "built"),
+        "report": ("dist/report.zip", "built"),
+    }
+
+
 def test_a_single_function_of_a_table_shows_its_steps_and_the_json_keeps_its_fields(
     project: Callable[[str], Path],
 ) -> None:

@@ -211,15 +211,16 @@ def _say_resolved(members: Sequence[_Member], seconds: float, progress: Progress
         return
     sets = {member.plan.requirements.requirements: member.plan for member in members}
     described = {decided.target.description for decided in sets.values()}
-    counts = sorted({len(requirements) for requirements in sets})
     where = f" for {described.pop()}" if len(described) == 1 else ""
     plural = "s" if len(members) > 1 else ""
-    progress.phase(
-        "resolve",
-        seconds,
-        f"{len(members)} function{plural}, {len(sets)} requirement set"
-        f"{'s' if len(sets) > 1 else ''}: {'/'.join(map(str, counts))} distributions{where}",
-    )
+    distinct = len({requirement for requirements in sets for requirement in requirements})
+    counted = f"{distinct} distributions"
+    if len(sets) > 1:
+        sizes = ", ".join(str(size) for size in sorted(len(r) for r in sets))
+        counted = f"{len(sets)} requirement sets: {counted} in all ({sizes})"
+    else:
+        counted = f"1 requirement set: {counted}"
+    progress.phase("resolve", seconds, f"{len(members)} function{plural}, {counted}{where}")
 
 
 def _project_wheel(members: Sequence[_Member], poetry: Poetry, workdir: Path) -> Path | None:
