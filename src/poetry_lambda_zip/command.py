@@ -152,13 +152,14 @@ class ConsoleProgress:
 class _FleetLines:
     """Progress of one function of a fleet, or of a group of its functions: one function's
     phases and notes only with -v (``detail``), named; a group's once, with its size.
-    Warnings are always shown, with the function's name."""
+    Warnings are always shown, with the names of the functions they concern."""
 
     def __init__(self, console: ConsoleProgress, functions: Sequence[str], *, detail: bool):
         self._console = console
         self._detail = detail
         self._name = functions[0] if len(functions) == 1 else None
         self._shared = f"{len(functions)} functions: "
+        self._names = ",".join(functions)
 
     def phase(self, name: str, seconds: float, detail: str) -> None:
         if self._name is None:
@@ -173,7 +174,7 @@ class _FleetLines:
             self._console.info(f"{self._name}: {message.lstrip()}")
 
     def warning(self, message: str) -> None:
-        self._console.warning(message if self._name is None else f"{self._name}: {message}")
+        self._console.warning(f"{self._names}: {message}")
 
     def installer_output(self, line: str) -> None:
         self._console.installer_output(line if self._name is None else f"{self._name}: {line}")
