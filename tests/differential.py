@@ -760,7 +760,7 @@ def _shortcut(build: Build) -> str:
         return "stamp"
     if build.status != 0:
         return "failed"
-    return "built" if "Built " in build.output else "fingerprint"
+    return "built" if "built" in _reported(build).values() else "fingerprint"
 
 
 def run(
@@ -849,12 +849,23 @@ def _compare(workspace: Workspace, status: int, forced: Build, output: str) -> s
 
 def _written_by(build: Build) -> set[str]:
     """The names of the outputs a build reported (built or up to date)."""
-    names = set()
+    return set(_reported(build))
+
+
+def _reported(build: Build) -> dict[str, str]:
+    """Each output a build reported, by name: built or up to date (a lone build's lines, or
+    the rows of a functions table's table)."""
+    states = {}
     for line in build.output.splitlines():
-        for marker in ("Built ", "Up to date "):
+        for marker, state in (("Built ", "built"), ("Up to date ", "up to date")):
             if marker in line:
-                names.add(Path(line.split(marker, 1)[1].split()[0]).name)
-    return names
+                states[Path(line.split(marker, 1)[1].split()[0]).name] = state
+        row = line.split()
+        zips = [word for word in row if word.endswith(".zip")]
+        state = row[row.index(zips[0]) + 5] if zips and len(row) > row.index(zips[0]) + 5 else ""
+        if state.startswith(("built", "up")):
+            states[Path(zips[0]).name] = "built" if state.startswith("built") else "up to date"
+    return states
 
 
 def _entries_differ(mine: Path, theirs: Path) -> str:

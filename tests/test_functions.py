@@ -8,6 +8,7 @@ import zipfile
 from typing import TYPE_CHECKING
 
 import pytest
+from cleo.io.outputs.output import Verbosity
 
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.project import collect_includes
@@ -46,7 +47,25 @@ def tops(zip_path: Path) -> set[str]:
 
 
 def lines(result: Build, phase: str) -> list[str]:
-    return [line for line in result.output.splitlines() if f" {phase} " in line]
+    return [line for line in result.output.splitlines() if line.startswith(f"{phase} ")]
+
+
+def table(result: Build) -> dict[str, tuple[str, str]]:
+    """The final table's rows of functions: (output, state) by function."""
+    found = False
+    rows: dict[str, tuple[str, str]] = {}
+    for line in result.output.splitlines():
+        if line.split() == ["function", "output", "zipped", "unzipped", "state"]:
+            found = True
+        elif found and line and not line.startswith(" "):
+            words = line.split()
+            if words[1:2] == ["-"] or (len(words) > 1 and words[1].endswith(".zip")):
+                state = "up to date" if line.endswith("up to date") else words[-1]
+                rows[words[0]] = (words[1], state)
+            else:
+                break
+    assert found, result.output
+    return rows
 
 
 # ---- no Docker -------------------------------------------------------------------------------
@@ -73,8 +92,11 @@ def test_several_functions_share_one_tree_and_an_edit_rebuilds_only_its_zip(
     handler.write_text(handler.read_text() + "\nVERSION = 2\n")
     second = Build(path, LOCAL)
     assert second.status == 0, second.error
-    built = [line for line in second.output.splitlines() if "Built " in line]
-    assert built == [f"updater: Built {zips['updater']}"]
+    assert table(second) == {
+        "daily_job": ("dist/daily_job.zip", "up to date"),
+        "updater": ("dist/updater.zip", "built"),
+        "db_tasks": ("dist/db_tasks.zip", "up to date"),
+    }
     assert zips["updater"].read_bytes() != before["updater"]
     for name in ("daily_job", "db_tasks"):
         assert zips[name].read_bytes() == before[name]
@@ -126,6 +148,120 @@ def test_one_failing_function_fails_alone_and_the_exit_code_is_the_worst(
     assert "db_tasks: failed" in result.error
 
 
+def test_a_fleet_says_shared_steps_once_and_ends_with_one_table_failures_last(
+    project: Callable[[str], Path],
+) -> None:
+    path = project("functions-dirs")
+    pyproject = path / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            '"daily_job/lambda_func.handler"', '"daily_jobs.lambda_func.x"'
+        )
+    )
+    result = Build(path, LOCAL)
+    assert result.status == 2, result.error
+    output = result.output.splitlines()
+    # Shared steps once, with the number of functions; no function's own steps.
+    (resolved,) = lines(result, "resolve")
+    assert "s  3 functions, 1 requirement set: 7 distributions for python3.11 on" in resolved
+    assert len(lines(result, "unpack")) == 1
+    assert "3 functions: 7 wheels for python3.11" in lines(result, "unpack")[0]
+    assert "modules for python3.11" not in result.output  # each function's "compiled N"
+    assert not [line for line in output if "updater" in line and "dist/" not in line]
+    # One table: each function's output and state, the failed one last.
+    assert table(result) == {
+        "updater": ("dist/updater.zip", "built"),
+        "db_tasks": ("dist/db_tasks.zip", "built"),
+        "daily_job": ("-", "failed"),
+    }
+    assert list(table(result)) == ["updater", "db_tasks", "daily_job"]
+    assert output[-1] == "3 functions: 2 built, 1 failed"
+    # Its error after the table, on stderr.
+    error = result.error.splitlines()
+    assert error[0] == "daily_job: failed"
+    assert "daily_jobs.lambda_func" in error[1]
+
+    verbose = Build(path, f"{LOCAL} --force", Verbosity.VERBOSE)
+    assert verbose.status == 2, verbose.error
+    # With -v: each function's own steps, named, besides the shared ones.
+    for name in ("updater", "db_tasks"):
+        assert [line for line in verbose.output.splitlines() if f"{name}: compiled" in line]
+        assert [line for line in lines(verbose, "resolve") if f"  {name}: 7 distributions" in line]
+    assert [line for line in lines(verbose, "resolve") if "3 functions, 1 requirement set" in line]
+    assert table(verbose)["daily_job"] == ("-", "failed")
+    sums = [line for line in verbose.output.splitlines() if " sha256 " in line]
+    assert [line.split()[:2] for line in sums] == [
+        ["updater:", "dist/updater.zip"],
+        ["db_tasks:", "dist/db_tasks.zip"],
+    ]
+
+
+def test_functions_of_two_requirement_sets_are_resolved_in_one_line(
+    project: Callable[[str], Path],
+) -> None:
+    result = Build(project("functions-groups"), LOCAL)
+    assert result.status == 0, result.error
+    (resolved,) = lines(result, "resolve")
+    assert "s  2 functions, 2 requirement sets: 7 distributions in all (2, 5) for" in resolved
+    assert table(result) == {
+        "orders": ("dist/orders.zip", "built"),
+        "report": ("dist/report.zip", "built"),
+    }
+
+
+def test_a_single_function_of_a_table_shows_its_steps_and_the_json_keeps_its_fields(
+    project: Callable[[str], Path],
+) -> None:
+    path = project("functions-dirs")
+    one = Build(path, f"{LOCAL} updater")
+    assert one.status == 0, one.error
+    assert "updater: compiled" in one.output  # one function: its steps are the build's
+    assert table(one) == {"updater": ("dist/updater.zip", "built")}
+    document = json.loads(Build(path, f"{LOCAL} --json").output)
+    assert document["left_over"] == []
+    entry = document["functions"][0]
+    assert set(entry) == {"function", "ok", "result"}
+    assert {"outputs", "written", "up_to_date", "distributions", "builder"} <= set(entry["result"])
+
+
+def test_a_zip_written_for_a_function_no_longer_in_the_table_is_named_never_deleted(
+    project: Callable[[str], Path],
+) -> None:
+    path = project("functions-dirs")
+    pyproject = path / "pyproject.toml"
+    assert Build(path, f"{LOCAL} --layout split").status == 0
+    dist = path / "dist"
+    assert (dist / "daily_job-layer.zip").is_file()  # the layer all three share
+    # daily_job renamed to nightly_job in the table; a zip of someone else's lies there too,
+    # and one of ours under another extension.
+    pyproject.write_text(
+        pyproject.read_text().replace("functions.daily_job]", "functions.nightly_job]")
+    )
+    (dist / "theirs.zip").write_bytes((dist / "updater.zip").read_bytes()[:-200])
+    (dist / "notes.txt").write_bytes((dist / "updater.zip").read_bytes())
+    before = {p.name: p.read_bytes() for p in dist.iterdir()}
+    again = Build(path, f"{LOCAL} --layout split")
+    assert again.status == 0, again.error
+    named = [line for line in again.warnings if "for no function of" in line]
+    assert [line.split()[1] for line in named] == ["dist/daily_job-layer.zip", "dist/daily_job.zip"]
+    assert "(one removed or renamed?)" in named[0]
+    assert "whatever deploys dist/*.zip deploys it" in named[0]
+    for name, data in before.items():
+        assert (dist / name).read_bytes() == data  # never deleted, never changed
+    assert table(again)["nightly_job"] == ("dist/nightly_job.zip", "built")
+    # Building one function of the table: the others' zips are no strangers.
+    one = Build(path, f"{LOCAL} --layout split updater --json")
+    assert one.status == 0, one.error
+    left = json.loads(one.output)["left_over"]
+    assert left == [str(dist / "daily_job-layer.zip"), str(dist / "daily_job.zip")]
+    assert len([line for line in one.warnings if "for no function of" in line]) == 2
+    # One function's zip elsewhere (-o): the table's own zips in dist/ are still its own.
+    elsewhere = Build(path, f"{LOCAL} --layout split updater -o {path / 'out' / 'u.zip'}")
+    assert elsewhere.status == 0, elsewhere.error
+    named = [line.split()[1] for line in elsewhere.warnings if "for no function of" in line]
+    assert named == ["dist/daily_job-layer.zip", "dist/daily_job.zip"]
+
+
 def test_split_functions_with_one_requirement_set_share_one_layer(
     project: Callable[[str], Path],
 ) -> None:
@@ -138,7 +274,17 @@ def test_split_functions_with_one_requirement_set_share_one_layer(
         "orders.zip",
         "s3_event.zip",
     ]
-    assert "s3_event: Up to date" in result.output  # the layer the first function wrote
+    rows = [(row.split()[0], row.split()[-1]) for row in result.output.splitlines()[-6:]]
+    # One table; the layer the first function wrote, named as shared under the second.
+    assert rows == [
+        ("function", "state"),
+        ("orders", "built"),
+        ("dist/orders-layer.zip", "built"),
+        ("s3_event", "built"),
+        ("dist/orders-layer.zip", "orders"),
+        ("2", "built"),
+    ]
+    assert result.output.splitlines()[-2].endswith("  shared with orders")
     with zipfile.ZipFile(dist / "orders-layer.zip") as layer:
         assert all(name.startswith("python/") for name in layer.namelist())
     for code in ("orders.zip", "s3_event.zip"):
@@ -249,7 +395,13 @@ def test_every_function_of_each_shape_runs_from_its_own_zip(
         answer = invoke(dirs / "dist" / f"{name}.zip", handler, {})
         assert isinstance(answer, dict)
         assert answer["function"] == name
-    assert "daily_job verify" in result.output  # SAM's slash form, imported in the image
+    # SAM's slash form, imported in the image (said in the table's state of each function).
+    assert [line for line in result.output.splitlines() if line.startswith("daily_job ")]
+    assert all(
+        ", handler imports in " in line
+        for line in result.output.splitlines()
+        if line.startswith(tuple(f"{n} " for n in ("daily_job", "updater", "db_tasks")))
+    )
 
     groups = project("functions-groups")
     result = build(groups)

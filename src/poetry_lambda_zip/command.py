@@ -32,14 +32,18 @@ from poetry.factory import Factory
 from poetry_lambda_zip.errors import BuildInterrupted
 from poetry_lambda_zip.errors import ConfigError
 from poetry_lambda_zip.errors import LambdaZipError
+from poetry_lambda_zip.leftovers import left_over_outputs
 from poetry_lambda_zip.pipeline import build_functions
 from poetry_lambda_zip.pipeline import plan_functions
+from poetry_lambda_zip.progress import Prefixed
 from poetry_lambda_zip.redact import redact
 from poetry_lambda_zip.render import failure_json
+from poetry_lambda_zip.render import fleet_table
 from poetry_lambda_zip.render import outcomes_json
 from poetry_lambda_zip.render import plan_json
 from poetry_lambda_zip.render import plan_lines
 from poetry_lambda_zip.render import result_json
+from poetry_lambda_zip.render import size_text
 from poetry_lambda_zip.request import CONFIG_KEYS
 from poetry_lambda_zip.request import CONFIG_TABLE
 from poetry_lambda_zip.request import function_requests
@@ -55,7 +59,9 @@ if TYPE_CHECKING:
     from poetry.poetry import Poetry
 
     from poetry_lambda_zip.archive import ArchiveStats
+    from poetry_lambda_zip.builders.contract import Progress
     from poetry_lambda_zip.plan import BuildPlan
+    from poetry_lambda_zip.request import BuildRequest
     from poetry_lambda_zip.results import Outcome
 
 __all__ = ["LambdaZipCommand"]
@@ -69,8 +75,10 @@ class ConsoleProgress:
     """Phase lines on stdout (stderr when stdout carries JSON), warnings on stderr, pip's
     output only with -v. Credentials in URLs are removed from every line."""
 
-    def __init__(self, io: IO, *, stdout_is_data: bool = False) -> None:
+    def __init__(self, io: IO, *, stdout_is_data: bool = False, fleet: bool = False) -> None:
         self._io = io
+        #: Several functions are built: each one's own steps are detail (``for_functions``).
+        self._fleet = fleet
         self._write = io.write_error_line if stdout_is_data else io.write_line
         # Bars only for a person at a terminal: not in CI logs, not around --json.
         self._bars = (
@@ -128,6 +136,52 @@ class ConsoleProgress:
     def installer_output(self, line: str) -> None:
         if self._io.is_verbose():
             self._line(f"<fg=default>  | {_shown(line)}</>")
+
+    def for_functions(self, functions: Sequence[str]) -> Progress:
+        """The lines of one function of a fleet (shown with -v, named) or of what several
+        share (shown once, with how many they are); a lone function's as they are, named."""
+        if not self._fleet:
+            return Prefixed(self, ",".join(functions))
+        return _FleetLines(self, functions, detail=len(functions) == 1 and not self.verbose)
+
+    @property
+    def verbose(self) -> bool:
+        return self._io.is_verbose()
+
+
+class _FleetLines:
+    """Progress of one function of a fleet, or of a group of its functions: one function's
+    phases and notes only with -v (``detail``), named; a group's once, with its size.
+    Warnings are always shown, with the names of the functions they concern."""
+
+    def __init__(self, console: ConsoleProgress, functions: Sequence[str], *, detail: bool):
+        self._console = console
+        self._detail = detail
+        self._name = functions[0] if len(functions) == 1 else None
+        self._shared = f"{len(functions)} functions: "
+        self._names = ",".join(functions)
+
+    def phase(self, name: str, seconds: float, detail: str) -> None:
+        if self._name is None:
+            self._console.phase(name, seconds, f"{self._shared}{detail}")
+        elif not self._detail:
+            self._console.phase(name, seconds, f"{self._name}: {detail}")
+
+    def info(self, message: str) -> None:
+        if self._name is None:
+            self._console.info(f"{self._shared}{message.lstrip()}")
+        elif not self._detail:
+            self._console.info(f"{self._name}: {message.lstrip()}")
+
+    def warning(self, message: str) -> None:
+        self._console.warning(f"{self._names}: {message}")
+
+    def installer_output(self, line: str) -> None:
+        self._console.installer_output(line if self._name is None else f"{self._name}: {line}")
+
+    def count(self, name: str, done: int, total: int) -> None:
+        if self._name is None:
+            self._console.count(name, done, total)
 
 
 def _redacting(io: IO) -> None:
@@ -302,6 +356,7 @@ the command line wins. Example:
             requests = function_requests(
                 project_dir, options, config, self.argument("function") or ()
             )
+            progress = ConsoleProgress(self.io, stdout_is_data=as_json, fleet=len(requests) > 1)
             if self.option("dry-run"):
                 plans = plan_functions(requests, self._project_poetry(), progress)
                 self._show_plans(plans, as_json)
@@ -328,7 +383,14 @@ the command line wins. Example:
                 "<error>Interrupted.</error> The build container and temporary files were removed."
             )
             return BuildInterrupted.exit_code
-        return self._show_outcomes(outcomes, as_json)
+        left_over = left_over_outputs([*requests, *self._whole_table(project_dir, options, config)])
+        for path in left_over:
+            progress.warning(
+                f"{_named(path, project_dir)} was written by poetry-lambda-zip for no function"
+                f" of [tool.{CONFIG_TABLE}.functions] (one removed or renamed?). It is left as it"
+                " is; delete it unless it is yours, or whatever deploys dist/*.zip deploys it."
+            )
+        return self._show_outcomes(outcomes, as_json, project_dir, left_over)
 
     def _project(self) -> tuple[Path, dict[str, Any]]:
         """The project's directory and its [tool.poetry-lambda-zip] table, found as Poetry
@@ -348,6 +410,19 @@ the command line wins. Example:
         table = data.get("tool", {}).get(CONFIG_TABLE, {})
         return found.parent.absolute(), table if isinstance(table, dict) else {}
 
+    def _whole_table(
+        self, project_dir: Path, options: dict[str, Any], config: dict[str, Any]
+    ) -> list[BuildRequest]:
+        """Every function of the table with its own outputs, when only some were named (the
+        others' zips are no strangers): ``--output`` names one function's zip alone."""
+        if not self.argument("function"):
+            return []
+        own = {key: value for key, value in options.items() if key not in ("output", "handler")}
+        try:
+            return function_requests(project_dir, own, config)
+        except LambdaZipError:
+            return []
+
     def _project_poetry(self) -> Poetry:
         try:
             poetry = self.poetry
@@ -360,22 +435,33 @@ the command line wins. Example:
         except (RuntimeError, PyProjectError) as e:
             raise _not_a_project(e) from e
 
-    def _show_outcomes(self, outcomes: list[Outcome], as_json: bool) -> int:
-        """Each function's result or error; the exit code is the worst of them."""
+    def _show_outcomes(
+        self, outcomes: list[Outcome], as_json: bool, project_dir: Path, left_over: list[Path]
+    ) -> int:
+        """Each function's result or error; the exit code is the worst of them. The functions
+        of a table: one table of all of them, failures last with their errors."""
         functions = outcomes[0].function is not None
         if as_json:
             single = outcomes[0]
             if functions:
-                self._write_json(outcomes_json(outcomes))
+                document = outcomes_json(outcomes)
+                document["left_over"] = [str(path.resolve()) for path in left_over]
+                self._write_json(document)
             elif single.error is not None:
                 self._write_json(failure_json(single.error))
             elif single.result is not None:
                 self._write_json(result_json(single.result))
-        for outcome in outcomes:
-            try:
-                self._show_outcome(outcome, as_json)
-            except BrokenPipeError:  # `| head`: the rest of stdout is not read (errors go to
-                stdout_gone()  # stderr, which is not the pipe that closed)
+        try:
+            if functions and not as_json:
+                self._show_table(outcomes, project_dir)
+                for outcome in outcomes:
+                    if outcome.error is not None:
+                        self._show_error(outcome.error, outcome.function)
+            else:
+                for outcome in outcomes:
+                    self._show_outcome(outcome, as_json)
+        except BrokenPipeError:  # `| head`: the rest of stdout is not read (errors go to
+            stdout_gone()  # stderr, which is not the pipe that closed)
         return max((o.error.exit_code for o in outcomes if o.error is not None), default=0)
 
     def _show_outcome(self, outcome: Outcome, as_json: bool) -> None:
@@ -397,6 +483,15 @@ the command line wins. Example:
                 self.line(f"  SBOM {sbom.resolve()}")
         elif outcome.shortcut and not as_json:
             self._show_archives(outcome.function, outcome.shortcut, outcome.written, {})
+
+    def _show_table(self, outcomes: list[Outcome], project_dir: Path) -> None:
+        """One row per output, failures last; with -v each output's sha256 after it; notes
+        on what a zip replaced."""
+        lines, notes = fleet_table(outcomes, project_dir, hashes=self.io.is_verbose())
+        for line in lines:
+            self.line(_shown(line))
+        for note in notes:
+            self.line(_shown(note))
 
     def _show_error(
         self, error: LambdaZipError, function: str | None = None, *, as_json: bool = False
@@ -475,11 +570,11 @@ def _shown(text: str) -> str:
     return Formatter.escape(redact(text))
 
 
-def _size(size: int) -> str:
-    """Bytes in the unit that fits: 812 bytes, 3.2 kB, 13.7 MB (decimal units, as AWS's
-    limits are stated)."""
-    if size < 1000:
-        return f"{size} bytes"
-    if size < 1_000_000:
-        return f"{size / 1000:.1f} kB"
-    return f"{size / 1_000_000:.1f} MB"
+def _named(path: Path, project_dir: Path) -> str:
+    """A file of dist/ as the user knows it, relative to the project; a name that is no
+    printable text (it is anyone's) is shown quoted, escapes and all."""
+    shown = str(path.relative_to(project_dir)) if path.is_relative_to(project_dir) else str(path)
+    return shown if shown.isprintable() else ascii(shown)
+
+
+_size = size_text

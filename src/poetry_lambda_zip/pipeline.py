@@ -14,6 +14,7 @@ import os
 import signal
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import field
@@ -48,9 +49,9 @@ from poetry_lambda_zip.jobs import project_parts
 from poetry_lambda_zip.one_at_a_time import one_build_at_a_time
 from poetry_lambda_zip.plan import check_outputs_together
 from poetry_lambda_zip.plan import plan
-from poetry_lambda_zip.progress import Prefixed
 from poetry_lambda_zip.progress import Stoppable
 from poetry_lambda_zip.progress import shown_for
+from poetry_lambda_zip.progress import shown_for_functions
 from poetry_lambda_zip.project import build_project_wheel
 from poetry_lambda_zip.results import BuildResult
 from poetry_lambda_zip.results import Outcome
@@ -131,7 +132,10 @@ def build_functions(
             if settled is not None:
                 return settled
         project = load()
+        started = time.monotonic()
         members, failed = _plans(requests, project, progress)
+        if len(requests) > 1:
+            _say_resolved(members, time.monotonic() - started, progress)
         check_outputs_together([member.plan for member in members])
         if any(member.plan.request.verify for member in members):
             require_engine_for_verify()
@@ -232,6 +236,24 @@ def _plans(
     return members, failed
 
 
+def _say_resolved(members: Sequence[_Member], seconds: float, progress: Progress) -> None:
+    """What the functions' plans resolved, said once for all of them."""
+    if not members:
+        return
+    sets = {member.plan.requirements.requirements: member.plan for member in members}
+    described = {decided.target.description for decided in sets.values()}
+    where = f" for {described.pop()}" if len(described) == 1 else ""
+    plural = "s" if len(members) > 1 else ""
+    distinct = len({requirement for requirements in sets for requirement in requirements})
+    counted = f"{distinct} distributions"
+    if len(sets) > 1:
+        sizes = ", ".join(str(size) for size in sorted(len(r) for r in sets))
+        counted = f"{len(sets)} requirement sets: {counted} in all ({sizes})"
+    else:
+        counted = f"1 requirement set: {counted}"
+    progress.phase("resolve", seconds, f"{len(members)} function{plural}, {counted}{where}")
+
+
 def _project_wheel(members: Sequence[_Member], poetry: Poetry, workdir: Path) -> Path | None:
     """poetry-core's wheel of the project, when a function ships it: the same for all."""
     if not any(member.plan.root for member in members):
@@ -283,8 +305,8 @@ def _build_group(group: Sequence[_Member], context: _Context) -> list[Outcome]:
     # What the group shares is said once, for all of its functions.
     first = group[0]
     if len(group) > 1:
-        names = ",".join(str(member.function) for member in group)
-        shared = Stoppable(Prefixed(context.progress, names), context.stop)
+        names = [str(member.function) for member in group]
+        shared = Stoppable(shown_for_functions(names, context.progress), context.stop)
         first = replace(first, progress=shared)
     directory = Path(tempfile.mkdtemp(dir=context.workdir, prefix="group-"))
     try:

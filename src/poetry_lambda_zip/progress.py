@@ -1,24 +1,48 @@
-"""Progress as a function of several sees it: its name before every line (``Prefixed``), and a
-group building beside an interrupted one that stops at its next line (``Stoppable``)."""
+"""Progress as a function of several sees it: its name before every line (``Prefixed``), or
+the lines of a fleet as the console shows them (``Fleet``), and a group building beside an
+interrupted one that stops at its next line (``Stoppable``)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from typing import Protocol
+from typing import runtime_checkable
 
 from poetry_lambda_zip.errors import BuildInterrupted
 
 if TYPE_CHECKING:
     import threading
+    from collections.abc import Sequence
 
     from poetry_lambda_zip.builders.contract import Progress
     from poetry_lambda_zip.request import BuildRequest
 
-__all__ = ["Prefixed", "Stoppable", "shown_for"]
+__all__ = ["Fleet", "Prefixed", "Stoppable", "shown_for", "shown_for_functions"]
+
+
+@runtime_checkable
+class Fleet(Protocol):
+    """A progress that shows the lines of several functions itself (the console: what a group
+    of functions shares once, each function's own steps as detail)."""
+
+    def for_functions(self, functions: Sequence[str]) -> Progress:
+        """Where the lines of ``functions`` go: one function's own, or what they share."""
+        ...
 
 
 def shown_for(request: BuildRequest, progress: Progress) -> Progress:
     """Where a function's lines go: prefixed with its name when it is one of a table's."""
-    return progress if request.function is None else Prefixed(progress, request.function)
+    if request.function is None:
+        return progress
+    return shown_for_functions([request.function], progress)
+
+
+def shown_for_functions(functions: Sequence[str], progress: Progress) -> Progress:
+    """Where the lines of one function, or of what several share, go: to a ``Fleet`` as it
+    shows them, else prefixed with their names."""
+    if isinstance(progress, Fleet):
+        return progress.for_functions(functions)
+    return Prefixed(progress, ",".join(functions))
 
 
 class Prefixed:

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
 
+    from poetry_lambda_zip.archive import ArchiveStats
     from poetry_lambda_zip.errors import LambdaZipError
     from poetry_lambda_zip.plan import BuildPlan
     from poetry_lambda_zip.results import BuildResult
@@ -20,10 +21,12 @@ __all__ = [
     "SCHEMA_VERSION",
     "error_json",
     "failure_json",
+    "fleet_table",
     "outcomes_json",
     "plan_json",
     "plan_lines",
     "result_json",
+    "size_text",
 ]
 
 #: Bumped when a key is renamed or removed; new keys may appear at any time.
@@ -212,3 +215,111 @@ def outcomes_json(outcomes: Sequence[Outcome]) -> dict[str, Any]:
             for outcome in outcomes
         ],
     }
+
+
+def size_text(size: int) -> str:
+    """Bytes in the unit that fits: 812 bytes, 3.2 kB, 13.7 MB (decimal units, as AWS's
+    limits are stated)."""
+    if size < 1000:
+        return f"{size} bytes"
+    if size < 1_000_000:
+        return f"{size / 1000:.1f} kB"
+    return f"{size / 1_000_000:.1f} MB"
+
+
+def fleet_table(
+    outcomes: Sequence[Outcome], project_dir: Path, *, hashes: bool = False
+) -> tuple[list[str], list[str]]:
+    """The functions of a table as one table: a row per output (function, output relative to
+    the project, zipped and unzipped size, built / up to date), the failed functions last,
+    and a line counting each state; with ``hashes`` each output's sha256 and Lambda's
+    CodeSha256 after it. Returns the lines and the notes (what a zip replaced)."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    notes: list[str] = []
+    sums: list[str] = []
+    listed: dict[Path, str] = {}
+    states = {"built": 0, "up to date": 0, "failed": 0}
+    for outcome in outcomes:
+        archives, written = _archives(outcome)
+        if outcome.error is not None or not archives:
+            continue
+        name = str(outcome.function)
+        built = any(archive.path in written for archive in archives)
+        states["built" if built else "up to date"] += 1
+        imported = outcome.result.import_seconds if outcome.result is not None else None
+        for number, archive in enumerate(archives):
+            state = "built" if archive.path in written else "up to date"
+            if number == 0 and imported is not None:  # --verify: the handler imported
+                state += f", handler imports in {imported:.2f}s"
+            if archive.path in listed:  # a layer the functions share
+                state = f"shared with {listed[archive.path]}"
+            listed.setdefault(archive.path, name)
+            rows.append((
+                name if number == 0 else "",
+                _relative(archive.path, project_dir),
+                size_text(archive.zipped_size),
+                size_text(archive.unzipped_size),
+                state,
+            ))  # fmt: skip
+            if hashes:
+                sums.append(
+                    f"{name}: {_relative(archive.path, project_dir)} sha256 {archive.sha256}"
+                    f" code_sha256 {archive.code_sha256}"
+                )
+        notes += _notes(outcome, project_dir)
+    for outcome in outcomes:
+        if outcome.error is not None or not _archives(outcome)[0]:
+            states["failed"] += 1
+            rows.append((str(outcome.function), "-", "", "", "failed"))
+    header = ("function", "output", "zipped", "unzipped", "state")
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(4)]
+    lines = [
+        "  ".join(
+            [
+                f"{row[0]:<{widths[0]}}",
+                f"{row[1]:<{widths[1]}}",
+                f"{row[2]:>{widths[2]}}",
+                f"{row[3]:>{widths[3]}}",
+                row[4],
+            ]
+        ).rstrip()
+        for row in [header, *rows]
+    ]
+    counted = ", ".join(f"{count} {state}" for state, count in states.items() if count)
+    total = len(outcomes)
+    summary = f"{total} function{'s' if total != 1 else ''}: {counted}"
+    return [*lines, summary, *sums], notes
+
+
+def _archives(outcome: Outcome) -> tuple[Sequence[ArchiveStats], Sequence[Path]]:
+    """A function's outputs and which of them this run wrote (built, or settled from its
+    stamp)."""
+    if outcome.error is not None:
+        return (), ()
+    if outcome.result is not None:
+        return outcome.result.archives, outcome.result.written
+    return outcome.shortcut, outcome.written
+
+
+def _notes(outcome: Outcome, project_dir: Path) -> list[str]:
+    result = outcome.result
+    if result is None:
+        return []
+    notes = [
+        f"{outcome.function}: {_relative(path, project_dir)} replaced the zip the {builder}"
+        " builder had written there"
+        for path, builder in result.replaced
+    ]
+    notes += [
+        f"{outcome.function}: {_relative(path, project_dir)} replaced a zip that was changed"
+        " after it was written"
+        for path in result.altered
+    ]
+    return notes
+
+
+def _relative(path: Path, project_dir: Path) -> str:
+    """An output as the user finds it from the project; absolute when it lies elsewhere."""
+    resolved = path.resolve()
+    base = project_dir.resolve()
+    return str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(resolved)
