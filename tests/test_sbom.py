@@ -215,3 +215,24 @@ def test_path_dependencies_have_no_purl_and_name_their_place_in_the_project(
         (digest,) = [h["content"] for h in component["hashes"]]
         assert digest in locked[name]
     assert str(path) not in json.dumps(document)
+
+
+def test_each_function_of_a_table_gets_its_own_sbom_named_after_the_table(
+    project: Callable[[str], Path], run_command: Run
+) -> None:
+    path = project("functions-dirs")
+    tester = run_command(path, f"{LOCAL} --sbom")
+    assert tester.status_code == 0, tester.io.fetch_error()
+    output = tester.io.fetch_output()
+    zips = sorted((path / "dist").glob("*.zip"))
+    assert len(zips) == 3
+    assert f"{len(zips)} SBOMs (CycloneDX), each beside its zip" in output
+    for zip_path in zips:
+        document = _document(zip_path.with_name(zip_path.name + ".cdx.json"))
+        properties = {
+            p["name"]: p["value"] for p in document["metadata"]["component"]["properties"]
+        }
+        assert properties["poetry-lambda-zip:zip"] == zip_path.name
+        assert {c["name"] for c in document["components"]} == _shipped_names(zip_path) - {
+            canonicalize_name(document["metadata"]["component"]["name"])
+        }

@@ -288,6 +288,18 @@ def fleet_table(
     counted = ", ".join(f"{count} {state}" for state, count in states.items() if count)
     total = len(outcomes)
     summary = f"{total} function{'s' if total != 1 else ''}: {counted}"
+    sboms = sorted(
+        {
+            sbom
+            for o in outcomes
+            if o.result is not None and o.error is None
+            for sbom in o.result.sboms
+        }
+    )
+    if sboms:  # --sbom: beside each zip; named one by one with -v
+        sums.append(f"{len(sboms)} SBOMs (CycloneDX), each beside its zip as OUTPUT.zip.cdx.json")
+        if hashes:
+            sums += [f"  {_relative(sbom, project_dir)}" for sbom in sboms]
     return [*lines, summary, *sums], notes
 
 
